@@ -1,0 +1,334 @@
+"""The `outreach` command line: thin click commands over the modules that do the work.
+
+This is the only module that knows about click. Heavy imports happen inside the commands
+that need them, so `outreach --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .errors import OutreachError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Plugins loaded at start-up (for register_commands), reused by the command for that config.
+_startup: dict[str, Any] = {}
+
+
+class OutreachGroup(click.Group):
+    """Turns OutreachError into a clean message on stderr and exit code 1, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OutreachError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=OutreachGroup)
+@click.version_option(package_name="outreach")
+def cli() -> None:
+    """Outbound email sequences for SDRs: short plain-text emails, calls, replies.
+
+    Start with `outreach init`, then `outreach import prospects.csv`, `outreach enroll
+    SEQUENCE`, and run `outreach send` each morning and evening.
+    """
+    if "error" in _startup:
+        raise click.ClickException(str(_startup["error"]))
+
+
+# -- shared options ----------------------------------------------------------------------
+
+
+def config_option(fn: F) -> F:
+    return click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+        help="Config file (default: $OUTREACH_CONFIG, else ./outreach.toml).",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "json_", is_flag=True,
+                        help="Print one JSON document on stdout and nothing else there.")(fn)
+
+
+def with_app(fn: F) -> F:
+    """Load the config and open the store; pass `app` instead of `config_path`."""
+
+    @config_option
+    @wraps(fn)
+    def wrapper(*args: Any, config_path: str | None, **kwargs: Any) -> Any:
+        from .app import App
+        from .config import load_config
+
+        config = load_config(config_path)
+        pm = _startup.get("pm") if _startup.get("config") == config.path else None
+        with App.open(config, pm=pm) as app:
+            return fn(*args, app=app, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def echo_json(doc: Any) -> None:
+    click.echo(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
+
+
+def echo_table(rows: Sequence[dict[str, Any]], columns: Iterable[str]) -> None:
+    columns = list(columns)
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return str(value).replace("\n", " ")[:40]
+
+
+# -- commands ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+def init(directory: Path) -> None:
+    """Create a campaign folder: outreach.toml, templates/, plugins/ and an empty database.
+
+    Never overwrites: files that already exist are left as they are.
+    """
+    from .scaffold import init_campaign
+
+    for path, created in init_campaign(directory):
+        click.echo(f"{'created' if created else 'kept   '} {path}")
+    click.echo("Next: edit outreach.toml ([sender], [icp.*], [sequences.*]), then "
+               "`outreach import prospects.csv`.")
+
+
+@cli.command()
+@click.option("--connect", is_flag=True, help="Also log in to the SMTP and IMAP servers.")
+@json_option
+@with_app
+def check(app: Any, connect: bool, json_: bool) -> None:
+    """Validate the config and the database; with --connect, log in to SMTP and IMAP."""
+    report = {
+        "config": str(app.config.path),
+        "database": str(app.config.store_path),
+        "prospects": app.store.count_prospects(),
+        "sequences": sorted(app.config.sequences),
+        "icps": sorted(app.config.icps),
+        "errors": [],
+        "warnings": [],
+    }
+    if json_:
+        echo_json(report)
+    else:
+        click.echo(f"{report['config']}: OK ({len(report['sequences'])} sequences, "
+                   f"{len(report['icps'])} ICPs, {report['prospects']} prospects)")
+    if report["errors"]:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command(name="import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+@with_app
+def import_(app: Any, file: Path, json_: bool) -> None:
+    """Import prospects from a CSV file (email required; other columns kept).
+
+    Rows that cannot be used are listed with their line number; the rest import.
+    """
+    from .importer import import_csv
+
+    result = import_csv(app, file)
+    if json_:
+        echo_json(result.as_dict())
+        return
+    click.echo(f"{file}: {result.added} added, {result.updated} updated, "
+               f"{result.unchanged} unchanged, {len(result.rejected)} rejected")
+    for rejected in result.rejected:
+        click.echo(f"  line {rejected['line']}: {rejected['reason']}", err=True)
+
+
+@cli.command()
+@click.option("--icp", "icp_name", metavar="NAME", help="Only prospects matching this ICP.")
+@json_option
+@with_app
+def prospects(app: Any, icp_name: str | None, json_: bool) -> None:
+    """List prospects, or with --icp only those matching that Ideal Customer Profile."""
+    from collections import Counter
+
+    from .icp import RULES, failed_rules
+
+    rows = list(app.store.prospects())
+    excluded: Counter[str] = Counter()
+    if icp_name is not None:
+        icp = app.config.icps.get(icp_name)
+        if icp is None:
+            known = ", ".join(sorted(app.config.icps)) or "none defined"
+            raise OutreachError(f'no ICP "{icp_name}" in {app.config.path.name} (known: {known})')
+        today = app.now().astimezone(app.sender_zone).date()
+        matched = []
+        for p in rows:
+            failed = failed_rules(p, icp, today=today)
+            excluded.update(failed)
+            if not failed:
+                matched.append(p)
+        total, rows = len(rows), matched
+    if json_:
+        echo_json([p.as_dict() for p in rows])
+        return
+    echo_table([{**p.as_dict(), "name": p.name} for p in rows],
+               ("email", "name", "title", "company", "stage"))
+    if icp_name is not None:
+        why = ", ".join(f"{rule}: {excluded[rule]}" for rule in RULES if excluded[rule])
+        click.echo(f"{len(rows)} of {total} prospects match {icp_name}"
+                   + (f"; excluded by {why}" if why else ""), err=True)
+
+
+@cli.command()
+@click.argument("sequence")
+@click.option("--limit", type=click.IntRange(min=0), help="Enroll at most N prospects.")
+@click.option("--dry-run", is_flag=True, help="Report who would be enrolled; write nothing.")
+@json_option
+@with_app
+def enroll(app: Any, sequence: str, limit: int | None, dry_run: bool, json_: bool) -> None:
+    """Enroll prospects matching SEQUENCE's ICP that are free to start it."""
+    from .enroll import enroll as enroll_
+
+    result = enroll_(app, sequence, limit=limit, dry_run=dry_run)
+    if json_:
+        echo_json(result.as_dict())
+        return
+    verb = "would enroll" if dry_run else "enrolled"
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(result.skipped.items()))
+    click.echo(f"{sequence}: {verb} {result.enrolled}" + (f"; skipped {skipped}" if skipped
+                                                           else ""))
+
+
+@cli.command()
+@click.argument("target", metavar="EMAIL|@DOMAIN")
+@click.option("--reason", default="manual", show_default=True, help="Why, for the record.")
+@json_option
+@with_app
+def suppress(app: Any, target: str, reason: str, json_: bool) -> None:
+    """Suppress an address or a whole @domain for good: nothing is ever sent there again."""
+    from .lifecycle import suppress as suppress_
+
+    affected = suppress_(app, target, reason=reason, source="cli")
+    if json_:
+        echo_json({"suppressed": target.lower(), "prospects": affected})
+    else:
+        click.echo(f"suppressed {target.lower()} ({affected} prospect"
+                   f"{'' if affected == 1 else 's'} stopped)")
+
+
+@cli.command()
+@click.argument("email")
+@click.argument("stage", type=click.Choice(
+    ["lead", "opportunity", "client", "champion", "not-interested", "meeting"]))
+@json_option
+@with_app
+def mark(app: Any, email: str, stage: str, json_: bool) -> None:
+    """Move a prospect to STAGE; `meeting` ends its sequence as won."""
+    from .lifecycle import mark as mark_
+
+    prospect = mark_(app, email, stage)
+    if json_:
+        echo_json({"email": prospect.email, "stage": prospect.stage})
+    else:
+        click.echo(f"{prospect.email}: {prospect.stage}")
+
+
+@cli.command()
+@click.argument("email")
+@json_option
+@with_app
+def status(app: Any, email: str, json_: bool) -> None:
+    """One prospect's timeline: stage, suppression, enrollments, messages, replies, calls."""
+    from .lifecycle import status as status_
+
+    doc = status_(app, email)
+    if json_:
+        echo_json(doc)
+        return
+    click.echo(f"{doc['email']}  {doc['name']}  {doc['company']}")
+    click.echo(f"stage: {doc['stage']}" + ("   SUPPRESSED" if doc["suppressed"] else ""))
+    for e in doc["enrollments"]:
+        click.echo(f"enrollment {e['id']}: {e['sequence']} {e['state']} since {e['started_at']}"
+                   + (f" (next step {e['next_step']})" if e["state"] == "active" else ""))
+    for event in doc["events"]:
+        detail = ", ".join(f"{k}={v}" for k, v in event.items()
+                           if k not in ("at", "kind", "enrollment_id") and v not in (None, ""))
+        click.echo(f"  {event['at']}  {event['kind']:<16} {detail}")
+
+
+@cli.command(name="plugins")
+@json_option
+@config_option
+def plugins_list(json_: bool, config_path: str | None) -> None:
+    """List the loaded plugins and the hooks each implements."""
+    from .plugins import describe, make_manager
+
+    pm = _startup.get("pm")
+    if pm is None or config_path:
+        from .config import load_config
+
+        config = load_config(config_path)
+        pm = make_manager(config.plugin_paths, config.plugin_settings)
+    plugins = describe(pm)
+    if json_:
+        echo_json(plugins)
+        return
+    for p in plugins:
+        version = f" {p['version']}" if p["version"] else ""
+        kind = " (built-in)" if p["builtin"] else ""
+        click.echo(f"{p['name']}{version}{kind}: {', '.join(p['hooks']) or 'no hooks'}")
+
+
+# -- start-up ----------------------------------------------------------------------------
+
+
+def load_startup_plugins(argv: Sequence[str]) -> None:
+    """Load plugins before click parses argv, so register_commands can add commands.
+
+    Uses the config the command line names when it loads; a broken config is left for
+    the command itself to report.
+    """
+    from .config import find_config, load_config
+    from .plugins import fire, make_manager
+
+    explicit = None
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            explicit = argv[i + 1]
+        elif arg.startswith("--config="):
+            explicit = arg.split("=", 1)[1]
+    path = find_config(explicit)
+    config = None
+    if path.is_file():
+        try:
+            config = load_config(path)
+        except OutreachError:
+            config = None
+    pm = make_manager(config.plugin_paths if config else (),
+                      config.plugin_settings if config else None)
+    _startup.update(pm=pm, config=config.path if config else None)
+    fire(pm, "register_commands", cli=cli)
+
+
+def main() -> None:
+    try:
+        load_startup_plugins(sys.argv[1:])
+    except OutreachError as exc:
+        _startup["error"] = exc  # reported by the group, through click, like any other error
+    cli(prog_name="outreach")

@@ -1,0 +1,37 @@
+"""The one place that reads the clock. OUTREACH_NOW makes every command act as if it were then."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+from .errors import OutreachError
+
+
+def now() -> datetime:
+    """The current moment as an aware datetime, or OUTREACH_NOW when it is set."""
+    raw = os.environ.get("OUTREACH_NOW", "").strip()
+    if not raw:
+        return datetime.now(UTC)
+    return parse_now(raw)
+
+
+def parse_now(raw: str) -> datetime:
+    """Parse an OUTREACH_NOW value; it must carry an offset so it names one instant."""
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise OutreachError(
+            f'OUTREACH_NOW "{raw}" is not an ISO 8601 timestamp: '
+            'write it like "2026-03-02T08:15:00-06:00"'
+        ) from None
+    if value.tzinfo is None:
+        raise OutreachError(
+            f'OUTREACH_NOW "{raw}" has no UTC offset: add one, e.g. "{raw}+00:00" or "{raw}-06:00"'
+        )
+    return value
+
+
+def iso(moment: datetime) -> str:
+    """How instants are stored: UTC, seconds precision, sortable as text."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,615 @@
+"""outreach.toml -> frozen dataclasses. Every error names the file, the key and what to write.
+
+Found by --config PATH, else $OUTREACH_CONFIG, else ./outreach.toml. Relative paths are
+resolved from the config file's folder. Secrets never live here: a key ending in `_env`
+names the environment variable that holds the secret, read only when it is needed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import itertools
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import ConfigError
+
+CONFIG_NAME = "outreach.toml"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+TEMPLATES_DIR = "templates"
+
+
+@dataclass(frozen=True)
+class Sender:
+    name: str
+    email: str
+    company: str
+    phone: str
+    postal_address: str
+    timezone: str
+
+    @property
+    def domain(self) -> str:
+        return self.email.rpartition("@")[2]
+
+
+@dataclass(frozen=True)
+class Smtp:
+    transport: str
+    outbox: Path
+    host: str
+    port: int
+    security: str
+    username: str
+    password_env: str
+    concurrency: int
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Imap:
+    source: str
+    maildir: Path
+    host: str
+    port: int
+    security: str
+    username: str
+    password_env: str
+    folders: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Window:
+    start: time
+    end: time
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+
+@dataclass(frozen=True)
+class Sending:
+    windows: tuple[Window, ...]
+    window_timezone: str
+    days: tuple[str, ...]
+    daily_limit: int
+    per_run_limit: int
+    max_bounce_rate: float
+    max_unsubscribe_rate: float
+    guard_min_sent: int
+
+
+@dataclass(frozen=True)
+class Compliance:
+    unsubscribe_mailto: str
+    unsubscribe_url: str
+    footer: Path
+
+
+@dataclass(frozen=True)
+class Icp:
+    name: str
+    industries: tuple[str, ...] = ()
+    titles: tuple[str, ...] = ()
+    employees: tuple[int, int] | None = None
+    countries: tuple[str, ...] = ()
+    exclude_domains: tuple[str, ...] = ()
+    dormant_days: int | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a sequence: an email (one template, or several for A/B), a call, or recycle."""
+
+    number: int
+    day: int
+    kind: str  # "email", "call" or "recycle"
+    templates: tuple[str, ...] = ()
+    thread: bool = False
+
+
+@dataclass(frozen=True)
+class Sequence:
+    name: str
+    icp: str
+    steps: tuple[Step, ...]
+    recycle_cooldown_days: int
+    on_referral: str | None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    sender: Sender
+    store_path: Path
+    smtp: Smtp
+    imap: Imap
+    sending: Sending
+    compliance: Compliance
+    icps: Mapping[str, Icp]
+    sequences: Mapping[str, Sequence]
+    plugin_paths: tuple[Path, ...]
+    plugin_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / TEMPLATES_DIR
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Where the config is: --config, else $OUTREACH_CONFIG, else ./outreach.toml."""
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get("OUTREACH_CONFIG"):
+        return Path(env)
+    return Path(CONFIG_NAME)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate a config file, or raise ConfigError naming file and key."""
+    cfg_path = find_config(path)
+    try:
+        raw = cfg_path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{cfg_path}: no such config file. Run `outreach init` to create one, "
+            "or pass --config PATH (or set OUTREACH_CONFIG)."
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{cfg_path}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{cfg_path}: not UTF-8 text; save it as UTF-8.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{cfg_path}: not valid TOML: {exc}") from None
+    return _Parser(cfg_path.resolve()).config(data)
+
+
+def secret(env_name: str, *, what: str) -> str:
+    """Read a secret from the environment variable a `*_env` key names."""
+    value = os.environ.get(env_name, "")
+    if not value:
+        raise ConfigError(
+            f"{what}: environment variable {env_name} is not set; export it with the password."
+        )
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+_EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
+
+
+class _Parser:
+    """Walks the TOML tables; `where` strings read like `[sending] windows[1]`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.root = path.parent
+
+    def fail(self, where: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path.name}: {where} {problem}")
+
+    # -- generic checks -------------------------------------------------------------
+
+    def section(self, data: Mapping[str, Any], name: str, keys: set[str]) -> Mapping[str, Any]:
+        """A top-level table such as [smtp]; absent means all defaults."""
+        return self.table(data.get(name, {}), name, keys)
+
+    def table(self, value: Any, name: str, keys: set[str]) -> Mapping[str, Any]:
+        """Check that a table holds only known keys, suggesting the closest for a typo."""
+        if not isinstance(value, dict):
+            raise self.fail(f"[{name}]", "must be a table")
+        for key in value:
+            if key not in keys:
+                close = difflib.get_close_matches(key, sorted(keys), n=1)
+                hint = f'did you mean "{close[0]}"?' if close else "known keys: " + ", ".join(
+                    sorted(keys)
+                )
+                raise self.fail(f"[{name}]", f'has unknown key "{key}": {hint}')
+        return value
+
+    def get(
+        self,
+        table: Mapping[str, Any],
+        where: str,
+        key: str,
+        kind: type | tuple[type, ...],
+        default: Any = ...,
+    ) -> Any:
+        if key not in table:
+            if default is ...:
+                raise self.fail(f"[{where}] {key}", "is required")
+            return default
+        value = table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = False if isinstance(value, bool) and bool not in kinds else isinstance(value, kinds)
+        if not ok:
+            names = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+            raise self.fail(f"[{where}] {key}", f"must be {names}, not {value!r}")
+        return value
+
+    def choice(self, table: Mapping[str, Any], where: str, key: str, options: tuple[str, ...],
+               default: str) -> str:
+        value = self.get(table, where, key, str, default)
+        if value not in options:
+            raise self.fail(
+                f"[{where}] {key}",
+                f'"{value}" is not allowed: write one of ' + ", ".join(f'"{o}"' for o in options),
+            )
+        return value
+
+    def positive(self, table: Mapping[str, Any], where: str, key: str, default: int) -> int:
+        value = self.get(table, where, key, int, default)
+        if value < 1:
+            raise self.fail(f"[{where}] {key}", f"must be 1 or more, not {value}")
+        return value
+
+    def strings(self, table: Mapping[str, Any], where: str, key: str,
+                default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self.get(table, where, key, list, list(default))
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.fail(f"[{where}] {key}[{i}]", f"must be a string, not {item!r}")
+        return tuple(value)
+
+    def timezone(self, table: Mapping[str, Any], where: str, key: str, default: str) -> str:
+        value = self.get(table, where, key, str, default)
+        if not valid_timezone(value):
+            raise self.fail(
+                f"[{where}] {key}",
+                f'"{value}" is not a known time zone: use an IANA name like "America/Chicago"',
+            )
+        return value
+
+    def email(self, table: Mapping[str, Any], where: str, key: str, default: Any = ...) -> str:
+        value = self.get(table, where, key, str, default)
+        if value and not _EMAIL.match(value):
+            raise self.fail(f"[{where}] {key}", f'"{value}" is not an email address')
+        return value
+
+    def path_key(self, table: Mapping[str, Any], where: str, key: str, default: str) -> Path:
+        return self.root / self.get(table, where, key, str, default)
+
+    # -- tables ---------------------------------------------------------------------
+
+    def config(self, data: Mapping[str, Any]) -> Config:
+        top = {"sender", "store", "smtp", "imap", "sending", "compliance", "icp", "sequences",
+               "plugins"}
+        for key in data:
+            if key not in top:
+                close = difflib.get_close_matches(key, sorted(top), n=1)
+                hint = f'did you mean "[{close[0]}]"?' if close else "known tables: " + ", ".join(
+                    f"[{t}]" for t in sorted(top))
+                raise self.fail(f"[{key}]", f"is not a known table: {hint}")
+        if "sender" not in data:
+            raise self.fail("[sender]", "is missing: add it with name, email and postal_address")
+        sender = self.sender(data)
+        icps = self.icps(data)
+        sequences = self.sequences(data, icps)
+        plugin_paths, plugin_settings = self.plugins(data)
+        store = self.section(data, "store", {"path"})
+        return Config(
+            path=self.path,
+            sender=sender,
+            store_path=self.path_key(store, "store", "path", "outreach.db"),
+            smtp=self.smtp(data),
+            imap=self.imap(data),
+            sending=self.sending(data, sender),
+            compliance=self.compliance(data, sender),
+            icps=icps,
+            sequences=sequences,
+            plugin_paths=plugin_paths,
+            plugin_settings=plugin_settings,
+        )
+
+    def sender(self, data: Mapping[str, Any]) -> Sender:
+        t = self.section(data, "sender",
+                       {"name", "email", "company", "phone", "postal_address", "timezone"})
+        name = self.get(t, "sender", "name", str)
+        for key in ("name", "company", "phone"):
+            if any(c in str(t.get(key, "")) for c in "\r\n"):
+                raise self.fail(f"[sender] {key}", "must be one line")
+        postal = self.get(t, "sender", "postal_address", str, "")
+        if not postal.strip():
+            raise self.fail(
+                "[sender] postal_address",
+                "is required (CAN-SPAM): write the physical address that goes in every footer",
+            )
+        return Sender(
+            name=name,
+            email=self.email(t, "sender", "email"),
+            company=self.get(t, "sender", "company", str, ""),
+            phone=self.get(t, "sender", "phone", str, ""),
+            postal_address=postal,
+            timezone=self.timezone(t, "sender", "timezone", "UTC"),
+        )
+
+    def server(self, t: Mapping[str, Any], where: str, default_port: int,
+               default_security: str) -> dict[str, Any]:
+        security = self.choice(t, where, "security", ("tls", "starttls", "none"),
+                               default_security)
+        host = self.get(t, where, "host", str, "127.0.0.1")
+        port = self.get(t, where, "port", int, default_port)
+        if not 0 < port < 65536:
+            raise self.fail(f"[{where}] port", f"must be 1-65535, not {port}")
+        if security == "none" and not is_loopback(host):
+            raise self.fail(
+                f"[{where}] security",
+                f'"none" is refused for host "{host}": passwords and mail would cross the '
+                'network in clear. Use "tls" or "starttls", or a loopback host.',
+            )
+        env = self.get(t, where, "password_env", str, "")
+        if env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):
+            raise self.fail(f"[{where}] password_env",
+                            f'"{env}" is not an environment variable name (the secret itself '
+                            "never goes in the config)")
+        return {"host": host, "port": port, "security": security,
+                "username": self.get(t, where, "username", str, ""), "password_env": env}
+
+    def smtp(self, data: Mapping[str, Any]) -> Smtp:
+        t = self.section(data, "smtp", {"transport", "outbox", "host", "port", "security",
+                                      "username", "password_env", "concurrency", "timeout"})
+        timeout = self.get(t, "smtp", "timeout", (int, float), 30)
+        if timeout <= 0:
+            raise self.fail("[smtp] timeout", f"must be more than 0 seconds, not {timeout}")
+        return Smtp(
+            transport=self.choice(t, "smtp", "transport", ("smtp", "outbox"), "outbox"),
+            outbox=self.path_key(t, "smtp", "outbox", "outbox"),
+            concurrency=self.positive(t, "smtp", "concurrency", 4),
+            timeout=float(timeout),
+            **self.server(t, "smtp", 587, "starttls"),
+        )
+
+    def imap(self, data: Mapping[str, Any]) -> Imap:
+        t = self.section(data, "imap", {"source", "maildir", "host", "port", "security",
+                                      "username", "password_env", "folders"})
+        folders = self.strings(t, "imap", "folders", ("INBOX",))
+        if not folders:
+            raise self.fail("[imap] folders", 'is empty: list at least one, e.g. ["INBOX"]')
+        return Imap(
+            source=self.choice(t, "imap", "source", ("imap", "maildir"), "maildir"),
+            maildir=self.path_key(t, "imap", "maildir", "mail"),
+            folders=folders,
+            **self.server(t, "imap", 993, "tls"),
+        )
+
+    def sending(self, data: Mapping[str, Any], sender: Sender) -> Sending:
+        t = self.section(data, "sending", {
+            "windows", "window_timezone", "days", "daily_limit", "per_run_limit",
+            "max_bounce_rate", "max_unsubscribe_rate", "guard_min_sent"})
+        windows = []
+        for i, text in enumerate(self.strings(t, "sending", "windows",
+                                              ("07:00-09:00", "17:00-19:00"))):
+            windows.append(self.window(text, f"[sending] windows[{i}]"))
+        days = self.strings(t, "sending", "days", WEEKDAYS[:5])
+        for i, day in enumerate(days):
+            if day.lower() not in WEEKDAYS:
+                raise self.fail(f"[sending] days[{i}]",
+                                f'"{day}" is not a weekday: write one of ' + ", ".join(WEEKDAYS))
+        rates = {}
+        for key, default in (("max_bounce_rate", 0.02), ("max_unsubscribe_rate", 0.003)):
+            rates[key] = float(self.get(t, "sending", key, (int, float), default))
+            if not 0 < rates[key] <= 1:
+                raise self.fail(f"[sending] {key}",
+                                f"must be a fraction between 0 and 1 (0.02 = 2%), not {t[key]}")
+        return Sending(
+            windows=tuple(windows),
+            window_timezone=self.choice(t, "sending", "window_timezone", ("prospect", "sender"),
+                                        "prospect"),
+            days=tuple(d.lower() for d in days),
+            daily_limit=self.positive(t, "sending", "daily_limit", 75),
+            per_run_limit=self.positive(t, "sending", "per_run_limit", 50),
+            guard_min_sent=self.positive(t, "sending", "guard_min_sent", 100),
+            **rates,
+        )
+
+    def window(self, text: str, where: str) -> Window:
+        m = _WINDOW.match(text)
+        if not m:
+            raise self.fail(where, f'"{text}": expected HH:MM-HH:MM, e.g. "07:00-09:00"')
+        start = time(int(m[1]), int(m[2]))
+        end = time(0, 0) if m[3] == "24" and m[4] == "00" else None
+        if m[3] == "24" and m[4] != "00":
+            raise self.fail(where, f'"{text}": the latest end is 24:00')
+        end = end or time(int(m[3]), int(m[4]))
+        if end != time(0, 0) and end <= start:
+            raise self.fail(where, f'"{text}": the end must be after the start (same day)')
+        return Window(start, end)
+
+    def compliance(self, data: Mapping[str, Any], sender: Sender) -> Compliance:
+        t = self.section(data, "compliance", {"unsubscribe_mailto", "unsubscribe_url", "footer"})
+        mailto = self.email(t, "compliance", "unsubscribe_mailto", "")
+        if not mailto:
+            raise self.fail(
+                "[compliance] unsubscribe_mailto",
+                "is required: an address whose mail suppresses the sender, e.g. "
+                f'"unsubscribe@{sender.domain}"',
+            )
+        url = self.get(t, "compliance", "unsubscribe_url", str, "")
+        if url and (not url.startswith("https://") or "{token}" not in url):
+            raise self.fail("[compliance] unsubscribe_url",
+                            f'"{url}" must be an https:// URL containing {{token}}, or ""')
+        footer = self.path_key(t, "compliance", "footer", "templates/footer.txt")
+        if not footer.is_file():
+            raise self.fail("[compliance] footer",
+                            f'"{footer}" does not exist: create it or point to another file')
+        return Compliance(unsubscribe_mailto=mailto, unsubscribe_url=url, footer=footer)
+
+    def icps(self, data: Mapping[str, Any]) -> dict[str, Icp]:
+        tables = data.get("icp", {})
+        if not isinstance(tables, dict):
+            raise self.fail("[icp]", "must hold tables like [icp.cfo-manufacturing]")
+        out = {}
+        keys = {"industries", "titles", "employees", "countries", "exclude_domains",
+                "dormant_days"}
+        for name, t in tables.items():
+            where = f"icp.{name}"
+            if not isinstance(t, dict):
+                raise self.fail(f"[{where}]", "must be a table")
+            self.table(t, where, keys)
+            employees = None
+            if "employees" in t:
+                rng = self.get(t, where, "employees", list)
+                if len(rng) != 2 or not all(
+                    isinstance(n, int) and not isinstance(n, bool) for n in rng
+                ) or rng[0] > rng[1]:
+                    raise self.fail(f"[{where}] employees",
+                                    f"must be [min, max] whole numbers, e.g. [200, 5000], not {rng}")
+                employees = (rng[0], rng[1])
+            dormant = self.get(t, where, "dormant_days", int, None)
+            if dormant is not None and dormant < 0:
+                raise self.fail(f"[{where}] dormant_days", f"must be 0 or more, not {dormant}")
+            out[name] = Icp(
+                name=name,
+                industries=self.strings(t, where, "industries"),
+                titles=self.strings(t, where, "titles"),
+                employees=employees,
+                countries=tuple(c.upper() for c in self.strings(t, where, "countries")),
+                exclude_domains=tuple(d.lower().lstrip("@")
+                                      for d in self.strings(t, where, "exclude_domains")),
+                dormant_days=dormant,
+            )
+        return out
+
+    def sequences(self, data: Mapping[str, Any], icps: Mapping[str, Icp]) -> dict[str, Sequence]:
+        tables = data.get("sequences", {})
+        if not isinstance(tables, dict):
+            raise self.fail("[sequences]", "must hold tables like [sequences.referral]")
+        out = {}
+        for name, t in tables.items():
+            where = f"sequences.{name}"
+            if not isinstance(t, dict):
+                raise self.fail(f"[{where}]", "must be a table")
+            self.table(t, where, {"icp", "steps", "recycle_cooldown_days", "on_referral"})
+            icp = self.get(t, where, "icp", str)
+            if icp not in icps:
+                known = ", ".join(sorted(icps)) or "none defined"
+                raise self.fail(f"[{where}] icp",
+                                f'"{icp}" is not an [icp.*] table (known: {known})')
+            raw_steps = self.get(t, where, "steps", list)
+            if not raw_steps:
+                raise self.fail(f"[{where}] steps", "is empty: add at least one email step")
+            steps = tuple(self.step(s, f"[{where}] steps[{i}]", i)
+                          for i, s in enumerate(raw_steps))
+            for prev, step in itertools.pairwise(steps):
+                if step.day < prev.day:
+                    raise self.fail(f"[{where}] steps[{step.number}] day",
+                                    f"is {step.day}, before the previous step's day {prev.day}: "
+                                    "list steps in day order")
+            cooldown = self.get(t, where, "recycle_cooldown_days", int, 90)
+            if cooldown < 0:
+                raise self.fail(f"[{where}] recycle_cooldown_days",
+                                f"must be 0 or more, not {cooldown}")
+            out[name] = Sequence(
+                name=name,
+                icp=icp,
+                steps=steps,
+                recycle_cooldown_days=cooldown,
+                on_referral=self.get(t, where, "on_referral", str, None),
+            )
+        for name, seq in out.items():
+            if seq.on_referral is not None and seq.on_referral not in out:
+                raise self.fail(f"[sequences.{name}] on_referral",
+                                f'"{seq.on_referral}" is not a [sequences.*] table: define it '
+                                "or remove the key")
+        return out
+
+    def step(self, raw: Any, where: str, number: int) -> Step:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{self.path.name}: {where} must be an inline table like "
+                              '{ day = 0, email = "referral" }')
+        allowed = {"day", "email", "call", "recycle", "thread"}
+        for key in raw:
+            if key not in allowed:
+                raise ConfigError(f'{self.path.name}: {where} has unknown key "{key}": '
+                                  "known keys: " + ", ".join(sorted(allowed)))
+        actions = [k for k in ("email", "call", "recycle") if k in raw]
+        if len(actions) != 1:
+            raise ConfigError(f"{self.path.name}: {where} needs exactly one of email, call or "
+                              "recycle")
+        day = raw.get("day")
+        if not isinstance(day, int) or isinstance(day, bool) or day < 0:
+            raise ConfigError(f"{self.path.name}: {where} day must be a whole number of days "
+                              f"from enrollment (0 or more), not {day!r}")
+        kind = actions[0]
+        thread = raw.get("thread", False)
+        if not isinstance(thread, bool):
+            raise ConfigError(f"{self.path.name}: {where} thread must be true or false")
+        if thread and kind != "email":
+            raise ConfigError(f"{self.path.name}: {where} thread applies to email steps only")
+        if kind == "recycle":
+            if raw["recycle"] is not True:
+                raise ConfigError(f"{self.path.name}: {where} recycle must be true")
+            return Step(number=number, day=day, kind="recycle")
+        names = raw[kind]
+        if isinstance(names, str):
+            names = [names]
+        if kind == "call" and len(names) != 1:
+            raise ConfigError(f"{self.path.name}: {where} call takes one template name")
+        if not names or not all(isinstance(n, str) and n for n in names):
+            raise ConfigError(f"{self.path.name}: {where} {kind} must name a template "
+                              '(or a list of them for A/B), e.g. "referral"')
+        for n in names:
+            if not (self.root / TEMPLATES_DIR / f"{n}.txt").is_file():
+                raise ConfigError(f'{self.path.name}: {where} {kind} "{n}": no template '
+                                  f"{TEMPLATES_DIR}/{n}.txt; create it or fix the name")
+        if thread and number == 0:
+            raise ConfigError(f"{self.path.name}: {where} thread = true needs an earlier email "
+                              "step to reply to")
+        return Step(number=number, day=day, kind=kind, templates=tuple(names), thread=thread)
+
+    def plugins(self, data: Mapping[str, Any]) -> tuple[tuple[Path, ...], dict[str, dict]]:
+        t = data.get("plugins", {})
+        if not isinstance(t, dict):
+            raise self.fail("[plugins]", "must be a table")
+        settings: dict[str, dict] = {}
+        for key, value in t.items():
+            if key == "paths":
+                continue
+            if not isinstance(value, dict):
+                raise self.fail(f"[plugins] {key}",
+                                'is not a known key: use paths = [...] or a [plugins.NAME] table '
+                                "of settings for plugin NAME")
+            settings[key] = dict(value)
+        paths = tuple(self.root / p for p in self.strings(t, "plugins", "paths", ("plugins",)))
+        return paths, settings
+
+
+_TYPE_NAMES: dict[type, str] = {
+    str: "a string", int: "a whole number", float: "a number", bool: "true or false",
+    list: "a list", dict: "a table",
+}
+
+
+def valid_timezone(name: str) -> bool:
+    """True when zoneinfo knows the IANA name (empty and path-like names are not zones)."""
+    if not name or name.startswith(("/", ".")) or ".." in name:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+

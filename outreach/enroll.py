@@ -1,0 +1,79 @@
+"""Enrollment: which ICP-matching prospects may start a sequence now, and starting them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from .app import App
+from .config import Sequence
+from .errors import OutreachError
+from .icp import in_icp
+from .models import Prospect
+
+# Stages that mean the conversation already happened: a cold sequence would be wrong.
+ENGAGED_STAGES = frozenset({"lead", "opportunity", "client", "champion", "not-interested"})
+
+
+@dataclass
+class EnrollResult:
+    enrolled: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"enrolled": self.enrolled, "skipped": dict(sorted(self.skipped.items())),
+                "dry_run": self.dry_run}
+
+
+def skip_reason(prospect: Prospect, facts: dict[str, Any] | None, sequence: Sequence, *,
+                now: datetime) -> str | None:
+    """Why an ICP-matching prospect may not be enrolled now, or None if it may."""
+    if prospect.suppressed:
+        return "suppressed"
+    facts = facts or {}
+    if facts.get("open"):
+        return "active"
+    if facts.get("replied"):
+        return "replied"
+    if prospect.stage in ENGAGED_STAGES:
+        return "stage"
+    recycled = facts.get("recycled_at")
+    if recycled and datetime.fromisoformat(recycled) + timedelta(
+        days=sequence.recycle_cooldown_days
+    ) > now:
+        return "cooldown"
+    return None
+
+
+def enroll(app: App, sequence_name: str, *, limit: int | None = None,
+           dry_run: bool = False) -> EnrollResult:
+    """Enroll ICP matches into a sequence, oldest prospects first, up to `limit`."""
+    sequence = app.config.sequences.get(sequence_name)
+    if sequence is None:
+        known = ", ".join(sorted(app.config.sequences)) or "none defined"
+        raise OutreachError(f'no sequence "{sequence_name}" in {app.config.path.name} '
+                            f"(known: {known})")
+    icp = app.config.icps[sequence.icp]
+    now = app.now()
+    today = now.astimezone(app.sender_zone).date()
+    result = EnrollResult(dry_run=dry_run)
+    facts = app.store.enrollment_facts()
+    with app.store.transaction():
+        for prospect in app.store.prospects():
+            if not in_icp(prospect, icp, today=today):
+                continue
+            reason = skip_reason(prospect, facts.get(prospect.id), sequence, now=now)
+            if reason is None and limit is not None and result.enrolled >= limit:
+                reason = "limit"
+            if reason:
+                result.skipped[reason] += 1
+                continue
+            result.enrolled += 1
+            if not dry_run:
+                enrollment = app.store.enroll(prospect.id, sequence.name, at=now)
+                app.store.add_event("enrolled", at=now, prospect_id=prospect.id,
+                                    enrollment_id=enrollment, sequence=sequence.name)
+    return result

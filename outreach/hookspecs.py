@@ -1,0 +1,73 @@
+"""The hooks a plugin can implement. Each function's docstring is its documentation.
+
+Every hook is called with keyword arguments; implement only the arguments you need.
+`prospect` is always a read-only `outreach.Prospect`. A plugin that raises is reported with
+its name and does not stop the run or hide the event from other plugins.
+"""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from typing import Any
+
+import click
+import pluggy
+
+from .models import Prospect
+
+hookspec = pluggy.HookspecMarker("outreach")
+hookimpl = pluggy.HookimplMarker("outreach")
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add commands to the `outreach` CLI. Called once at start-up with the click group."""
+
+
+@hookspec
+def template_context(prospect: Prospect, step: Any) -> dict[str, Any] | None:
+    """Return extra template variables for rendering `step` for `prospect`.
+
+    Called before every render (send, preview, check, call scripts). `step` has `number`,
+    `day`, `kind`, `templates`. The dicts of all plugins are merged; later-loaded plugins
+    win on clashes, and built-in variables (`prospect`, `sender`, ...) cannot be replaced.
+    """
+
+
+@hookspec
+def prospect_imported(prospect: Prospect) -> None:
+    """A prospect was added or changed by `outreach import` (or created from a referral)."""
+
+
+@hookspec
+def message_sent(prospect: Prospect, message: EmailMessage) -> None:
+    """The server (or outbox) accepted `message`, exactly as sent, for `prospect`."""
+
+
+@hookspec
+def reply_received(prospect: Prospect, reply: EmailMessage, kind: str) -> None:
+    """`outreach poll` classified an inbound message from or about `prospect`.
+
+    `kind` is one of `reply`, `auto_reply`, `bounce`, `unsubscribe`, `referral`; for a
+    referral, `prospect` is the new prospect named in the reply.
+    """
+
+
+@hookspec
+def call_task_created(prospect: Prospect, task: Any) -> None:
+    """A call step came due; `task` has `id`, `due` (aware datetime) and `script` (text)."""
+
+
+@hookspec
+def stage_changed(prospect: Prospect, old: str, new: str) -> None:
+    """`prospect` moved from stage `old` to `new` (a reply, `outreach mark`, a call outcome)."""
+
+
+@hookspec(firstresult=True)
+def classify_reply(reply: EmailMessage) -> str | None:
+    """Classify an inbound message before the built-in rules run.
+
+    Return `reply`, `auto_reply`, `bounce`, `unsubscribe` or `referral`, or None to let
+    the next plugin (and finally the built-in classifier) decide. Stops at first non-None
+    result.
+    """

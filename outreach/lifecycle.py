@@ -1,0 +1,103 @@
+"""Stages, suppression and a prospect's timeline: the moves every command shares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .app import App
+from .errors import OutreachError
+from .models import STAGES, Prospect
+
+MARK_STAGES = (*STAGES[1:], "meeting")
+# Enrollment end states per cause, so `status` reads as what happened.
+_END_STATE = {"meeting": "won", "not-interested": "stopped"}
+
+
+def require_prospect(app: App, email: str) -> Prospect:
+    prospect = app.store.prospect(email)
+    if prospect is None:
+        raise OutreachError(f'no prospect "{email}": import them first '
+                            "(`outreach import FILE`), or check the address")
+    return prospect
+
+
+def change_stage(app: App, prospect: Prospect, new: str, *, cause: str) -> Prospect:
+    """Move a prospect's stage, record why, and tell plugins; a no-op if already there."""
+    now = app.now()
+    with app.store.transaction():
+        old = app.store.set_stage(prospect.id, new, cause=cause, at=now)
+        if old is not None:
+            app.store.add_event("stage", at=now, prospect_id=prospect.id, old=old, new=new,
+                                cause=cause)
+    updated = app.store.prospect_by_id(prospect.id)
+    assert updated is not None
+    if old is not None:
+        app.fire("stage_changed", prospect=updated, old=old, new=new)
+    return updated
+
+
+def mark(app: App, email: str, stage: str) -> Prospect:
+    """`outreach mark`: `meeting` ends the sequence as won (stage opportunity);
+    `not-interested` stops it; other stages just move."""
+    if stage not in MARK_STAGES:
+        raise OutreachError(f'unknown stage "{stage}": use one of {", ".join(MARK_STAGES)}')
+    prospect = require_prospect(app, email)
+    if stage in _END_STATE:
+        with app.store.transaction():
+            ended = app.store.end_enrollments(prospect.id, state=_END_STATE[stage],
+                                              reason=f"mark {stage}", at=app.now())
+            app.store.close_call_tasks(prospect.id, reason=f"mark {stage}", at=app.now())
+            for enrollment in ended:
+                app.store.add_event("enrollment_ended", at=app.now(), prospect_id=prospect.id,
+                                    enrollment_id=enrollment, state=_END_STATE[stage])
+    new = "opportunity" if stage == "meeting" else stage
+    return change_stage(app, prospect, new, cause=f"mark {stage}")
+
+
+def suppress(app: App, target: str, *, reason: str, source: str) -> int:
+    """Suppress an address or @domain for good and end what was under way for it.
+
+    Returns the number of prospects affected. Idempotent: suppressing twice changes nothing.
+    """
+    target = target.strip().lower()
+    if target.startswith("@"):
+        domain = target[1:]
+        if not domain or "." not in domain or "@" in domain:
+            raise OutreachError(f'"{target}" is not a domain: write it like @example.com')
+        prospects = [p for p in app.store.prospects_in_domain(domain)]
+    else:
+        if "@" not in target or target.startswith("@") or " " in target:
+            raise OutreachError(f'"{target}" is not an email address or @domain')
+        p = app.store.prospect(target)
+        prospects = [p] if p else []
+    now = app.now()
+    with app.store.transaction():
+        app.store.suppress(target, reason=reason, source=source, at=now)
+        for p in prospects:
+            for enrollment in app.store.end_enrollments(p.id, state="unsubscribed"
+                                                        if reason == "unsubscribe"
+                                                        else "stopped",
+                                                        reason=f"suppressed: {reason}", at=now):
+                app.store.add_event("enrollment_ended", at=now, prospect_id=p.id,
+                                    enrollment_id=enrollment, state="suppressed")
+            app.store.close_call_tasks(p.id, reason=f"suppressed: {reason}", at=now)
+            app.store.add_event("suppressed", at=now, prospect_id=p.id, target=target,
+                                reason=reason, source=source)
+    return len(prospects)
+
+
+def status(app: App, email: str) -> dict[str, Any]:
+    """One prospect's timeline: stage, suppression, enrollments and every event."""
+    prospect = require_prospect(app, email)
+    suppression = app.store.suppression(prospect.email)
+    return {
+        "email": prospect.email,
+        "name": prospect.name,
+        "company": prospect.company,
+        "stage": prospect.stage,
+        "suppressed": bool(suppression),
+        "suppression": dict(suppression) if suppression else None,
+        "enrollments": [dict(e) for e in app.store.enrollments(prospect.id)],
+        "stages": [dict(s) for s in app.store.stage_history(prospect.id)],
+        "events": app.store.events(prospect.id),
+    }

@@ -1,0 +1,144 @@
+"""Numbered, append-only schema migrations (SQL). Never edit one that has shipped: add the next.
+
+`PRAGMA user_version` records how many have run. Times are ISO 8601 UTC text (sortable).
+Emails are stored lower-cased; a suppression target is an address or "@domain".
+"""
+
+M001_INITIAL = """
+        CREATE TABLE prospects (
+            id INTEGER PRIMARY KEY,
+            email TEXT NOT NULL UNIQUE,
+            first_name TEXT NOT NULL DEFAULT '',
+            last_name TEXT NOT NULL DEFAULT '',
+            title TEXT NOT NULL DEFAULT '',
+            company TEXT NOT NULL DEFAULT '',
+            domain TEXT NOT NULL DEFAULT '',
+            industry TEXT NOT NULL DEFAULT '',
+            employees INTEGER,
+            country TEXT NOT NULL DEFAULT '',
+            timezone TEXT NOT NULL DEFAULT '',
+            phone TEXT NOT NULL DEFAULT '',
+            last_activity TEXT,
+            custom TEXT NOT NULL DEFAULT '{}',
+            stage TEXT NOT NULL DEFAULT 'prospect',
+            referrer_id INTEGER REFERENCES prospects(id),
+            phone_bad INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX prospects_domain ON prospects(domain);
+
+        CREATE TABLE suppressions (
+            target TEXT PRIMARY KEY,
+            reason TEXT NOT NULL,
+            source TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+
+        -- state: active | paused | replied | won | stopped | recycled | bounced |
+        --        unsubscribed | completed
+        CREATE TABLE enrollments (
+            id INTEGER PRIMARY KEY,
+            prospect_id INTEGER NOT NULL REFERENCES prospects(id),
+            sequence TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'active',
+            next_step INTEGER NOT NULL DEFAULT 0,
+            started_at TEXT NOT NULL,
+            paused_until TEXT,
+            ended_at TEXT,
+            end_reason TEXT,
+            variants TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE UNIQUE INDEX enrollments_one_open ON enrollments(prospect_id)
+            WHERE state IN ('active', 'paused');
+        CREATE INDEX enrollments_state ON enrollments(state, sequence);
+
+        -- The at-most-once ledger: the row is written (status 'intent') before the message
+        -- is handed to a transport; 'sent' after the server accepted it. 'unknown' means
+        -- the fate could not be learned and the message is never resent automatically.
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            enrollment_id INTEGER NOT NULL REFERENCES enrollments(id),
+            step INTEGER NOT NULL,
+            template TEXT NOT NULL,
+            variant TEXT,
+            message_id TEXT NOT NULL UNIQUE,
+            subject TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            sent_at TEXT,
+            UNIQUE (enrollment_id, step)
+        );
+        CREATE INDEX messages_sent_at ON messages(sent_at);
+
+        -- Every inbound message handled, so it is handled once.
+        CREATE TABLE inbound (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,
+            key TEXT NOT NULL,
+            uidvalidity INTEGER,
+            uid INTEGER,
+            message_id TEXT,
+            prospect_id INTEGER REFERENCES prospects(id),
+            kind TEXT,
+            detail TEXT,
+            received_at TEXT NOT NULL,
+            UNIQUE (source, key)
+        );
+        CREATE INDEX inbound_message_id ON inbound(message_id);
+
+        CREATE TABLE mailbox_state (
+            source TEXT PRIMARY KEY,
+            uidvalidity INTEGER,
+            last_uid INTEGER NOT NULL DEFAULT 0
+        );
+
+        CREATE TABLE call_tasks (
+            id INTEGER PRIMARY KEY,
+            enrollment_id INTEGER NOT NULL REFERENCES enrollments(id),
+            prospect_id INTEGER NOT NULL REFERENCES prospects(id),
+            step INTEGER NOT NULL,
+            template TEXT NOT NULL,
+            due_at TEXT NOT NULL,
+            script TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'open',
+            outcome TEXT,
+            note TEXT,
+            done_at TEXT,
+            UNIQUE (enrollment_id, step)
+        );
+        CREATE INDEX call_tasks_open ON call_tasks(status, due_at);
+
+        CREATE TABLE stage_history (
+            id INTEGER PRIMARY KEY,
+            prospect_id INTEGER NOT NULL REFERENCES prospects(id),
+            old TEXT,
+            new TEXT NOT NULL,
+            cause TEXT NOT NULL,
+            at TEXT NOT NULL
+        );
+
+        -- The timeline: every import, enrollment, send, reply, call and suppression.
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            prospect_id INTEGER REFERENCES prospects(id),
+            enrollment_id INTEGER REFERENCES enrollments(id),
+            kind TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{}',
+            at TEXT NOT NULL
+        );
+        CREATE INDEX events_prospect ON events(prospect_id, at);
+        CREATE INDEX events_kind ON events(kind, at);
+
+        -- Leases that keep two sending (or polling) processes apart.
+        CREATE TABLE locks (
+            name TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            expires_at TEXT NOT NULL
+        );
+"""
+
+# Each entry runs once, in its own transaction, in this order.
+MIGRATIONS: tuple[str, ...] = (M001_INITIAL,)

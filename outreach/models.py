@@ -1,0 +1,60 @@
+"""The read-only values handed to templates and plugins."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import date
+from types import MappingProxyType
+from typing import Any
+
+KNOWN_COLUMNS = (
+    "first_name", "last_name", "title", "company", "domain", "industry", "employees",
+    "country", "timezone", "phone", "last_activity",
+)
+STAGES = ("prospect", "lead", "opportunity", "client", "champion", "not-interested")
+
+
+@dataclass(frozen=True)
+class Prospect:
+    """A prospect as plugins and templates see it: CSV columns as attributes, custom ones too.
+
+    Frozen, so a plugin cannot change state behind the store's back; custom columns are
+    reachable as attributes (`prospect.pain_point`) and through `custom`.
+    """
+
+    id: int
+    email: str
+    first_name: str = ""
+    last_name: str = ""
+    title: str = ""
+    company: str = ""
+    domain: str = ""
+    industry: str = ""
+    employees: int | None = None
+    country: str = ""
+    timezone: str = ""
+    phone: str = ""
+    last_activity: date | None = None
+    stage: str = "prospect"
+    suppressed: bool = False
+    referrer_id: int | None = None
+    phone_bad: bool = False
+    custom: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names that are not fields: custom CSV columns.
+        custom = self.__dict__.get("custom", {})
+        if name in custom:
+            return custom[name]
+        raise AttributeError(f"prospect has no column {name!r}")
+
+    @property
+    def name(self) -> str:
+        return " ".join(p for p in (self.first_name, self.last_name) if p)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every column, custom ones flattened in, JSON-friendly."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "custom"}
+        data["last_activity"] = self.last_activity.isoformat() if self.last_activity else None
+        return {**data, **self.custom}

@@ -1,0 +1,200 @@
+"""The one plugin manager: loading order, per-plugin isolation, tracing.
+
+Load order: installed packages (entry-point group `outreach`), then modules in the
+`[plugins] paths` folders, then the built-in default plugins. OUTREACH_LOAD_PLUGINS, a
+comma-separated list of plugin names, limits the first two to those names ("" loads none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import OutreachError
+
+DEFAULT_PLUGINS: tuple[str, ...] = ()
+
+
+class PluginError(OutreachError):
+    """A plugin could not be loaded (import error, misspelled hook)."""
+
+
+def allowed_plugins() -> set[str] | None:
+    raw = os.environ.get("OUTREACH_LOAD_PLUGINS")
+    if raw is None:
+        return None
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def make_manager(
+    plugin_paths: Iterable[Path] = (),
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+) -> pluggy.PluginManager:
+    """Build the manager with every plugin loaded and checked."""
+    pm = pluggy.PluginManager("outreach")
+    pm.add_hookspecs(hookspecs)
+    allow = allowed_plugins()
+    _load_entry_points(pm, allow)
+    for folder in plugin_paths:
+        _load_folder(pm, folder, allow)
+    for name in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(name), name=name)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {exc.plugin_name}: {exc}. Check the hook's name against "
+                          "`outreach plugins` and docs/plugins.md.") from None
+    pm.outreach_settings = dict(settings or {})  # type: ignore[attr-defined]
+    if os.environ.get("OUTREACH_TRACE_PLUGINS"):
+        pm.add_hookcall_monitoring(_trace_before, _trace_after)
+    return pm
+
+
+def _versions(pm: pluggy.PluginManager) -> dict[str, str | None]:
+    """Distribution versions of entry-point plugins, kept on the manager."""
+    if not hasattr(pm, "outreach_versions"):
+        pm.outreach_versions = {}  # type: ignore[attr-defined]
+    return pm.outreach_versions  # type: ignore[attr-defined]
+
+
+def plugin_settings(pm: pluggy.PluginManager, name: str) -> dict[str, Any]:
+    """The `[plugins.NAME]` table for plugin NAME, with each `*_env` key's secret resolved."""
+    raw = dict(getattr(pm, "outreach_settings", {}).get(name, {}))
+    for key in [k for k in raw if k.endswith("_env")]:
+        raw[key[: -len("_env")]] = os.environ.get(str(raw[key]), "")
+    return raw
+
+
+def _load_entry_points(pm: pluggy.PluginManager, allow: set[str] | None) -> None:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="outreach"):
+        if allow is not None and ep.name not in allow:
+            continue
+        if pm.get_plugin(ep.name) is not None:
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise PluginError(f"plugin {ep.name} ({ep.value}) failed to load: {exc}") from None
+        pm.register(plugin, name=ep.name)
+        _versions(pm)[ep.name] = ep.dist.version if ep.dist else None
+
+
+def _load_folder(pm: pluggy.PluginManager, folder: Path, allow: set[str] | None) -> None:
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.glob("*.py")):
+        name = path.stem
+        if name.startswith("_") or (allow is not None and name not in allow):
+            continue
+        if pm.get_plugin(name) is not None:
+            continue
+        spec = importlib.util.spec_from_file_location(f"outreach_plugins.{name}", path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise PluginError(f"{path}: plugin {name} failed to load: {exc!r}") from None
+        pm.register(module, name=name)
+
+
+def fire(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> list[Any]:
+    """Call a side-effect hook one implementation at a time.
+
+    pluggy aborts a whole hook call when one implementation raises; here each plugin runs
+    in its own try, a failure is reported on stderr with the plugin's name, and the others
+    still get the event. Async implementations are awaited. Returns the non-None results.
+    """
+    results = []
+    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
+        try:
+            result = impl.function(**{a: kwargs[a] for a in impl.argnames})
+            if inspect.isawaitable(result):
+                result = _run(result)
+        except Exception as exc:
+            report_failure(impl.plugin_name, hook, exc)
+            continue
+        if os.environ.get("OUTREACH_TRACE_PLUGINS"):
+            print(f"outreach: hook {hook} -> {impl.plugin_name}: {result!r}", file=sys.stderr)
+        if result is not None:
+            results.append(result)
+    return results
+
+
+def first_result(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> Any:
+    """Call a decision hook: the first non-None answer wins; a raising plugin is skipped."""
+    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
+        try:
+            result = impl.function(**{a: kwargs[a] for a in impl.argnames})
+            if inspect.isawaitable(result):
+                result = _run(result)
+        except Exception as exc:
+            report_failure(impl.plugin_name, hook, exc)
+            continue
+        if os.environ.get("OUTREACH_TRACE_PLUGINS"):
+            print(f"outreach: hook {hook} -> {impl.plugin_name}: {result!r}", file=sys.stderr)
+        if result is not None:
+            return result
+    return None
+
+
+def has_impls(pm: pluggy.PluginManager, hook: str) -> bool:
+    """Whether any plugin listens, so hot loops can skip building hook arguments."""
+    return bool(getattr(pm.hook, hook).get_hookimpls())
+
+
+def report_failure(plugin: str, hook: str, exc: BaseException) -> None:
+    print(f"outreach: plugin {plugin} failed in {hook}: {type(exc).__name__}: {exc}",
+          file=sys.stderr)
+
+
+def _run(awaitable: Any) -> Any:
+    """Await an async hook from sync code, or from inside a running loop via a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_as_coroutine(awaitable))
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _as_coroutine(awaitable)).result()
+
+
+async def _as_coroutine(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _trace_before(hook_name: str, hook_impls: list[Any], kwargs: dict[str, Any]) -> None:
+    names = ", ".join(i.plugin_name for i in hook_impls)
+    print(f"outreach: hook {hook_name}({', '.join(kwargs)}) -> [{names}]", file=sys.stderr)
+
+
+def _trace_after(outcome: Any, hook_name: str, hook_impls: list[Any],
+                 kwargs: dict[str, Any]) -> None:
+    print(f"outreach: hook {hook_name} returned {outcome.get_result()!r}", file=sys.stderr)
+
+
+def describe(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
+    """Every loaded plugin and the hooks it implements, for `outreach plugins`."""
+    out = []
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
+        hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or [])
+        out.append({
+            "name": name,
+            "hooks": hooks,
+            "version": _versions(pm).get(name),
+            "builtin": name in DEFAULT_PLUGINS,
+        })
+    return out

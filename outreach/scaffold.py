@@ -1,0 +1,53 @@
+"""`outreach init`: lay out a campaign folder from the shipped example, never overwriting."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import OutreachError
+
+PLUGINS_README = """\
+Drop plugin modules (*.py) here; outreach loads them on start-up.
+Examples ship with outreach in its plugins/ folder; see docs/plugins.md.
+"""
+
+
+def skeleton_dir() -> Path:
+    """Where the example config and templates are: the source tree, or the installed copy."""
+    for base in (Path(__file__).resolve().parent.parent, Path(sys.prefix) / "share" / "outreach"):
+        if (base / "config.example.toml").is_file() and (base / "templates").is_dir():
+            return base
+    raise OutreachError("the example config and templates are missing from this install; "
+                        "reinstall outreach")
+
+
+def init_campaign(directory: Path) -> Iterator[tuple[Path, bool]]:
+    """Create what is missing; yield (path, created) for each file and folder."""
+    from .store import Store
+
+    source = skeleton_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    yield from _copy(source / "config.example.toml", directory / "outreach.toml")
+    (directory / "templates").mkdir(exist_ok=True)
+    for template in sorted((source / "templates").glob("*.txt")):
+        yield from _copy(template, directory / "templates" / template.name)
+    (directory / "plugins").mkdir(exist_ok=True)
+    readme = directory / "plugins" / "README.txt"
+    if not readme.exists():
+        readme.write_text(PLUGINS_README, encoding="utf-8")
+        yield readme, True
+    db = directory / "outreach.db"
+    existed = db.exists()
+    Store(db).close()
+    yield db, not existed
+
+
+def _copy(source: Path, target: Path) -> Iterator[tuple[Path, bool]]:
+    if target.exists():
+        yield target, False
+        return
+    shutil.copyfile(source, target)
+    yield target, True

@@ -1,0 +1,328 @@
+"""Every SQL statement outreach runs. SQLite in WAL mode; migrations are applied on open.
+
+Writes that carry a promise (never twice, never to the suppressed) run inside explicit
+`BEGIN IMMEDIATE` transactions so two processes cannot interleave them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .clock import iso
+from .errors import LockedError, StoreError
+from .migrations import MIGRATIONS
+from .models import KNOWN_COLUMNS, Prospect
+
+_SUPPRESSED_SQL = (
+    "EXISTS (SELECT 1 FROM suppressions s WHERE s.target = p.email "
+    "OR s.target = '@' || substr(p.email, instr(p.email, '@') + 1))"
+)
+_PROSPECT_SELECT = f"SELECT p.*, {_SUPPRESSED_SQL} AS suppressed FROM prospects p"
+OPEN_STATES = ("active", "paused")
+
+
+def domain_of(email: str) -> str:
+    return email.rpartition("@")[2].lower()
+
+
+class Store:
+    """One connection to the state database, migrated to the current schema."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the database: {exc}") from None
+        self.db.row_factory = sqlite3.Row
+        try:
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self.db.execute("PRAGMA busy_timeout = 30000")
+            self.migrate()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise StoreError(f"{self.path}: not an outreach database ({exc})") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema ------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def migrate(self) -> None:
+        """Apply the migrations this database has not seen; refuse one from a newer outreach."""
+        current = self.version
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path}: written by a newer outreach (schema {current}, this one knows "
+                f"{len(MIGRATIONS)}). Upgrade outreach: `pip install -U outreach`."
+            )
+        for number, sql in enumerate(MIGRATIONS[current:], start=current + 1):
+            self.db.executescript(
+                f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;"
+            )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- prospects -----------------------------------------------------------------------
+
+    def prospect(self, email: str) -> Prospect | None:
+        row = self.db.execute(f"{_PROSPECT_SELECT} WHERE p.email = ?",
+                              (email.strip().lower(),)).fetchone()
+        return to_prospect(row) if row else None
+
+    def prospect_by_id(self, prospect_id: int) -> Prospect | None:
+        row = self.db.execute(f"{_PROSPECT_SELECT} WHERE p.id = ?", (prospect_id,)).fetchone()
+        return to_prospect(row) if row else None
+
+    def prospects(self, *, order: str = "p.id") -> Iterator[Prospect]:
+        for row in self.db.execute(f"{_PROSPECT_SELECT} ORDER BY {order}"):
+            yield to_prospect(row)
+
+    def prospects_by_email(self, emails: Sequence[str]) -> dict[str, sqlite3.Row]:
+        """Raw rows for a batch of (lower-cased) emails, for the importer's compare step."""
+        out: dict[str, sqlite3.Row] = {}
+        for start in range(0, len(emails), 500):
+            chunk = emails[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(f"SELECT * FROM prospects WHERE email IN ({marks})",
+                                       chunk):
+                out[row["email"]] = row
+        return out
+
+    def insert_prospects(self, rows: Iterable[Mapping[str, Any]], *, at: datetime) -> None:
+        """Insert new prospects (email lower-cased, custom already JSON)."""
+        cols = ("email", *KNOWN_COLUMNS, "custom", "referrer_id")
+        sql = (f"INSERT INTO prospects ({', '.join(cols)}, created_at, updated_at) "
+               f"VALUES ({', '.join('?' * len(cols))}, ?, ?)")
+        stamp = iso(at)
+        self.db.executemany(sql, ([r.get(c) for c in cols] + [stamp, stamp] for r in rows))
+
+    def update_prospects(self, rows: Iterable[Mapping[str, Any]], *, at: datetime) -> None:
+        cols = (*KNOWN_COLUMNS, "custom")
+        sql = (f"UPDATE prospects SET {', '.join(f'{c} = ?' for c in cols)}, updated_at = ? "
+               "WHERE email = ?")
+        stamp = iso(at)
+        self.db.executemany(sql, ([r.get(c) for c in cols] + [stamp, r["email"]] for r in rows))
+
+    def prospects_in_domain(self, domain: str) -> list[Prospect]:
+        """Prospects whose address is at `domain` (or its subdomains)."""
+        rows = self.db.execute(
+            f"{_PROSPECT_SELECT} WHERE p.email LIKE ? ESCAPE '\\' OR p.email LIKE ? ESCAPE '\\'",
+            ("%@" + _like(domain), "%@%." + _like(domain)),
+        )
+        return [to_prospect(r) for r in rows]
+
+    def count_prospects(self) -> int:
+        return self.db.execute("SELECT count(*) FROM prospects").fetchone()[0]
+
+    def set_stage(self, prospect_id: int, new: str, *, cause: str, at: datetime) -> str | None:
+        """Move a prospect to a stage and record it; returns the old stage (None if unchanged)."""
+        old = self.db.execute("SELECT stage FROM prospects WHERE id = ?",
+                              (prospect_id,)).fetchone()[0]
+        if old == new:
+            return None
+        self.db.execute("UPDATE prospects SET stage = ?, updated_at = ? WHERE id = ?",
+                        (new, iso(at), prospect_id))
+        self.db.execute(
+            "INSERT INTO stage_history (prospect_id, old, new, cause, at) VALUES (?, ?, ?, ?, ?)",
+            (prospect_id, old, new, cause, iso(at)),
+        )
+        return old
+
+    def stage_history(self, prospect_id: int) -> list[sqlite3.Row]:
+        return self.db.execute(
+            "SELECT old, new, cause, at FROM stage_history WHERE prospect_id = ? ORDER BY id",
+            (prospect_id,),
+        ).fetchall()
+
+    # -- suppressions --------------------------------------------------------------------
+
+    def suppress(self, target: str, *, reason: str, source: str, at: datetime) -> bool:
+        """Suppress an address or "@domain" for good; False if it already was."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO suppressions (target, reason, source, created_at) "
+            "VALUES (?, ?, ?, ?)",
+            (target.strip().lower(), reason, source, iso(at)),
+        )
+        return cur.rowcount == 1
+
+    def is_suppressed(self, email: str) -> bool:
+        email = email.strip().lower()
+        return self.db.execute(
+            "SELECT 1 FROM suppressions WHERE target IN (?, ?)", (email, "@" + domain_of(email))
+        ).fetchone() is not None
+
+    def suppression(self, email: str) -> sqlite3.Row | None:
+        email = email.strip().lower()
+        return self.db.execute(
+            "SELECT * FROM suppressions WHERE target IN (?, ?) ORDER BY created_at LIMIT 1",
+            (email, "@" + domain_of(email)),
+        ).fetchone()
+
+    def suppressions(self) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM suppressions ORDER BY created_at").fetchall()
+
+    # -- enrollments ---------------------------------------------------------------------
+
+    def enroll(self, prospect_id: int, sequence: str, *, at: datetime) -> int:
+        cur = self.db.execute(
+            "INSERT INTO enrollments (prospect_id, sequence, started_at) VALUES (?, ?, ?)",
+            (prospect_id, sequence, iso(at)),
+        )
+        return int(cur.lastrowid or 0)
+
+    def enrollments(self, prospect_id: int) -> list[sqlite3.Row]:
+        return self.db.execute(
+            "SELECT * FROM enrollments WHERE prospect_id = ? ORDER BY id", (prospect_id,)
+        ).fetchall()
+
+    def enrollment(self, enrollment_id: int) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM enrollments WHERE id = ?",
+                               (enrollment_id,)).fetchone()
+
+    def open_enrollments(self, *, sequence: str | None = None) -> list[sqlite3.Row]:
+        sql = "SELECT * FROM enrollments WHERE state IN ('active', 'paused')"
+        args: tuple[Any, ...] = ()
+        if sequence:
+            sql += " AND sequence = ?"
+            args = (sequence,)
+        return self.db.execute(sql + " ORDER BY id", args).fetchall()
+
+    def enrollment_facts(self) -> dict[int, dict[str, Any]]:
+        """Per prospect: has an open enrollment, last recycle end, ever replied. For enroll."""
+        facts: dict[int, dict[str, Any]] = {}
+        for row in self.db.execute(
+            "SELECT prospect_id, "
+            "max(state IN ('active', 'paused')) AS open, "
+            "max(CASE WHEN state = 'recycled' THEN ended_at END) AS recycled_at, "
+            "max(state IN ('replied', 'won')) AS replied "
+            "FROM enrollments GROUP BY prospect_id"
+        ):
+            facts[row["prospect_id"]] = dict(row)
+        return facts
+
+    def end_enrollments(self, prospect_id: int, *, state: str, reason: str,
+                        at: datetime) -> list[int]:
+        """End every open enrollment of a prospect; returns their ids."""
+        rows = self.db.execute(
+            "UPDATE enrollments SET state = ?, end_reason = ?, ended_at = ?, paused_until = NULL "
+            "WHERE prospect_id = ? AND state IN ('active', 'paused') RETURNING id",
+            (state, reason, iso(at), prospect_id),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    # -- call tasks ----------------------------------------------------------------------
+
+    def close_call_tasks(self, prospect_id: int, *, reason: str, at: datetime) -> int:
+        """Close a prospect's open call tasks (they replied, were suppressed, or won)."""
+        cur = self.db.execute(
+            "UPDATE call_tasks SET status = 'closed', note = ?, done_at = ? "
+            "WHERE prospect_id = ? AND status = 'open'",
+            (reason, iso(at), prospect_id),
+        )
+        return cur.rowcount
+
+    # -- events --------------------------------------------------------------------------
+
+    def add_event(self, kind: str, *, at: datetime, prospect_id: int | None = None,
+                  enrollment_id: int | None = None, **detail: Any) -> None:
+        self.db.execute(
+            "INSERT INTO events (prospect_id, enrollment_id, kind, detail, at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (prospect_id, enrollment_id, kind, json.dumps(detail, default=str), iso(at)),
+        )
+
+    def events(self, prospect_id: int) -> list[dict[str, Any]]:
+        return [
+            {"at": r["at"], "kind": r["kind"], "enrollment_id": r["enrollment_id"],
+             **json.loads(r["detail"])}
+            for r in self.db.execute(
+                "SELECT * FROM events WHERE prospect_id = ? ORDER BY at, id", (prospect_id,))
+        ]
+
+    # -- locks ---------------------------------------------------------------------------
+
+    def acquire_lock(self, name: str, *, owner: str, now: datetime, until: datetime) -> None:
+        """Take a named lease, or raise LockedError naming the holder. Expired leases lapse."""
+        with self.transaction() as db:
+            row = db.execute("SELECT owner, pid, expires_at FROM locks WHERE name = ?",
+                             (name,)).fetchone()
+            if row and row["expires_at"] > iso(now) and _pid_alive(row["pid"]):
+                raise LockedError(
+                    f"{self.path}: another `outreach {name}` is running (pid {row['pid']}, "
+                    f"since {row['owner']}); wait for it to finish, then run again."
+                )
+            db.execute("INSERT OR REPLACE INTO locks (name, owner, pid, expires_at) "
+                       "VALUES (?, ?, ?, ?)", (name, owner, os.getpid(), iso(until)))
+
+    def release_lock(self, name: str) -> None:
+        self.db.execute("DELETE FROM locks WHERE name = ? AND pid = ?", (name, os.getpid()))
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _pid_alive(pid: int) -> bool:
+    """A lease whose process is gone (killed, crashed) is stale, whatever its expiry says."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def to_prospect(row: sqlite3.Row) -> Prospect:
+    keys = row.keys()
+    last = row["last_activity"]
+    return Prospect(
+        id=row["id"],
+        email=row["email"],
+        first_name=row["first_name"],
+        last_name=row["last_name"],
+        title=row["title"],
+        company=row["company"],
+        domain=row["domain"],
+        industry=row["industry"],
+        employees=row["employees"],
+        country=row["country"],
+        timezone=row["timezone"],
+        phone=row["phone"],
+        last_activity=date.fromisoformat(last) if last else None,
+        stage=row["stage"],
+        suppressed=bool(row["suppressed"]) if "suppressed" in keys else False,
+        referrer_id=row["referrer_id"],
+        phone_bad=bool(row["phone_bad"]),
+        custom=MappingProxyType(json.loads(row["custom"])),
+    )
