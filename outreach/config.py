@@ -476,7 +476,7 @@ class _Parser:
                     isinstance(n, int) and not isinstance(n, bool) for n in rng
                 ) or rng[0] > rng[1]:
                     raise self.fail(f"[{where}] employees",
-                                    f"must be [min, max] whole numbers, e.g. [200, 5000], not {rng}")
+                                    f"must be [min, max] whole numbers like [200, 5000], not {rng}")
                 employees = (rng[0], rng[1])
             dormant = self.get(t, where, "dormant_days", int, None)
             if dormant is not None and dormant < 0:
