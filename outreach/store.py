@@ -251,6 +251,45 @@ class Store:
         )
         return cur.rowcount
 
+    def call_task(self, task_id: int) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM call_tasks WHERE id = ?", (task_id,)).fetchone()
+
+    def call_task_for(self, enrollment_id: int, step: int) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM call_tasks WHERE enrollment_id = ? AND step = ?",
+                               (enrollment_id, step)).fetchone()
+
+    def insert_call_task(self, *, enrollment_id: int, prospect_id: int, step: int,
+                         template: str, due: datetime, script: str) -> int:
+        cur = self.db.execute(
+            "INSERT INTO call_tasks (enrollment_id, prospect_id, step, template, due_at, script) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (enrollment_id, prospect_id, step, template, iso(due), script),
+        )
+        return int(cur.lastrowid or 0)
+
+    def open_call_tasks(self, *, due_by: datetime | None = None) -> list[sqlite3.Row]:
+        """Open tasks (due by `due_by` when given), oldest first."""
+        sql = "SELECT * FROM call_tasks WHERE status = 'open'"
+        args: tuple[Any, ...] = ()
+        if due_by is not None:
+            sql += " AND due_at <= ?"
+            args = (iso(due_by),)
+        return self.db.execute(sql + " ORDER BY due_at, id", args).fetchall()
+
+    def finish_call_task(self, task_id: int, *, status: str, outcome: str | None,
+                         note: str | None, at: datetime) -> bool:
+        """Move an open task to `status` ('done' or 'closed'); False if it was not open."""
+        cur = self.db.execute(
+            "UPDATE call_tasks SET status = ?, outcome = ?, note = ?, done_at = ? "
+            "WHERE id = ? AND status = 'open'",
+            (status, outcome, note, iso(at), task_id),
+        )
+        return cur.rowcount == 1
+
+    def flag_bad_phone(self, prospect_id: int, *, at: datetime) -> None:
+        self.db.execute("UPDATE prospects SET phone_bad = 1, updated_at = ? WHERE id = ?",
+                        (iso(at), prospect_id))
+
     # -- events --------------------------------------------------------------------------
 
     def add_event(self, kind: str, *, at: datetime, prospect_id: int | None = None,
