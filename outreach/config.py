@@ -21,6 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError
+from .models import is_email
 
 CONFIG_NAME = "outreach.toml"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -198,7 +199,6 @@ def is_loopback(host: str) -> bool:
 
 
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
-_EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
 
 
 class _Parser:
@@ -285,7 +285,7 @@ class _Parser:
 
     def email(self, table: Mapping[str, Any], where: str, key: str, default: Any = ...) -> str:
         value = self.get(table, where, key, str, default)
-        if value and not _EMAIL.match(value):
+        if value and not is_email(value):
             raise self.fail(f"[{where}] {key}", f'"{value}" is not an email address')
         return value
 

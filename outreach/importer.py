@@ -14,20 +14,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .app import App
 from .config import valid_timezone
 from .errors import ImportFileError
-from .models import KNOWN_COLUMNS
+from .models import KNOWN_COLUMNS, is_email
 from .plugins import has_impls
 
 BATCH = 1000
-_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 _COLUMN = re.compile(r"[^0-9a-z]+")
 # Columns that may be put in a header (To, Subject): a line break there is header injection.
 _ONE_LINE = ("email", *KNOWN_COLUMNS)
+_BLANK: dict[str, Any] = {c: "" for c in KNOWN_COLUMNS} | {"employees": None,
+                                                            "last_activity": None}
 
 
 @dataclass
@@ -60,7 +60,7 @@ def parse_row(values: dict[str, str]) -> dict[str, Any]:
             raise RowError(f"{key} contains a line break (it could reach an email header)")
     if not email:
         raise RowError("missing email")
-    if not _EMAIL.match(email):
+    if not is_email(email):
         raise RowError(f'invalid email "{email}"')
     row: dict[str, Any] = {"email": email.lower()}
     for key in KNOWN_COLUMNS:
@@ -104,15 +104,16 @@ def _iso_date(text: str) -> str:
 def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str] | RowError]]:
     """Yield (line number, values by column name) per record; raise for a non-CSV file."""
     try:
-        handle = path.open(encoding="utf-8-sig", newline="")
+        handle = path.open("rb")
     except OSError as exc:
         raise ImportFileError(f"{path}: cannot open: {exc.strerror}") from None
     with handle:
-        reader = csv.reader(handle)
+        lines = _decoded_lines(path, handle)
+        reader = csv.reader(lines)
         try:
             header = next(reader, None)
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise ImportFileError(f"{path}: not a CSV file ({exc})") from None
+        except csv.Error as exc:
+            raise ImportFileError(f"{path} line 1: not a CSV header ({exc})") from None
         if not header:
             raise ImportFileError(f"{path}: empty file; expected a header row with an email "
                                   "column")
@@ -133,9 +134,6 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str] | RowError]]:
                 record = next(reader)
             except StopIteration:
                 return
-            except UnicodeDecodeError:
-                raise ImportFileError(f"{path} line {start}: not UTF-8 text; save the file as "
-                                      "UTF-8 CSV and import again (nothing was imported)") from None
             except csv.Error as exc:
                 raise ImportFileError(f"{path} line {start}: broken CSV ({exc}); fix the line "
                                       "and import again (nothing was imported)") from None
@@ -147,6 +145,19 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str] | RowError]]:
                                       "(an unquoted comma?)")
                 continue
             yield start, dict(zip(names, record, strict=False))
+
+
+def _decoded_lines(path: Path, handle: BinaryIO) -> Iterator[str]:
+    """UTF-8 lines (a leading BOM dropped); an undecodable line names its number."""
+    for number, raw in enumerate(handle, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ImportFileError(f"{path} line {number}: not UTF-8 text; save the file as "
+                                  "UTF-8 CSV and import again (nothing was imported)") from None
+        if number == 1:
+            line = line.removeprefix("\ufeff")
+        yield line
 
 
 def import_csv(app: App, path: Path) -> ImportResult:
@@ -187,7 +198,7 @@ def _flush(app: App, batch: dict[str, dict[str, Any]], result: ImportResult,
         old = existing.get(email)
         if old is None:
             row["custom"] = json.dumps(row["custom"], ensure_ascii=False)
-            inserts.append(row)
+            inserts.append({**_BLANK, **row})
             continue
         merged = _merge(old, row)
         if merged is None:

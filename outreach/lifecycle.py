@@ -6,7 +6,7 @@ from typing import Any
 
 from .app import App
 from .errors import OutreachError
-from .models import STAGES, Prospect
+from .models import STAGES, Prospect, is_email
 
 MARK_STAGES = (*STAGES[1:], "meeting")
 # Enrollment end states per cause, so `status` reads as what happened.
@@ -62,11 +62,11 @@ def suppress(app: App, target: str, *, reason: str, source: str) -> int:
     target = target.strip().lower()
     if target.startswith("@"):
         domain = target[1:]
-        if not domain or "." not in domain or "@" in domain:
+        if not is_email("x@" + domain):
             raise OutreachError(f'"{target}" is not a domain: write it like @example.com')
         prospects = [p for p in app.store.prospects_in_domain(domain)]
     else:
-        if "@" not in target or target.startswith("@") or " " in target:
+        if not is_email(target):
             raise OutreachError(f'"{target}" is not an email address or @domain')
         p = app.store.prospect(target)
         prospects = [p] if p else []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import date
@@ -12,7 +13,16 @@ KNOWN_COLUMNS = (
     "first_name", "last_name", "title", "company", "domain", "industry", "employees",
     "country", "timezone", "phone", "last_activity",
 )
+EMAIL_RE = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
 STAGES = ("prospect", "lead", "opportunity", "client", "champion", "not-interested")
+
+
+def is_email(text: str) -> bool:
+    """A plain addr-spec with a dotted domain: what can safely go in To: and the ledger."""
+    return bool(EMAIL_RE.match(text))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,92 @@
+"""suppress, mark, status: the moves an SDR makes by hand."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import prospect_row
+
+
+@pytest.fixture
+def seeded(campaign):
+    rows = [prospect_row(1), prospect_row(2), prospect_row(3, email="cfo3@maker1.example")]
+    campaign.run_json("import", str(campaign.write_csv(rows)))
+    campaign.run_json("enroll", "referral")
+    return campaign
+
+
+def test_suppressing_a_domain_stops_everyone_there_for_good(seeded):
+    result = seeded.run("suppress", "@Maker1.example")
+    assert result.stdout == "suppressed @maker1.example (2 prospects stopped)\n"
+    for email in ("cfo1@maker1.example", "cfo3@maker1.example"):
+        status = seeded.run_json("status", email)
+        assert status["suppressed"] is True
+        assert [e["state"] for e in status["enrollments"]] == ["stopped"]
+    assert seeded.run_json("status", "cfo2@maker2.example")["suppressed"] is False
+    # Suppressing again is harmless.
+    assert seeded.run("suppress", "@maker1.example").exit_code == 0
+
+
+@pytest.mark.parametrize("target", ["@", "@nodot", "not an email", "a@b@c"])
+def test_suppress_refuses_what_is_not_an_address(seeded, target):
+    result = seeded.run("suppress", target)
+    assert result.exit_code == 1
+    assert "is not" in result.stderr
+
+
+def test_mark_meeting_ends_the_sequence_as_won(seeded):
+    assert seeded.run("mark", "CFO2@maker2.example", "meeting").stdout == (
+        "cfo2@maker2.example: opportunity\n")
+    status = seeded.run_json("status", "cfo2@maker2.example")
+    assert status["stage"] == "opportunity"
+    assert [e["state"] for e in status["enrollments"]] == ["won"]
+    assert [(s["old"], s["new"], s["cause"]) for s in status["stages"]] == [
+        ("prospect", "opportunity", "mark meeting")]
+
+
+def test_mark_fires_stage_changed_once_per_move(seeded):
+    log = seeded.root / "stages.txt"
+    (seeded.root / "plugins" / "stages.py").write_text(
+        "from outreach import hookimpl\n"
+        "@hookimpl\ndef stage_changed(prospect, old, new):\n"
+        f"    open({str(log)!r}, 'a').write(f'{{prospect.email}} {{old}}->{{new}}\\n')\n",
+        encoding="utf-8")
+    seeded.run("mark", "cfo1@maker1.example", "lead")
+    seeded.run("mark", "cfo1@maker1.example", "lead")
+    seeded.run("mark", "cfo1@maker1.example", "client")
+    assert log.read_text() == ("cfo1@maker1.example prospect->lead\n"
+                               "cfo1@maker1.example lead->client\n")
+
+
+def test_unknown_prospect_and_stage(seeded):
+    result = seeded.run("status", "nobody@x.example")
+    assert result.exit_code == 1
+    assert 'no prospect "nobody@x.example": import them first' in result.stderr
+    result = seeded.run("mark", "cfo1@maker1.example", "hot")
+    assert result.exit_code == 2
+    assert "'hot' is not one of" in result.stderr
+
+
+def test_status_human_output(seeded):
+    out = seeded.run("status", "cfo1@maker1.example").stdout
+    assert out.splitlines()[:3] == [
+        "cfo1@maker1.example  First1 Last1  Maker 1 Inc",
+        "stage: prospect",
+        out.splitlines()[2],
+    ]
+    assert "referral active since" in out and "enrolled" in out
+
+
+def test_user_errors_never_print_a_traceback(seeded):
+    proc = subprocess.run(
+        [sys.executable, "-m", "outreach", "enroll", "referral", "--config",
+         str(seeded.config_path)],
+        capture_output=True, text=True, env={"PATH": "", "OUTREACH_NOW": "tomorrow"},
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr.startswith('Error: OUTREACH_NOW "tomorrow" is not an ISO 8601 timestamp')
+    assert "Traceback" not in proc.stderr

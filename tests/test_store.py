@@ -1,0 +1,59 @@
+"""The store migrates on open and refuses what it cannot understand."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from outreach.errors import StoreError
+from outreach.migrations import MIGRATIONS
+from outreach.store import Store
+
+TABLES = {"prospects", "suppressions", "enrollments", "messages", "inbound", "mailbox_state",
+          "call_tasks", "stage_history", "events", "locks"}
+
+
+def test_empty_database_is_migrated_to_the_current_schema(tmp_path):
+    with Store(tmp_path / "new.db") as store:
+        assert store.version == len(MIGRATIONS)
+        names = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master "
+                                                "WHERE type = 'table'")}
+        assert names >= TABLES
+        assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # Opening again applies nothing twice.
+    with Store(tmp_path / "new.db") as store:
+        assert store.version == len(MIGRATIONS)
+
+
+def test_database_from_a_newer_outreach_is_refused(tmp_path):
+    path = tmp_path / "future.db"
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.close()
+    with pytest.raises(StoreError, match=r"future.db: written by a newer outreach .*Upgrade"):
+        Store(path)
+
+
+def test_a_file_that_is_not_a_database_is_refused(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"these are my notes, not SQLite" * 100)
+    with pytest.raises(StoreError, match=r"notes.db: not an outreach database"):
+        Store(path)
+
+
+def test_one_open_enrollment_per_prospect_is_enforced_by_the_schema(campaign):
+    campaign.run("import", str(campaign.write_csv([{"email": "a@b.example"}])))
+    with campaign.app() as app:
+        pid = app.store.prospect("A@B.example").id
+        app.store.enroll(pid, "referral", at=app.now())
+        with pytest.raises(sqlite3.IntegrityError):
+            app.store.enroll(pid, "referred", at=app.now())
+
+
+def test_transaction_rolls_back_on_error(campaign):
+    with campaign.app() as app:
+        with pytest.raises(RuntimeError), app.store.transaction():
+            app.store.suppress("x@y.example", reason="t", source="test", at=app.now())
+            raise RuntimeError
+        assert not app.store.is_suppressed("x@y.example")
