@@ -52,7 +52,7 @@ def make_manager(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {exc.plugin_name}: {exc}. Check the hook's name against "
+        raise PluginError(f"plugin {pm.get_name(exc.plugin)}: {exc}. Check the hook's name against "
                           "`outreach plugins` and docs/plugins.md.") from None
     pm.outreach_settings = dict(settings or {})  # type: ignore[attr-defined]
     if os.environ.get("OUTREACH_TRACE_PLUGINS"):
