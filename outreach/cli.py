@@ -129,11 +129,19 @@ def check(app: Any, connect: bool, json_: bool) -> None:
         "errors": [],
         "warnings": [],
     }
+    from .guard import health
+
+    deliverability = health(app)
+    report["deliverability"] = deliverability.as_dict()
+    report["warnings"].extend(deliverability.problems)
     if json_:
         echo_json(report)
     else:
         click.echo(f"{report['config']}: OK ({len(report['sequences'])} sequences, "
                    f"{len(report['icps'])} ICPs, {report['prospects']} prospects)")
+        click.echo(deliverability.summary())
+        for problem in deliverability.problems:
+            click.echo(f"warning: {problem}", err=True)
     if report["errors"]:
         raise click.exceptions.Exit(1)
 

@@ -286,6 +286,12 @@ class Store:
         )
         return cur.rowcount == 1
 
+    def record_call_outcome(self, task_id: int, *, outcome: str, note: str | None,
+                            at: datetime) -> None:
+        self.db.execute(
+            "UPDATE call_tasks SET status = 'done', outcome = ?, note = ?, done_at = ? "
+            "WHERE id = ?", (outcome, note, iso(at), task_id))
+
     def flag_bad_phone(self, prospect_id: int, *, at: datetime) -> None:
         self.db.execute("UPDATE prospects SET phone_bad = 1, updated_at = ? WHERE id = ?",
                         (iso(at), prospect_id))
@@ -307,6 +313,65 @@ class Store:
             for r in self.db.execute(
                 "SELECT * FROM events WHERE prospect_id = ? ORDER BY at, id", (prospect_id,))
         ]
+
+    # -- stats ---------------------------------------------------------------------------
+
+    def touch_activity(self, prospect_id: int, *, at: datetime) -> None:
+        """A reply or a connected call: move `last_activity` forward to that day (never back)."""
+        day = iso(at)[:10]
+        self.db.execute(
+            "UPDATE prospects SET last_activity = ? WHERE id = ? "
+            "AND (last_activity IS NULL OR last_activity < ?)", (day, prospect_id, day))
+
+    def sending_health(self, *, since: datetime) -> dict[str, int]:
+        """Messages sent since `since`, and the distinct prospects who bounced or unsubscribed
+        since then: the deliverability guard's counts."""
+        stamp = iso(since)
+        sent = self.db.execute("SELECT count(*) FROM messages WHERE status = 'sent' "
+                               "AND sent_at >= ?", (stamp,)).fetchone()[0]
+        counts = {"sent": sent, "bounced": 0, "unsubscribed": 0}
+        for kind, n in self.db.execute(
+            "SELECT kind, count(DISTINCT coalesce(prospect_id, -id)) FROM events "
+            "WHERE kind IN ('bounce', 'unsubscribe') AND at >= ? GROUP BY kind", (stamp,)
+        ):
+            counts["bounced" if kind == "bounce" else "unsubscribed"] = n
+        return counts
+
+    def stats_messages(self) -> list[sqlite3.Row]:
+        """Every message the server accepted, with its sequence and the prospect's persona."""
+        return self.db.execute(
+            "SELECT m.id, m.enrollment_id, e.prospect_id, e.sequence, m.step, m.template, "
+            "m.variant, m.sent_at, p.title, p.industry, p.stage "
+            "FROM messages m JOIN enrollments e ON e.id = m.enrollment_id "
+            "JOIN prospects p ON p.id = e.prospect_id "
+            "WHERE m.status = 'sent' ORDER BY m.sent_at, m.id"
+        ).fetchall()
+
+    def stats_events(self, kinds: Sequence[str]) -> list[dict[str, Any]]:
+        """Events of these kinds, oldest first, with the prospect's persona and the sequence."""
+        marks = ",".join("?" * len(kinds))
+        rows = self.db.execute(
+            "SELECT ev.prospect_id, ev.enrollment_id, ev.kind, ev.detail, ev.at, "
+            "p.title, p.industry, p.stage, e.sequence "
+            "FROM events ev LEFT JOIN prospects p ON p.id = ev.prospect_id "
+            "LEFT JOIN enrollments e ON e.id = ev.enrollment_id "
+            f"WHERE ev.kind IN ({marks}) ORDER BY ev.at, ev.id", tuple(kinds))
+        out = []
+        for row in rows:
+            fields = dict(row)
+            out.append({**json.loads(fields.pop("detail")), **fields})
+        return out
+
+    def events_by_prospect(self, kinds: Sequence[str]) -> dict[int, list[dict[str, Any]]]:
+        """Events of these kinds grouped by prospect, for scoring a whole list at once."""
+        out: dict[int, list[dict[str, Any]]] = {}
+        marks = ",".join("?" * len(kinds))
+        for r in self.db.execute(f"SELECT prospect_id, kind, detail, at FROM events "
+                                 f"WHERE kind IN ({marks}) AND prospect_id IS NOT NULL "
+                                 "ORDER BY at, id", tuple(kinds)):
+            out.setdefault(r["prospect_id"], []).append(
+                {**json.loads(r["detail"]), "kind": r["kind"], "at": r["at"]})
+        return out
 
     # -- locks ---------------------------------------------------------------------------
 

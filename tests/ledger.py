@@ -1,0 +1,33 @@
+"""Write sent-message ledger rows directly, for stats and guard tests that need history
+without running `outreach send` for every simulated week."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime
+
+from outreach.clock import iso
+from outreach.store import Store
+
+_ids = itertools.count(1)
+
+
+def add_sent(store: Store, prospect_id: int, *, at: datetime, sequence: str = "referral",
+             step: int | None = None, template: str = "referral",
+             variant: str | None = None) -> int:
+    """A message accepted by the server, in the prospect's open enrollment (started if none)."""
+    open_ = [e for e in store.enrollments(prospect_id) if e["state"] in ("active", "paused")]
+    enrollment = open_[0]["id"] if open_ else store.enroll(prospect_id, sequence, at=at)
+    if step is None:
+        step = store.db.execute("SELECT count(*) FROM messages WHERE enrollment_id = ?",
+                                (enrollment,)).fetchone()[0]
+    n = next(_ids)
+    cur = store.db.execute(
+        "INSERT INTO messages (enrollment_id, step, template, variant, message_id, subject, "
+        "status, created_at, sent_at) VALUES (?, ?, ?, ?, ?, ?, 'sent', ?, ?)",
+        (enrollment, step, template, variant, f"<test-{n}-{prospect_id}@acme.example>",
+         "Subject", iso(at), iso(at)),
+    )
+    store.add_event("sent", at=at, prospect_id=prospect_id, enrollment_id=enrollment,
+                    template=template, variant=variant, step=step)
+    return int(cur.lastrowid or 0)

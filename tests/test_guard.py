@@ -1,0 +1,93 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from outreach.guard import DeliverabilityError, assess, check_before_send, health
+from tests.conftest import prospect_row
+from tests.ledger import add_sent
+
+LIMITS = {"max_bounce_rate": 0.02, "max_unsubscribe_rate": 0.003, "min_sent": 100}
+
+
+@pytest.mark.parametrize(
+    ("sent", "bounced", "unsubscribed", "judged", "problems"),
+    [
+        (0, 0, 0, False, []),
+        (99, 50, 50, False, []),              # below the minimum sample: never judged
+        (100, 2, 0, True, []),                # exactly 2.0% is at the limit, not above
+        (100, 3, 0, True, ["bounce"]),
+        (1000, 3, 0, True, []),               # 0.3% unsubscribes at the limit
+        (1000, 0, 3, True, []),
+        (1000, 0, 4, True, ["unsubscribe"]),
+        (200, 5, 1, True, ["bounce", "unsubscribe"]),
+    ],
+)
+def test_assess_table(sent, bounced, unsubscribed, judged, problems):
+    h = assess(sent=sent, bounced=bounced, unsubscribed=unsubscribed, **LIMITS)
+    assert h.judged is judged
+    assert [p.split()[0] for p in h.problems] == problems
+    assert h.ok is (not problems)
+
+
+def test_problem_names_rate_value_and_what_to_do():
+    h = assess(sent=130, bounced=4, unsubscribed=0, **LIMITS)
+    assert h.problems == (
+        "bounce rate 3.1% (4 of 130 sent in the last 7 days) is above the 2.0% limit: clean the "
+        "list (verify addresses, drop old or guessed ones) and lower daily_limit before sending "
+        "more",
+    )
+    h = assess(sent=500, bounced=0, unsubscribed=2, **LIMITS)
+    assert h.problems[0].startswith("unsubscribe rate 0.4% (2 of 500 sent in the last 7 days) "
+                                    "is above the 0.3% limit: ")
+    assert "slow down" in h.problems[0]
+
+
+def _campaign_with_mail(campaign, *, sent_days_ago, bounce_days_ago):
+    campaign.write_csv([prospect_row(n) for n in range(1, 11)])
+    campaign.run_json("import", str(campaign.root / "prospects.csv"))
+    campaign.edit_config("guard_min_sent = 100", "guard_min_sent = 10")
+    now = datetime(2026, 3, 20, 15, 0, tzinfo=UTC)
+    campaign.now(now.isoformat())
+    with campaign.app() as app:
+        for n in range(1, 11):
+            p = app.store.prospect(f"cfo{n}@maker{n}.example")
+            add_sent(app.store, p.id, at=now - timedelta(days=sent_days_ago))
+        for n in (1, 2):
+            p = app.store.prospect(f"cfo{n}@maker{n}.example")
+            app.store.add_event("bounce", at=now - timedelta(days=bounce_days_ago),
+                                prospect_id=p.id, status="5.1.1", permanent=True)
+            # A second notice for the same address counts once.
+            app.store.add_event("bounce", at=now - timedelta(days=bounce_days_ago),
+                                prospect_id=p.id, status="5.1.1", permanent=True)
+    return now
+
+
+def test_health_counts_the_last_seven_days(campaign):
+    _campaign_with_mail(campaign, sent_days_ago=2, bounce_days_ago=1)
+    with campaign.app() as app:
+        h = health(app)
+        assert (h.sent, h.bounced, h.unsubscribed) == (10, 2, 0)
+        with pytest.raises(DeliverabilityError) as caught:
+            check_before_send(app)
+        assert str(caught.value).startswith("bounce rate 20.0% (2 of 10 sent in the last 7 days)")
+        assert str(caught.value).endswith("`outreach send --force` sends anyway.")
+        assert check_before_send(app, force=True).bounced == 2
+
+
+def test_health_forgets_older_than_seven_days(campaign):
+    _campaign_with_mail(campaign, sent_days_ago=8, bounce_days_ago=8)
+    with campaign.app() as app:
+        h = health(app)
+        assert (h.sent, h.bounced, h.judged, h.ok) == (0, 0, False, True)
+
+
+def test_check_reports_health(campaign):
+    _campaign_with_mail(campaign, sent_days_ago=2, bounce_days_ago=1)
+    doc = campaign.run_json("check")
+    assert doc["deliverability"]["bounce_rate"] == 0.2
+    assert doc["deliverability"]["ok"] is False
+    assert doc["warnings"][0].startswith("bounce rate 20.0%")
+    result = campaign.run("check")
+    assert result.exit_code == 0
+    assert ("deliverability: AT RISK, bounce rate 20.0% (2/10), unsubscribe rate 0.0% (0/10) "
+            "over the last 7 days") in result.output
