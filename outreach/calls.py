@@ -64,9 +64,257 @@ def create_task(app: App, *, enrollment_id: int, prospect: Prospect, step: Step,
         task_id = app.store.insert_call_task(
             enrollment_id=enrollment_id, prospect_id=prospect.id, step=step.number,
             template=template, due=due, script=script)
+        if prospect.phone_bad:  # `bad-number` skips the prospect's later calls
+            app.store.finish_call_task(task_id, status="closed", outcome=None,
+                                       note="bad number", at=app.now())
+            return to_task(app.store.call_task(task_id))
         app.store.add_event("call_task", at=app.now(), prospect_id=prospect.id,
                             enrollment_id=enrollment_id, task_id=task_id, step=step.number,
                             due=iso(due))
     task = to_task(app.store.call_task(task_id))
     app.fire("call_task_created", prospect=prospect, task=task)
     return task
+
+
+# -- the call list -----------------------------------------------------------------------
+
+OUTCOMES = ("no-answer", "voicemail", "connected", "meeting", "not-interested", "bad-number")
+POWER_HOUR = 25  # dials in one focused hour (Predictable Revenue: 20-25)
+_TITLE_WORDS = {
+    "chief financial officer": "cfo", "chief executive officer": "ceo",
+    "chief operating officer": "coo", "chief technology officer": "cto",
+    "chief information officer": "cio", "chief marketing officer": "cmo",
+    "chief revenue officer": "cro", "vice president": "vp", "vice-president": "vp",
+    "senior": "sr", "sr.": "sr", "&": "and",
+}
+
+_ACRONYMS = {short for short in _TITLE_WORDS.values() if short.startswith("c") or short == "vp"}
+_ACRONYMS |= {"it", "hr", "svp", "evp", "avp", "ciso", "cpo", "cdo", "fp&a", "gm"}
+
+
+def persona(title: str, industry: str) -> tuple[str, str]:
+    """The power-hour group of a prospect: normalised (title, industry), lower-case.
+
+    "Chief Financial Officer" and "CFO" are one persona; so are "VP, Finance" and "vp finance".
+    """
+    text = " ".join(title.lower().replace(",", " ").split())
+    for long, short in _TITLE_WORDS.items():
+        text = f" {text} ".replace(f" {long} ", f" {short} ").strip()
+    text = " ".join(w for w in text.split() if w not in ("of", "the"))
+    return text, " ".join(industry.lower().split())
+
+
+def persona_label(key: tuple[str, str]) -> str:
+    title, industry = key
+    shown = " ".join(w.upper() if w in _ACRONYMS else w if w == "and" else w.capitalize()
+                     for w in title.split())
+    return " · ".join(p for p in (shown or "(no title)", industry.title() or "(no industry)"))
+
+
+@dataclass(frozen=True)
+class CallItem:
+    """An open task with its prospect, as `outreach calls` lists it."""
+
+    task: CallTask
+    prospect: Prospect
+    persona: tuple[str, str]
+    sequence: str
+
+    def as_dict(self, zone: Any) -> dict[str, Any]:
+        p = self.prospect
+        return {
+            "id": self.task.id, "email": p.email, "name": p.name, "company": p.company,
+            "title": p.title, "industry": p.industry, "phone": p.phone,
+            "due": self.task.due.astimezone(zone).isoformat(), "script": self.task.script,
+            "persona": persona_label(self.persona), "sequence": self.sequence,
+            "step": self.task.step, "template": self.task.template,
+        }
+
+
+def call_list(app: App, *, include_later: bool = False) -> list[list[CallItem]]:
+    """Open call tasks due by now (every open one with `include_later`), grouped by persona:
+    largest group first, each group by due time. Tasks whose prospect has since replied, been
+    suppressed or flagged with a bad number are closed first."""
+    sweep(app)
+    now = app.now()
+    groups: dict[tuple[str, str], list[CallItem]] = {}
+    for row in app.store.open_call_tasks(due_by=None if include_later else now):
+        task = to_task(row)
+        prospect = app.store.prospect_by_id(task.prospect_id)
+        enrollment = app.store.enrollment(task.enrollment_id)
+        if prospect is None or enrollment is None:
+            continue
+        paused = enrollment["paused_until"]
+        if enrollment["state"] == "paused" and paused and paused > iso(now):
+            continue  # out of office: call when they are back
+        key = persona(prospect.title, prospect.industry)
+        groups.setdefault(key, []).append(CallItem(task, prospect, key, enrollment["sequence"]))
+    return sorted(groups.values(), key=lambda g: (-len(g), g[0].task.due, g[0].persona))
+
+
+def power_hour(groups: list[list[CallItem]], *, size: int = POWER_HOUR) -> list[list[CallItem]]:
+    """The next power hour: up to `size` calls of the largest persona group."""
+    return [groups[0][:size]] if groups else []
+
+
+def sweep(app: App) -> list[CallTask]:
+    """Close open tasks that no longer make sense: the prospect replied, was suppressed, won,
+    or has a bad number, or the sequence ended. Plugins hear `call_task_closed`."""
+    now = app.now()
+    closed: list[tuple[CallTask, Prospect]] = []
+    with app.store.transaction():
+        for row in app.store.open_call_tasks():
+            prospect = app.store.prospect_by_id(row["prospect_id"])
+            enrollment = app.store.enrollment(row["enrollment_id"])
+            if prospect is None or enrollment is None:
+                continue
+            reason = _close_reason(prospect, enrollment["state"])
+            if reason and app.store.finish_call_task(row["id"], status="closed", outcome=None,
+                                                     note=reason, at=now):
+                closed.append((to_task(app.store.call_task(row["id"])), prospect))
+    for task, prospect in closed:
+        app.fire("call_task_closed", prospect=prospect, task=task)
+    return [task for task, _ in closed]
+
+
+def _close_reason(prospect: Prospect, state: str) -> str | None:
+    if prospect.suppressed:
+        return "suppressed"
+    if prospect.phone_bad:
+        return "bad number"
+    if state not in ("active", "paused"):
+        return f"sequence {state}"
+    return None
+
+
+def announce_closed(app: App, task_ids: list[int]) -> None:
+    """Tell plugins about tasks closed elsewhere (`mark`, `suppress`), after the commit."""
+    for task_id in task_ids:
+        row = app.store.call_task(task_id)
+        prospect = app.store.prospect_by_id(row["prospect_id"]) if row else None
+        if row is not None and prospect is not None and row["status"] != "open":
+            app.fire("call_task_closed", prospect=prospect, task=to_task(row))
+
+
+# -- output formats ----------------------------------------------------------------------
+
+CSV_COLUMNS = ("id", "due", "name", "email", "phone", "company", "title", "industry",
+               "persona", "sequence", "step", "script")
+
+
+def to_csv(items: list[CallItem], zone: Any) -> str:
+    """One row per call with a header row; CRLF line endings (RFC 4180), as spreadsheets like."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for item in items:
+        writer.writerow(item.as_dict(zone))
+    return out.getvalue()
+
+
+def to_ics(items: list[CallItem], *, domain: str, now: datetime, minutes: int = 5) -> str:
+    """An RFC 5545 calendar with one short VEVENT per call at its due time; the UID is stable
+    per task, so re-importing updates an entry instead of duplicating it."""
+    from .ics import CalendarItem, calendar
+
+    return calendar((CalendarItem(
+        uid=task_uid(item.task.id, domain),
+        start=item.task.due,
+        minutes=minutes,
+        summary=f"Call {item.prospect.name or item.prospect.email}"
+                + (f" ({item.prospect.company})" if item.prospect.company else ""),
+        description=_description(item),
+        categories=persona_label(item.persona),
+    ) for item in items), now=now, name="outreach calls")
+
+
+def _description(item: CallItem) -> str:
+    p = item.prospect
+    facts = [f"Phone: {p.phone or '(none)'}", f"Email: {p.email}"]
+    if p.title:
+        facts.append(f"Title: {p.title}")
+    facts.append(f"Record it: outreach call {item.task.id} --outcome OUTCOME")
+    return "\n".join([*facts, "", item.task.script])
+
+
+def task_uid(task_id: int, domain: str) -> str:
+    return f"call-task-{task_id}@{domain}"
+
+
+def table_lines(groups: list[list[CallItem]], zone: Any) -> list[str]:
+    """The call list for a terminal: a heading per persona, then each call and its script."""
+    lines: list[str] = []
+    for group in groups:
+        count = len(group)
+        lines.append(f"{persona_label(group[0].persona)}: {count} call{'s' * (count != 1)}")
+        for item in group:
+            p = item.prospect
+            due = item.task.due.astimezone(zone).strftime("%a %d %b %H:%M")
+            who = ", ".join(x for x in (p.name or p.email, p.title, p.company) if x)
+            lines.append(f"  #{item.task.id:<4} {due}  {who}  {p.phone or '(no phone)'}")
+            lines += [f"        {line}" for line in item.task.script.splitlines()]
+        lines.append("")
+    return lines
+
+
+# -- outcomes ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallResult:
+    task: CallTask
+    prospect: Prospect
+    outcome: str
+    closed: tuple[int, ...] = ()  # other tasks of this prospect closed by the outcome
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.task.id, "email": self.prospect.email, "outcome": self.outcome,
+                "note": self.task.note, "stage": self.prospect.stage,
+                "closed_tasks": list(self.closed)}
+
+
+def record_call(app: App, task_id: int, *, outcome: str, note: str | None = None) -> CallResult:
+    """`outreach call ID --outcome ...`: record what the call did and apply its stage rules.
+
+    `meeting` ends the sequence as won (stage opportunity); `not-interested` stops it;
+    `bad-number` flags the phone and closes the prospect's other call tasks; the others are
+    recorded on the timeline.
+    """
+    from .errors import OutreachError
+    from .lifecycle import mark
+
+    if outcome not in OUTCOMES:
+        raise OutreachError(f'unknown outcome "{outcome}": use one of {", ".join(OUTCOMES)}')
+    row = app.store.call_task(task_id)
+    if row is None:
+        raise OutreachError(f"call task {task_id}: no such task; list them with "
+                            "`outreach calls --all`")
+    if row["status"] == "done":
+        raise OutreachError(f"call task {task_id}: already recorded as {row['outcome']}; "
+                            "to move the prospect, use `outreach mark EMAIL STAGE`")
+    now = app.now()
+    others: list[int] = []
+    with app.store.transaction():
+        # A task closed automatically (they replied meanwhile) can still record a real call.
+        app.store.record_call_outcome(task_id, outcome=outcome, note=note, at=now)
+        app.store.add_event("call", at=now, prospect_id=row["prospect_id"],
+                            enrollment_id=row["enrollment_id"], task_id=task_id,
+                            outcome=outcome, note=note or "")
+        if outcome == "bad-number":
+            app.store.flag_bad_phone(row["prospect_id"], at=now)
+            others = [r["id"] for r in app.store.open_call_tasks()
+                      if r["prospect_id"] == row["prospect_id"]]
+            for other in others:
+                app.store.finish_call_task(other, status="closed", outcome=None,
+                                           note="bad number", at=now)
+    prospect = app.store.prospect_by_id(row["prospect_id"])
+    assert prospect is not None
+    task = to_task(app.store.call_task(task_id))
+    app.fire("call_task_closed", prospect=prospect, task=task)
+    announce_closed(app, others)
+    if outcome in ("meeting", "not-interested"):
+        prospect = mark(app, prospect.email, outcome, cause=f"call {outcome}")
+    return CallResult(task=task, prospect=prospect, outcome=outcome, closed=tuple(others))

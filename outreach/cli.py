@@ -280,6 +280,65 @@ def status(app: Any, email: str, json_: bool) -> None:
         click.echo(f"  {event['at']}  {event['kind']:<16} {detail}")
 
 
+@cli.command()
+@click.option("--all", "all_", is_flag=True, help="Also open tasks due later, not only by now.")
+@click.option("--hour", "hour", is_flag=True,
+              help="Only the next power hour: up to 25 calls of the largest persona group.")
+@click.option("--format", "format_", type=click.Choice(["table", "csv", "ics"]),
+              default="table", show_default=True,
+              help="csv opens in spreadsheets; ics imports into calendar apps.")
+@json_option
+@with_app
+def calls(app: Any, all_: bool, hour: bool, format_: str, json_: bool) -> None:
+    """The call list: open call tasks due by now, grouped by persona (title and industry),
+    largest group first, each with its rendered script. Record a call with `outreach call`."""
+    from .calls import call_list, power_hour, table_lines, to_csv, to_ics
+
+    groups = call_list(app, include_later=all_)
+    if hour:
+        groups = power_hour(groups)
+    items = [item for group in groups for item in group]
+    zone = app.sender_zone
+    if json_:
+        echo_json([item.as_dict(zone) for item in items])
+    elif format_ == "csv":  # bytes: CRLF and UTF-8 exactly as the formats want them
+        click.echo(to_csv(items, zone).encode("utf-8"), nl=False)
+    elif format_ == "ics":
+        click.echo(to_ics(items, domain=app.config.sender.domain, now=app.now())
+                   .encode("utf-8"), nl=False)
+    elif not items:
+        click.echo("No calls due" + ("" if all_ else " now; `outreach calls --all` lists later "
+                                     "ones") + ".", err=True)
+    else:
+        for line in table_lines(groups, zone):
+            click.echo(line)
+        click.echo(f"{len(items)} call{'s' * (len(items) != 1)} in {len(groups)} group"
+                   f"{'s' * (len(groups) != 1)}. Record each: outreach call ID --outcome "
+                   "no-answer|voicemail|connected|meeting|not-interested|bad-number", err=True)
+
+
+@cli.command()
+@click.argument("task_id", metavar="ID", type=int)
+@click.option("--outcome", required=True, type=click.Choice(
+    ["no-answer", "voicemail", "connected", "meeting", "not-interested", "bad-number"]),
+    help="meeting ends the sequence as won; not-interested stops it; bad-number skips the "
+         "prospect's later calls.")
+@click.option("--note", default=None, help="A line for the timeline.")
+@json_option
+@with_app
+def call(app: Any, task_id: int, outcome: str, note: str | None, json_: bool) -> None:
+    """Record the outcome of call task ID (the number `outreach calls` shows)."""
+    from .calls import record_call
+
+    result = record_call(app, task_id, outcome=outcome, note=note)
+    if json_:
+        echo_json(result.as_dict())
+        return
+    extra = f"; closed {len(result.closed)} later call task(s)" if result.closed else ""
+    click.echo(f"call {task_id} ({result.prospect.email}): {outcome}, stage "
+               f"{result.prospect.stage}{extra}")
+
+
 @cli.command(name="plugins")
 @json_option
 @config_option

@@ -59,6 +59,13 @@ def call_task_created(prospect: Prospect, task: Any) -> None:
 
 
 @hookspec
+def call_task_closed(prospect: Prospect, task: Any) -> None:
+    """A call task left the call list: `task.status` is `done` (an outcome was recorded with
+    `outreach call`: `task.outcome`, `task.note`) or `closed` (the prospect replied, won, was
+    suppressed or has a bad number: `task.note` says which)."""
+
+
+@hookspec
 def stage_changed(prospect: Prospect, old: str, new: str) -> None:
     """`prospect` moved from stage `old` to `new` (a reply, `outreach mark`, a call outcome)."""
 

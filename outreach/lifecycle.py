@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .app import App
+from .calls import announce_closed
 from .errors import OutreachError
 from .models import STAGES, Prospect, is_email
 
@@ -36,22 +37,26 @@ def change_stage(app: App, prospect: Prospect, new: str, *, cause: str) -> Prosp
     return updated
 
 
-def mark(app: App, email: str, stage: str) -> Prospect:
+def mark(app: App, email: str, stage: str, *, cause: str | None = None) -> Prospect:
     """`outreach mark`: `meeting` ends the sequence as won (stage opportunity);
-    `not-interested` stops it; other stages just move."""
+    `not-interested` stops it; other stages just move. `cause` defaults to "mark STAGE"
+    (a call outcome passes "call meeting")."""
     if stage not in MARK_STAGES:
         raise OutreachError(f'unknown stage "{stage}": use one of {", ".join(MARK_STAGES)}')
     prospect = require_prospect(app, email)
+    cause = cause or f"mark {stage}"
     if stage in _END_STATE:
+        tasks = app.store.open_call_task_ids(prospect.id)
         with app.store.transaction():
             ended = app.store.end_enrollments(prospect.id, state=_END_STATE[stage],
-                                              reason=f"mark {stage}", at=app.now())
-            app.store.close_call_tasks(prospect.id, reason=f"mark {stage}", at=app.now())
+                                              reason=cause, at=app.now())
+            app.store.close_call_tasks(prospect.id, reason=cause, at=app.now())
             for enrollment in ended:
                 app.store.add_event("enrollment_ended", at=app.now(), prospect_id=prospect.id,
                                     enrollment_id=enrollment, state=_END_STATE[stage])
+        announce_closed(app, tasks)
     new = "opportunity" if stage == "meeting" else stage
-    return change_stage(app, prospect, new, cause=f"mark {stage}")
+    return change_stage(app, prospect, new, cause=cause)
 
 
 def suppress(app: App, target: str, *, reason: str, source: str) -> int:
@@ -71,6 +76,7 @@ def suppress(app: App, target: str, *, reason: str, source: str) -> int:
         p = app.store.prospect(target)
         prospects = [p] if p else []
     now = app.now()
+    tasks = [t for p in prospects for t in app.store.open_call_task_ids(p.id)]
     with app.store.transaction():
         app.store.suppress(target, reason=reason, source=source, at=now)
         for p in prospects:
@@ -83,6 +89,7 @@ def suppress(app: App, target: str, *, reason: str, source: str) -> int:
             app.store.close_call_tasks(p.id, reason=f"suppressed: {reason}", at=now)
             app.store.add_event("suppressed", at=now, prospect_id=p.id, target=target,
                                 reason=reason, source=source)
+    announce_closed(app, tasks)
     return len(prospects)
 
 

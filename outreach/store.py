@@ -276,6 +276,11 @@ class Store:
             args = (iso(due_by),)
         return self.db.execute(sql + " ORDER BY due_at, id", args).fetchall()
 
+    def open_call_task_ids(self, prospect_id: int) -> list[int]:
+        return [r[0] for r in self.db.execute(
+            "SELECT id FROM call_tasks WHERE prospect_id = ? AND status = 'open' ORDER BY id",
+            (prospect_id,))]
+
     def finish_call_task(self, task_id: int, *, status: str, outcome: str | None,
                          note: str | None, at: datetime) -> bool:
         """Move an open task to `status` ('done' or 'closed'); False if it was not open."""
