@@ -339,6 +339,39 @@ def call(app: Any, task_id: int, outcome: str, note: str | None, json_: bool) ->
                f"{result.prospect.stage}{extra}")
 
 
+@cli.command()
+@click.option("--since", metavar="DATE", help="Only emails sent (and calls made) from DATE on, "
+              "e.g. 2026-03-01 (midnight, your timezone).")
+@click.option("--by", type=click.Choice(["sequence", "template", "variant", "persona"]),
+              help="Break the numbers down; `variant` also says which A/B variant wins.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a self-contained HTML report with charts to FILE.")
+@json_option
+@with_app
+def stats(app: Any, since: str | None, by: str | None, html_file: Path | None,
+          json_: bool) -> None:
+    """The funnel: sent, delivered, replied, positive, meetings, bounces, unsubscribes, calls.
+
+    Every rate shows its denominator. Outcomes are credited to the last email before them.
+    """
+    from .stats import parse_since, text_lines
+    from .stats import stats as stats_
+
+    start = parse_since(since, app.sender_zone) if since else None
+    doc = stats_(app, since=start, by=by)
+    if html_file is not None:
+        from .report import write_report
+
+        write_report(app, html_file, since=start)
+    if json_:
+        echo_json(doc)
+        return
+    for line in text_lines(doc):
+        click.echo(line)
+    if html_file is not None:
+        click.echo(f"\nreport written to {html_file}")
+
+
 @cli.command(name="plugins")
 @json_option
 @config_option
