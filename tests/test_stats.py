@@ -73,6 +73,10 @@ def stage(store, pid, new, at):
 
 @pytest.fixture
 def world(campaign):
+    return build_world(campaign)
+
+
+def build_world(campaign):
     """Ten prospects, a first email to all, an A/B step, and what came of it."""
     campaign.write_csv([prospect_row(n, **({"title": "VP Finance"} if n > 5 else {}))
                         for n in range(1, 11)])
