@@ -169,10 +169,16 @@ def import_(app: Any, file: Path, json_: bool) -> None:
 
 @cli.command()
 @click.option("--icp", "icp_name", metavar="NAME", help="Only prospects matching this ICP.")
+@click.option("--sort", type=click.Choice(["added", "score"]), default="added",
+              show_default=True, help="`score`: hottest leads first, with their lead score.")
 @json_option
 @with_app
-def prospects(app: Any, icp_name: str | None, json_: bool) -> None:
-    """List prospects, or with --icp only those matching that Ideal Customer Profile."""
+def prospects(app: Any, icp_name: str | None, sort: str, json_: bool) -> None:
+    """List prospects, or with --icp only those matching that Ideal Customer Profile.
+
+    `--sort score` ranks by lead score: replies, connects and meetings add points, "not
+    interested" takes them away, and the score halves every 30 days after 30 quiet days.
+    """
     from collections import Counter
 
     from .icp import RULES, failed_rules
@@ -192,11 +198,20 @@ def prospects(app: Any, icp_name: str | None, json_: bool) -> None:
             if not failed:
                 matched.append(p)
         total, rows = len(rows), matched
+    extra: dict[int, dict[str, Any]] = {p.id: {} for p in rows}
+    if sort == "score":
+        from .score import SCORED_KINDS, lead_score
+
+        events = app.store.events_by_prospect(SCORED_KINDS)
+        for p in rows:
+            extra[p.id]["score"] = lead_score(events.get(p.id, ()), now=app.now())
+        rows.sort(key=lambda p: -extra[p.id]["score"])
     if json_:
-        echo_json([p.as_dict() for p in rows])
+        echo_json([{**p.as_dict(), **extra[p.id]} for p in rows])
         return
-    echo_table([{**p.as_dict(), "name": p.name} for p in rows],
-               ("email", "name", "title", "company", "stage"))
+    echo_table([{**p.as_dict(), "name": p.name, **extra[p.id]} for p in rows],
+               ("email", "name", "title", "company", "stage")
+               + (("score",) if sort == "score" else ()))
     if icp_name is not None:
         why = ", ".join(f"{rule}: {excluded[rule]}" for rule in RULES if excluded[rule])
         click.echo(f"{len(rows)} of {total} prospects match {icp_name}"
@@ -270,7 +285,8 @@ def status(app: Any, email: str, json_: bool) -> None:
         echo_json(doc)
         return
     click.echo(f"{doc['email']}  {doc['name']}  {doc['company']}")
-    click.echo(f"stage: {doc['stage']}" + ("   SUPPRESSED" if doc["suppressed"] else ""))
+    click.echo(f"stage: {doc['stage']}   score: {doc['score']:g}"
+               + ("   SUPPRESSED" if doc["suppressed"] else ""))
     for e in doc["enrollments"]:
         click.echo(f"enrollment {e['id']}: {e['sequence']} {e['state']} since {e['started_at']}"
                    + (f" (next step {e['next_step']})" if e["state"] == "active" else ""))

@@ -8,6 +8,7 @@ from .app import App
 from .calls import announce_closed
 from .errors import OutreachError
 from .models import STAGES, Prospect, is_email
+from .score import lead_score
 
 MARK_STAGES = (*STAGES[1:], "meeting")
 # Enrollment end states per cause, so `status` reads as what happened.
@@ -97,6 +98,7 @@ def status(app: App, email: str) -> dict[str, Any]:
     """One prospect's timeline: stage, suppression, enrollments and every event."""
     prospect = require_prospect(app, email)
     suppression = app.store.suppression(prospect.email)
+    events = app.store.events(prospect.id)
     return {
         "email": prospect.email,
         "name": prospect.name,
@@ -106,5 +108,6 @@ def status(app: App, email: str) -> dict[str, Any]:
         "suppression": dict(suppression) if suppression else None,
         "enrollments": [dict(e) for e in app.store.enrollments(prospect.id)],
         "stages": [dict(s) for s in app.store.stage_history(prospect.id)],
-        "events": app.store.events(prospect.id),
+        "events": events,
+        "score": lead_score(events, now=app.now()),
     }

@@ -53,3 +53,31 @@ def test_score_accepts_datetimes_and_unordered_events():
                          [(0, 1.0), (30, 1.0), (60, 0.5), (90, 0.25), (150, 0.0625)])
 def test_decay_half_life(days, factor):
     assert decay(days) == factor
+
+
+def test_prospects_sort_score_and_status(campaign):
+    from tests.conftest import prospect_row
+
+    campaign.write_csv([prospect_row(n) for n in (1, 2, 3)])
+    campaign.run_json("import", str(campaign.root / "prospects.csv"))
+    campaign.now(NOW.isoformat())
+    with campaign.app() as app:
+        s = app.store
+        p2 = s.prospect("cfo2@maker2.example").id
+        p3 = s.prospect("cfo3@maker3.example").id
+        s.add_event("reply", at=NOW - timedelta(days=2), prospect_id=p2)
+        s.add_event("stage", at=NOW - timedelta(days=2), prospect_id=p2, old="prospect",
+                    new="lead")
+        s.add_event("stage", at=NOW - timedelta(days=90), prospect_id=p3, old="prospect",
+                    new="opportunity")
+    ranked = campaign.run_json("prospects", "--sort", "score")
+    assert [(p["email"], p["score"]) for p in ranked] == [
+        ("cfo2@maker2.example", 20.0), ("cfo3@maker3.example", 10.0),
+        ("cfo1@maker1.example", 0.0)]
+    table = campaign.run("prospects", "--sort", "score").output.splitlines()
+    assert table[0].split()[-1] == "SCORE"
+    assert [line.split()[0] for line in table[1:]] == [
+        "cfo2@maker2.example", "cfo3@maker3.example", "cfo1@maker1.example"]
+    assert "score" not in campaign.run_json("prospects")[0]
+    assert campaign.run_json("status", "cfo3@maker3.example")["score"] == 10.0
+    assert "score: 20" in campaign.run("status", "cfo2@maker2.example").output
