@@ -8,6 +8,7 @@ names the environment variable that holds the secret, read only when it is neede
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import itertools
 import os
@@ -592,7 +593,9 @@ class _Parser:
                 raise self.fail(f"[plugins] {key}",
                                 'is not a known key: use paths = [...] or a [plugins.NAME] table '
                                 "of settings for plugin NAME")
-            settings[key] = dict(value)
+            # Paths in plugin settings are relative to this file, like every other path here.
+            settings[key] = {k: str(self.root / v) if isinstance(v, str) and v and (
+                k == "path" or k.endswith("_path")) else v for k, v in value.items()}
         paths = tuple(self.root / p for p in self.strings(t, "plugins", "paths", ("plugins",)))
         return paths, settings
 
@@ -603,6 +606,7 @@ _TYPE_NAMES: dict[type, str] = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
 def valid_timezone(name: str) -> bool:
     """True when zoneinfo knows the IANA name (empty and path-like names are not zones)."""
     if not name or name.startswith(("/", ".")) or ".." in name:

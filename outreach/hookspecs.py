@@ -7,13 +7,16 @@ its name and does not stop the run or hide the event from other plugins.
 
 from __future__ import annotations
 
-from email.message import EmailMessage
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import click
 import pluggy
 
-from .models import Prospect
+if TYPE_CHECKING:  # annotations only: keeps `outreach --help` from importing email and click
+    from email.message import EmailMessage
+
+    import click
+
+    from .models import Prospect
 
 hookspec = pluggy.HookspecMarker("outreach")
 hookimpl = pluggy.HookimplMarker("outreach")

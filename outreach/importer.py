@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from .app import App
 from .config import valid_timezone
@@ -26,8 +26,7 @@ BATCH = 1000
 _COLUMN = re.compile(r"[^0-9a-z]+")
 # Columns that may be put in a header (To, Subject): a line break there is header injection.
 _ONE_LINE = ("email", *KNOWN_COLUMNS)
-_BLANK: dict[str, Any] = {c: "" for c in KNOWN_COLUMNS} | {"employees": None,
-                                                            "last_activity": None}
+_ONE_LINE_SET = frozenset(_ONE_LINE)
 
 
 @dataclass
@@ -52,42 +51,56 @@ def column_name(header: str) -> str:
     return _COLUMN.sub("_", header.strip().lower()).strip("_")
 
 
-def parse_row(values: dict[str, str]) -> dict[str, Any]:
-    """Validate one CSV row (already keyed by column name); raises RowError with the reason."""
-    email = values.get("email", "").strip()
-    for key in _ONE_LINE:
-        if "\r" in values.get(key, "") or "\n" in values.get(key, ""):
-            raise RowError(f"{key} contains a line break (it could reach an email header)")
-    if not email:
-        raise RowError("missing email")
-    if not is_email(email):
-        raise RowError(f'invalid email "{email}"')
-    row: dict[str, Any] = {"email": email.lower()}
-    for key in KNOWN_COLUMNS:
-        if key in values:
-            row[key] = values[key].strip()
-    if row.get("employees"):
-        raw = row["employees"].replace(",", "").replace("_", "")
-        if not raw.isdigit():
-            raise RowError(f'employees "{row["employees"]}" is not a whole number')
-        row["employees"] = int(raw)
-    elif "employees" in row:
-        row["employees"] = None
-    if row.get("last_activity"):
-        row["last_activity"] = _iso_date(row["last_activity"])
-    elif "last_activity" in row:
-        row["last_activity"] = None
-    if row.get("timezone") and not valid_timezone(row["timezone"]):
-        raise RowError(f'unknown timezone "{row["timezone"]}" (use an IANA name like '
-                       '"Europe/Berlin")')
-    if not row.get("domain"):
-        row["domain"] = email.rpartition("@")[2].lower()
-    else:
-        row["domain"] = row["domain"].lower().removeprefix("www.")
-    if "country" in row:
-        row["country"] = row["country"].upper()
-    row["custom"] = {k: v for k, v in values.items() if k not in _ONE_LINE and v != ""}
-    return row
+class RowParser:
+    """Validates the records of one file; column positions are worked out once per file."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.width = len(names)
+        self.email_at = names.index("email")
+        self.known = [(i, n) for i, n in enumerate(names) if n in KNOWN_COLUMNS]
+        self.one_line = [(i, n) for i, n in enumerate(names) if n in _ONE_LINE_SET]
+        self.custom = [(i, n) for i, n in enumerate(names) if n and n not in _ONE_LINE_SET]
+
+    def __call__(self, record: list[str]) -> dict[str, Any]:
+        """One record -> a prospect row; raises RowError with the reason it cannot be used."""
+        if len(record) < self.width:
+            record = record + [""] * (self.width - len(record))
+        joined = "".join(record)
+        if "\n" in joined or "\r" in joined:  # rare: only then look at which column has it
+            for i, key in self.one_line:
+                if "\r" in record[i] or "\n" in record[i]:
+                    raise RowError(f"{key} contains a line break (it could reach an email "
+                                   "header)")
+        email = record[self.email_at].strip()
+        if not email:
+            raise RowError("missing email")
+        if not is_email(email):
+            raise RowError(f'invalid email "{email}"')
+        row: dict[str, Any] = {"email": email.lower()}
+        for i, key in self.known:
+            row[key] = record[i].strip()
+        if row.get("employees"):
+            raw = row["employees"].replace(",", "").replace("_", "")
+            if not raw.isdigit():
+                raise RowError(f'employees "{row["employees"]}" is not a whole number')
+            row["employees"] = int(raw)
+        elif "employees" in row:
+            row["employees"] = None
+        if row.get("last_activity"):
+            row["last_activity"] = _iso_date(row["last_activity"])
+        elif "last_activity" in row:
+            row["last_activity"] = None
+        if row.get("timezone") and not valid_timezone(row["timezone"]):
+            raise RowError(f'unknown timezone "{row["timezone"]}" (use an IANA name like '
+                           '"Europe/Berlin")')
+        if row.get("domain"):
+            row["domain"] = row["domain"].lower().removeprefix("www.")
+        else:
+            row["domain"] = email.rpartition("@")[2].lower()
+        if "country" in row:
+            row["country"] = row["country"].upper()
+        row["custom"] = {n: record[i] for i, n in self.custom if record[i]}
+        return row
 
 
 def _iso_date(text: str) -> str:
@@ -101,63 +114,71 @@ def _iso_date(text: str) -> str:
         raise RowError(f'last_activity "{text}" is not an ISO date (YYYY-MM-DD)') from None
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str] | RowError]]:
-    """Yield (line number, values by column name) per record; raise for a non-CSV file."""
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    """Yield (line number, prospect row or why not) per record; raise for a non-CSV file."""
     try:
-        handle = path.open("rb")
+        handle = path.open(encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise ImportFileError(f"{path}: cannot open: {exc.strerror}") from None
     with handle:
-        lines = _decoded_lines(path, handle)
-        reader = csv.reader(lines)
         try:
-            header = next(reader, None)
-        except csv.Error as exc:
-            raise ImportFileError(f"{path} line 1: not a CSV header ({exc})") from None
-        if not header:
-            raise ImportFileError(f"{path}: empty file; expected a header row with an email "
-                                  "column")
-        names = [column_name(h) for h in header]
-        if "email" not in names:
-            raise ImportFileError(
-                f"{path} line 1: no email column (found: {', '.join(h.strip() for h in header)}). "
-                "Add a header row whose columns include email."
-            )
-        duplicates = {n for n in names if names.count(n) > 1 and n}
-        if duplicates:
-            raise ImportFileError(f"{path} line 1: duplicate column {sorted(duplicates)[0]}; "
-                                  "each column may appear once")
-        end = reader.line_num
-        while True:
-            start = end + 1
-            try:
-                record = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                raise ImportFileError(f"{path} line {start}: broken CSV ({exc}); fix the line "
-                                      "and import again (nothing was imported)") from None
-            end = reader.line_num
-            if not any(v.strip() for v in record):
-                continue
-            if len(record) > len(names):
-                yield start, RowError(f"{len(record)} fields but the header has {len(names)} "
-                                      "(an unquoted comma?)")
-                continue
-            yield start, dict(zip(names, record, strict=False))
-
-
-def _decoded_lines(path: Path, handle: BinaryIO) -> Iterator[str]:
-    """UTF-8 lines (a leading BOM dropped); an undecodable line names its number."""
-    for number, raw in enumerate(handle, start=1):
-        try:
-            line = raw.decode("utf-8")
+            yield from _records(path, csv.reader(handle))
         except UnicodeDecodeError:
-            raise ImportFileError(f"{path} line {number}: not UTF-8 text; save the file as "
-                                  "UTF-8 CSV and import again (nothing was imported)") from None
-        if number == 1:
-            line = line.removeprefix("\ufeff")
-        yield line
+            raise ImportFileError(
+                f"{path} line {_first_undecodable_line(path)}: not UTF-8 text; save the file as "
+                "UTF-8 CSV and import again (nothing was imported)") from None
+
+
+def _records(path: Path, reader: Any) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise ImportFileError(f"{path} line 1: not a CSV header ({exc})") from None
+    if not header:
+        raise ImportFileError(f"{path}: empty file; expected a header row with an email column")
+    names = [column_name(h) for h in header]
+    if "email" not in names:
+        raise ImportFileError(
+            f"{path} line 1: no email column (found: {', '.join(h.strip() for h in header)}). "
+            "Add a header row whose columns include email."
+        )
+    duplicates = {n for n in names if names.count(n) > 1 and n}
+    if duplicates:
+        raise ImportFileError(f"{path} line 1: duplicate column {sorted(duplicates)[0]}; "
+                              "each column may appear once")
+    parse = RowParser(names)
+    end = reader.line_num
+    while True:
+        start = end + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ImportFileError(f"{path} line {start}: broken CSV ({exc}); fix the line "
+                                  "and import again (nothing was imported)") from None
+        end = reader.line_num
+        if not any(record):
+            continue
+        if len(record) > len(names):
+            yield start, RowError(f"{len(record)} fields but the header has {len(names)} "
+                                  "(an unquoted comma?)")
+            continue
+        try:
+            yield start, parse(record)
+        except RowError as exc:
+            yield start, exc
+
+
+def _first_undecodable_line(path: Path) -> int:
+    """Only on the error path: find which line is not UTF-8, for the message."""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 1
 
 
 def import_csv(app: App, path: Path) -> ImportResult:
@@ -168,14 +189,9 @@ def import_csv(app: App, path: Path) -> ImportResult:
     now = app.now()
     with app.store.transaction():
         batch: dict[str, dict[str, Any]] = {}
-        for line, values in read_rows(path):
-            if isinstance(values, RowError):
-                result.rejected.append({"line": line, "reason": str(values)})
-                continue
-            try:
-                row = parse_row(values)
-            except RowError as exc:
-                result.rejected.append({"line": line, "reason": str(exc)})
+        for line, row in read_rows(path):
+            if isinstance(row, RowError):
+                result.rejected.append({"line": line, "reason": str(row)})
                 continue
             if row["email"] in batch or len(batch) >= BATCH:
                 _flush(app, batch, result, changed if notify else None, now)
@@ -198,7 +214,7 @@ def _flush(app: App, batch: dict[str, dict[str, Any]], result: ImportResult,
         old = existing.get(email)
         if old is None:
             row["custom"] = json.dumps(row["custom"], ensure_ascii=False)
-            inserts.append({**_BLANK, **row})
+            inserts.append(row)
             continue
         merged = _merge(old, row)
         if merged is None:

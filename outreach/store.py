@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
+from operator import itemgetter
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -27,6 +28,8 @@ _SUPPRESSED_SQL = (
 )
 _PROSPECT_SELECT = f"SELECT p.*, {_SUPPRESSED_SQL} AS suppressed FROM prospects p"
 OPEN_STATES = ("active", "paused")
+_BLANK: dict[str, Any] = {c: "" for c in KNOWN_COLUMNS} | {
+    "employees": None, "last_activity": None, "custom": "{}", "referrer_id": None}
 
 
 def domain_of(email: str) -> str:
@@ -119,12 +122,13 @@ class Store:
         return out
 
     def insert_prospects(self, rows: Iterable[Mapping[str, Any]], *, at: datetime) -> None:
-        """Insert new prospects (email lower-cased, custom already JSON)."""
+        """Insert new prospects (email lower-cased, custom as JSON); absent columns are blank."""
         cols = ("email", *KNOWN_COLUMNS, "custom", "referrer_id")
         sql = (f"INSERT INTO prospects ({', '.join(cols)}, created_at, updated_at) "
                f"VALUES ({', '.join('?' * len(cols))}, ?, ?)")
-        stamp = iso(at)
-        self.db.executemany(sql, ([r.get(c) for c in cols] + [stamp, stamp] for r in rows))
+        stamp = (iso(at), iso(at))
+        values = itemgetter(*cols)
+        self.db.executemany(sql, (values({**_BLANK, **r}) + stamp for r in rows))
 
     def update_prospects(self, rows: Iterable[Mapping[str, Any]], *, at: datetime) -> None:
         cols = (*KNOWN_COLUMNS, "custom")
@@ -378,6 +382,99 @@ class Store:
                 {**json.loads(r["detail"]), "kind": r["kind"], "at": r["at"]})
         return out
 
+    # -- inbound (poll) ------------------------------------------------------------------
+
+    def add_ledger_row(self, enrollment_id: int, *, step: int, message_id: str, at: datetime,
+                       template: str = "", subject: str = "", status: str = "sent") -> int:
+        """Record a sent message in the ledger directly (tests, and mail sent elsewhere)."""
+        cur = self.db.execute(
+            "INSERT INTO messages (enrollment_id, step, template, message_id, subject, status, "
+            "created_at, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (enrollment_id, step, template, message_id, subject, status, iso(at), iso(at)),
+        )
+        return int(cur.lastrowid or 0)
+
+    def ledger_match(self, message_ids: Sequence[str]) -> sqlite3.Row | None:
+        """The ledger row (with prospect_id) for the first of these Message-IDs we sent."""
+        ids = [m for m in message_ids if m][:50]
+        if not ids:
+            return None
+        marks = ",".join("?" * len(ids))
+        rows = {r["message_id"]: r for r in self.db.execute(
+            "SELECT m.message_id, m.enrollment_id, e.prospect_id, e.sequence FROM messages m "
+            f"JOIN enrollments e ON e.id = m.enrollment_id WHERE m.message_id IN ({marks})",
+            ids)}
+        for m in ids:
+            if m in rows:
+                return rows[m]
+        return None
+
+    def open_prospect_ids_in_domain(self, domain: str) -> list[int]:
+        """Prospects at exactly this domain with an active or paused enrollment."""
+        return [r[0] for r in self.db.execute(
+            "SELECT DISTINCT p.id FROM prospects p JOIN enrollments e ON e.prospect_id = p.id "
+            "WHERE e.state IN ('active', 'paused') AND p.email LIKE ? ESCAPE '\\'",
+            ("%@" + _like(domain.lower()),))]
+
+    def latest_enrollment(self, prospect_id: int) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM enrollments WHERE prospect_id = ? "
+                               "ORDER BY id DESC LIMIT 1", (prospect_id,)).fetchone()
+
+    def pause_enrollments(self, prospect_id: int, *, until: datetime) -> list[int]:
+        """Pause a prospect's open enrollment until `until` (an auto-reply's return)."""
+        rows = self.db.execute(
+            "UPDATE enrollments SET state = 'paused', paused_until = ? "
+            "WHERE prospect_id = ? AND state IN ('active', 'paused') RETURNING id",
+            (iso(until), prospect_id),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def soft_bounce_streak(self, prospect_id: int) -> int:
+        """Soft bounces in a row, newest first, until a hard bounce or any answer."""
+        streak = 0
+        for row in self.db.execute(
+            "SELECT kind, detail FROM events WHERE prospect_id = ? AND kind IN "
+            "('bounce', 'reply', 'auto_reply') ORDER BY id DESC LIMIT 20", (prospect_id,)):
+            if row["kind"] != "bounce" or json.loads(row["detail"]).get("permanent"):
+                break
+            streak += 1
+        return streak
+
+    def inbound_keys(self, source: str) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT key FROM inbound WHERE source = ?",
+                                              (source,))}
+
+    def inbound_has_message_id(self, message_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM inbound WHERE message_id = ? LIMIT 1",
+                               (message_id,)).fetchone() is not None
+
+    def add_inbound(self, source: str, key: str, *, at: datetime, uidvalidity: int | None = None,
+                    uid: int | None = None, message_id: str | None = None,
+                    prospect_id: int | None = None, kind: str | None = None,
+                    **detail: Any) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO inbound (source, key, uidvalidity, uid, message_id, "
+            "prospect_id, kind, detail, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (source, key, uidvalidity, uid, message_id, prospect_id, kind,
+             json.dumps(detail, default=str), iso(at)),
+        )
+
+    def inbound(self, *, source: str | None = None) -> list[sqlite3.Row]:
+        sql, args = "SELECT * FROM inbound", ()
+        if source:
+            sql, args = sql + " WHERE source = ?", (source,)
+        return self.db.execute(sql + " ORDER BY id", args).fetchall()
+
+    def mailbox_state(self, source: str) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM mailbox_state WHERE source = ?",
+                               (source,)).fetchone()
+
+    def set_mailbox_state(self, source: str, *, uidvalidity: int, last_uid: int) -> None:
+        self.db.execute(
+            "INSERT INTO mailbox_state (source, uidvalidity, last_uid) VALUES (?, ?, ?) "
+            "ON CONFLICT (source) DO UPDATE SET uidvalidity = excluded.uidvalidity, "
+            "last_uid = excluded.last_uid", (source, uidvalidity, last_uid))
+
     # -- locks ---------------------------------------------------------------------------
 
     def acquire_lock(self, name: str, *, owner: str, now: datetime, until: datetime) -> None:
@@ -395,6 +492,98 @@ class Store:
 
     def release_lock(self, name: str) -> None:
         self.db.execute("DELETE FROM locks WHERE name = ? AND pid = ?", (name, os.getpid()))
+
+    # -- send ledger ---------------------------------------------------------------------
+
+    def renew_lock(self, name: str, *, until: datetime) -> None:
+        """Extend this process's lease (a long run renews it as it goes)."""
+        self.db.execute("UPDATE locks SET expires_at = ? WHERE name = ? AND pid = ?",
+                        (iso(until), name, os.getpid()))
+
+    def send_candidates(self) -> list[sqlite3.Row]:
+        """Open enrollments with their prospect's address, time zone and suppression."""
+        return self.db.execute(
+            f"SELECT e.*, p.email, p.timezone AS prospect_timezone, {_SUPPRESSED_SQL} "
+            "AS suppressed FROM enrollments e JOIN prospects p ON p.id = e.prospect_id "
+            "WHERE e.state IN ('active', 'paused') ORDER BY e.id"
+        ).fetchall()
+
+    def prospects_by_ids(self, ids: Iterable[int]) -> dict[int, Prospect]:
+        out: dict[int, Prospect] = {}
+        ids = list(ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(f"{_PROSPECT_SELECT} WHERE p.id IN ({marks})", chunk):
+                out[row["id"]] = to_prospect(row)
+        return out
+
+    def handed_over(self, enrollment_id: int) -> list[sqlite3.Row]:
+        """An enrollment's messages that reached a server (or may have), oldest step first."""
+        return self.db.execute(
+            "SELECT * FROM messages WHERE enrollment_id = ? AND status IN ('sent', 'unknown') "
+            "ORDER BY step", (enrollment_id,)).fetchall()
+
+    def last_email_sent_at(self, enrollment_id: int) -> str | None:
+        return self.db.execute("SELECT max(sent_at) FROM messages WHERE enrollment_id = ? "
+                               "AND status = 'sent'", (enrollment_id,)).fetchone()[0]
+
+    def messages_started_between(self, start: datetime, end: datetime) -> int:
+        """Messages handed over (or about to be) in [start, end): what daily_limit counts."""
+        return self.db.execute(
+            "SELECT count(*) FROM messages WHERE status != 'failed' AND created_at >= ? "
+            "AND created_at < ?", (iso(start), iso(end))).fetchone()[0]
+
+    def add_intent(self, *, enrollment_id: int, step: int, template: str, variant: str,
+                   message_id: str, subject: str, at: datetime) -> int | None:
+        """Write a ledger intent, only while the enrollment is open at that step, not paused,
+        and its prospect not suppressed; None when refused (or already in the ledger).
+        Call inside a transaction."""
+        stamp = iso(at)
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO messages (enrollment_id, step, template, variant, message_id, "
+            "subject, status, created_at) SELECT ?, ?, ?, ?, ?, ?, 'intent', ? "
+            "WHERE EXISTS (SELECT 1 FROM enrollments e JOIN prospects p ON p.id = e.prospect_id "
+            "WHERE e.id = ? AND e.state IN ('active', 'paused') AND e.next_step = ? "
+            f"AND (e.paused_until IS NULL OR e.paused_until <= ?) AND NOT {_SUPPRESSED_SQL})",
+            (enrollment_id, step, template, variant, message_id, subject, stamp,
+             enrollment_id, step, stamp))
+        return int(cur.lastrowid) if cur.rowcount == 1 and cur.lastrowid else None
+
+    def record_variant(self, enrollment_id: int, step: int, template: str) -> None:
+        self.db.execute("UPDATE enrollments SET variants = json_set(variants, ?, ?) "
+                        "WHERE id = ?", (f'$."{step}"', template, enrollment_id))
+
+    def set_message_status(self, message_id: int, status: str, *, at: datetime | None = None,
+                           error: str | None = None) -> None:
+        self.db.execute("UPDATE messages SET status = ?, sent_at = ?, error = ? WHERE id = ?",
+                        (status, iso(at) if at else None, error, message_id))
+
+    def drop_intent(self, message_id: int) -> None:
+        """Forget an intent that was provably never handed over, so a later run may send it."""
+        self.db.execute("DELETE FROM messages WHERE id = ? AND status = 'intent'", (message_id,))
+
+    def stale_intents(self) -> list[sqlite3.Row]:
+        """Intents left by a run that died: their fate is unknown."""
+        return self.db.execute(
+            "SELECT m.*, e.prospect_id FROM messages m JOIN enrollments e "
+            "ON e.id = m.enrollment_id WHERE m.status = 'intent' ORDER BY m.id").fetchall()
+
+    def advance_enrollment(self, enrollment_id: int, *, past_step: int) -> None:
+        """Move an open enrollment past a step (never backwards); a paused one that was due
+        is active again."""
+        self.db.execute(
+            "UPDATE enrollments SET next_step = max(next_step, ?), state = 'active', "
+            "paused_until = NULL WHERE id = ? AND state IN ('active', 'paused')",
+            (past_step + 1, enrollment_id))
+
+    def end_enrollment(self, enrollment_id: int, *, state: str, reason: str,
+                       at: datetime) -> bool:
+        cur = self.db.execute(
+            "UPDATE enrollments SET state = ?, end_reason = ?, ended_at = ?, paused_until = NULL "
+            "WHERE id = ? AND state IN ('active', 'paused')",
+            (state, reason, iso(at), enrollment_id))
+        return cur.rowcount == 1
 
 
 def _like(text: str) -> str:
