@@ -9,12 +9,15 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .app import App
 from .clock import iso
 from .config import Step
 from .models import Prospect
+
+if TYPE_CHECKING:
+    from .ics import CalendarItem
 
 
 @dataclass(frozen=True)
@@ -218,26 +221,30 @@ def to_csv(items: list[CallItem], zone: Any) -> str:
 def to_ics(items: list[CallItem], *, domain: str, now: datetime, minutes: int = 5) -> str:
     """An RFC 5545 calendar with one short VEVENT per call at its due time; the UID is stable
     per task, so re-importing updates an entry instead of duplicating it."""
-    from .ics import CalendarItem, calendar
+    from .ics import calendar
 
-    return calendar((CalendarItem(
-        uid=task_uid(item.task.id, domain),
-        start=item.task.due,
+    return calendar((calendar_item(item.task, item.prospect, domain=domain, minutes=minutes)
+                     for item in items), now=now, name="outreach calls")
+
+
+def calendar_item(task: CallTask, prospect: Prospect, *, domain: str,
+                  minutes: int = 5) -> CalendarItem:
+    """A call as a calendar entry: who, phone, how to record it, then the script."""
+    from .ics import CalendarItem
+
+    facts = [f"Phone: {prospect.phone or '(none)'}", f"Email: {prospect.email}"]
+    if prospect.title:
+        facts.append(f"Title: {prospect.title}")
+    facts.append(f"Record it: outreach call {task.id} --outcome OUTCOME")
+    return CalendarItem(
+        uid=task_uid(task.id, domain),
+        start=task.due,
         minutes=minutes,
-        summary=f"Call {item.prospect.name or item.prospect.email}"
-                + (f" ({item.prospect.company})" if item.prospect.company else ""),
-        description=_description(item),
-        categories=persona_label(item.persona),
-    ) for item in items), now=now, name="outreach calls")
-
-
-def _description(item: CallItem) -> str:
-    p = item.prospect
-    facts = [f"Phone: {p.phone or '(none)'}", f"Email: {p.email}"]
-    if p.title:
-        facts.append(f"Title: {p.title}")
-    facts.append(f"Record it: outreach call {item.task.id} --outcome OUTCOME")
-    return "\n".join([*facts, "", item.task.script])
+        summary=f"Call {prospect.name or prospect.email}"
+                + (f" ({prospect.company})" if prospect.company else ""),
+        description="\n".join([*facts, "", task.script]),
+        categories=persona_label(persona(prospect.title, prospect.industry)),
+    )
 
 
 def task_uid(task_id: int, domain: str) -> str:

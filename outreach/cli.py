@@ -134,6 +134,20 @@ def check(app: Any, connect: bool, json_: bool) -> None:
     deliverability = health(app)
     report["deliverability"] = deliverability.as_dict()
     report["warnings"].extend(deliverability.problems)
+    from .render import check_templates
+
+    template_errors, template_warnings = check_templates(app)
+    report["errors"].extend(template_errors)
+    report["warnings"].extend(template_warnings)
+    if connect:
+        import asyncio
+
+        from .transport import login_check
+
+        try:
+            report["smtp"] = asyncio.run(login_check(app.config))
+        except OutreachError as exc:
+            report["errors"].append(str(exc))
     if json_:
         echo_json(report)
     else:
@@ -142,6 +156,12 @@ def check(app: Any, connect: bool, json_: bool) -> None:
         click.echo(deliverability.summary())
         for problem in deliverability.problems:
             click.echo(f"warning: {problem}", err=True)
+        for problem in template_warnings:
+            click.echo(f"warning: {problem}", err=True)
+        if "smtp" in report:
+            click.echo(report["smtp"])
+        for problem in report["errors"]:
+            click.echo(f"error: {problem}", err=True)
     if report["errors"]:
         raise click.exceptions.Exit(1)
 
@@ -409,6 +429,95 @@ def plugins_list(json_: bool, config_path: str | None) -> None:
         version = f" {p['version']}" if p["version"] else ""
         kind = " (built-in)" if p["builtin"] else ""
         click.echo(f"{p['name']}{version}{kind}: {', '.join(p['hooks']) or 'no hooks'}")
+
+
+@cli.command()
+@click.argument("email")
+@click.option("--step", "step_number", type=click.IntRange(min=0), default=None,
+              help="Step number in the sequence (default: the enrollment's next step).")
+@with_app
+def preview(app: Any, email: str, step_number: int | None) -> None:
+    """Print the exact message the next (or --step N) step would send to EMAIL.
+
+    Headers and body as bytes on the wire; a call step prints its script.
+    """
+    from .send import preview as preview_
+
+    sys.stdout.buffer.write(preview_(app, email, step=step_number))
+    sys.stdout.buffer.flush()
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Render and report everything; record nothing.")
+@click.option("--limit", type=click.IntRange(min=0), help="Send at most N emails this run.")
+@click.option("--ignore-window", is_flag=True,
+              help="Send now even outside the sending windows and days.")
+@json_option
+@with_app
+def send(app: Any, dry_run: bool, limit: int | None, ignore_window: bool, json_: bool) -> None:
+    """Send the due emails inside the windows and limits, and create due call tasks.
+
+    Each message goes at most once: a run that dies, a dropped connection or a second
+    `outreach send` never makes anyone get a step twice. Run it each morning and evening.
+    """
+    from .send import send as send_
+
+    bar: Any = None
+
+    def progress(sent: int, failed: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(
+                length=total, label="sending", file=sys.stderr,
+                item_show_func=lambda _: f"{counts[0]} sent, {counts[1]} failed")
+            bar.__enter__()
+        counts[:] = [sent, failed]
+        bar.update(sent + failed - bar.pos)
+
+    counts = [0, 0]
+    on_terminal = not json_ and not dry_run and sys.stderr.isatty()
+    try:
+        result = send_(app, dry_run=dry_run, limit=limit, ignore_window=ignore_window,
+                       progress=progress if on_terminal else None)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if json_:
+        echo_json(result.as_dict())
+    else:
+        _send_report(result)
+    if result.stopped:
+        raise click.exceptions.Exit(1)
+
+
+def _send_report(result: Any) -> None:
+    verb = "would send" if result.dry_run else "sent"
+    line = f"{verb} {result.sent}, failed {result.failed}, deferred {result.deferred}"
+    if result.unknown:
+        line += f", unknown {result.unknown}"
+    line += f"; {result.calls} call task{'' if result.calls == 1 else 's'}"
+    if result.recycled:
+        line += f", {result.recycled} recycled"
+    click.echo(line)
+    for m in result.as_dict().get("messages", []):
+        click.echo(f"  {m['email']}  step {m['step']}  {m['template']}  {m['subject']}")
+    if not result.window_open and result.next_window:
+        opens = result.next_window.strftime("%Y-%m-%d %H:%M")
+        click.echo(f"outside the sending window; the next opens {opens} UTC "
+                   "(or use --ignore-window)")
+    for problem in result.errors:
+        click.echo(f"not sent: {problem['email']} step {problem['step']}: {problem['error']}",
+                   err=True)
+    for failure in result.failures:
+        again = " (stays due: the next run retries it)" if failure["retry"] else ""
+        click.echo(f"failed: {failure['email']} step {failure['step']}: {failure['error']}"
+                   + again, err=True)
+    for unknown in result.unknowns:
+        click.echo(f"unknown: {unknown['email']} step {unknown['step']} "
+                   f"{unknown['message_id']}: may have been delivered; it will not be resent",
+                   err=True)
+    if result.stopped:
+        click.echo(f"Error: {result.stopped}", err=True)
 
 
 # -- start-up ----------------------------------------------------------------------------

@@ -55,6 +55,7 @@ def make_manager(
         raise PluginError(f"plugin {pm.get_name(exc.plugin)}: {exc}. Check the hook's name against "
                           "`outreach plugins` and docs/plugins.md.") from None
     pm.outreach_settings = dict(settings or {})  # type: ignore[attr-defined]
+    _ACTIVE["pm"] = pm
     if os.environ.get("OUTREACH_TRACE_PLUGINS"):
         pm.add_hookcall_monitoring(_trace_before, _trace_after)
     return pm
@@ -65,6 +66,21 @@ def _versions(pm: pluggy.PluginManager) -> dict[str, str | None]:
     if not hasattr(pm, "outreach_versions"):
         pm.outreach_versions = {}  # type: ignore[attr-defined]
     return pm.outreach_versions  # type: ignore[attr-defined]
+
+
+# The manager of the running command, so a plugin can read its own [plugins.NAME] table.
+_ACTIVE: dict[str, pluggy.PluginManager] = {}
+
+
+def settings(name: str) -> dict[str, Any]:
+    """The `[plugins.NAME]` table of the running command's config, for plugin NAME.
+
+    A key ending in `_env` also appears without the suffix, holding that environment
+    variable's value (`token_env = "CRM_TOKEN"` gives `token`). Keys named `path` or ending
+    in `_path` are already resolved against the config file's folder. Empty if none.
+    """
+    pm = _ACTIVE.get("pm")
+    return plugin_settings(pm, name) if pm is not None else {}
 
 
 def plugin_settings(pm: pluggy.PluginManager, name: str) -> dict[str, Any]:
@@ -127,7 +143,7 @@ def fire(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> list[Any]:
             report_failure(impl.plugin_name, hook, exc)
             continue
         if os.environ.get("OUTREACH_TRACE_PLUGINS"):
-            print(f"outreach: hook {hook} -> {impl.plugin_name}: {result!r}", file=sys.stderr)
+            _trace(hook, impl, kwargs, result)
         if result is not None:
             results.append(result)
     return results
@@ -144,7 +160,7 @@ def first_result(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> Any:
             report_failure(impl.plugin_name, hook, exc)
             continue
         if os.environ.get("OUTREACH_TRACE_PLUGINS"):
-            print(f"outreach: hook {hook} -> {impl.plugin_name}: {result!r}", file=sys.stderr)
+            _trace(hook, impl, kwargs, result)
         if result is not None:
             return result
     return None
@@ -174,6 +190,19 @@ def _run(awaitable: Any) -> Any:
 
 async def _as_coroutine(awaitable: Any) -> Any:
     return await awaitable
+
+
+def _trace(hook: str, impl: Any, kwargs: dict[str, Any], result: Any) -> None:
+    args = ", ".join(f"{a}={_short(kwargs[a])}" for a in impl.argnames)
+    print(f"outreach: hook {hook}({args}) -> {impl.plugin_name}: {result!r}", file=sys.stderr)
+
+
+def _short(value: Any) -> str:
+    email = getattr(value, "email", None)
+    if isinstance(email, str):  # a Prospect: its address says which one
+        return f"<{type(value).__name__} {email}>"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _trace_before(hook_name: str, hook_impls: list[Any], kwargs: dict[str, Any]) -> None:

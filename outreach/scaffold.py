@@ -10,8 +10,10 @@ from pathlib import Path
 from .errors import OutreachError
 
 PLUGINS_README = """\
-Drop plugin modules (*.py) here; outreach loads them on start-up.
-Examples ship with outreach in its plugins/ folder; see docs/plugins.md.
+Drop plugin modules (*.py) here; outreach loads them on start-up (`outreach plugins` lists them).
+examples/ holds the plugins that ship with outreach; they are NOT loaded from there.
+To enable one, copy it up into this folder, e.g.  cp plugins/examples/crm_jsonl.py plugins/
+and configure it under [plugins.NAME] in outreach.toml. Writing your own: docs/plugins.md.
 """
 
 
@@ -35,6 +37,10 @@ def init_campaign(directory: Path) -> Iterator[tuple[Path, bool]]:
     for template in sorted((source / "templates").glob("*.txt")):
         yield from _copy(template, directory / "templates" / template.name)
     (directory / "plugins").mkdir(exist_ok=True)
+    if (source / "plugins").is_dir():  # shipped examples, inert until copied up a level
+        (directory / "plugins" / "examples").mkdir(exist_ok=True)
+        for plugin in sorted((source / "plugins").glob("*.py")):
+            yield from _copy(plugin, directory / "plugins" / "examples" / plugin.name)
     readme = directory / "plugins" / "README.txt"
     if not readme.exists():
         readme.write_text(PLUGINS_README, encoding="utf-8")

@@ -1,0 +1,489 @@
+"""`outreach send`: due steps become call tasks and emails, inside windows and limits, at most once.
+
+The ledger (`messages`) makes "never twice" hold: an intent row is committed before a message
+is handed to the transport and marked sent once the server accepts it. A run that dies leaves
+intents behind; the next run (holding the `send` lease, so no other sender is alive) marks
+them `unknown`, reports them and moves on without resending. Ledger writes are batched into
+one transaction per chunk so the safety costs little throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from sqlite3 import Row
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from . import render
+from .app import App
+from .clock import iso
+from .config import Sequence, Step
+from .errors import OutreachError
+from .models import Prospect
+from .plugins import has_impls
+from .schedule import allowance, day_bounds, due_at, next_window, window_open, zone_for
+from .transport import Delivery, Outcome, connections
+
+LEASE = timedelta(minutes=10)
+STOP_AFTER_FAILURES = 5      # consecutive failed messages that stop the run
+CHUNK = 64                   # intents written per transaction, ahead of the transport
+FLUSH_SECONDS = 0.1          # how often accepted messages are marked sent
+
+Progress = Callable[[int, int, int], None]   # (sent, failed, total)
+
+
+@dataclass
+class SendResult:
+    """What a run did; `as_dict` is the `--json` summary of CONTRACT §6 plus detail."""
+
+    dry_run: bool = False
+    sent: int = 0
+    failed: int = 0
+    unknown: int = 0
+    deferred: int = 0
+    window_open: bool = False
+    next_window: datetime | None = None
+    calls: int = 0
+    recycled: int = 0
+    completed: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    unknowns: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    stopped: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "sent": self.sent, "failed": self.failed, "deferred": self.deferred,
+            "window_open": self.window_open,
+            "next_window": self.next_window.isoformat() if self.next_window else None,
+            "unknown": self.unknown, "calls": self.calls, "recycled": self.recycled,
+            "completed": self.completed, "dry_run": self.dry_run, "stopped": self.stopped,
+            "errors": self.errors, "failures": self.failures, "unknowns": self.unknowns,
+        }
+        if self.dry_run:
+            doc["messages"] = self.messages
+        return doc
+
+
+@dataclass
+class _Due:
+    enrollment: Row
+    step: Step
+    due: datetime
+    zone: ZoneInfo
+
+
+@dataclass
+class _Action:
+    """A due call, recycle or end-of-sequence step (no message)."""
+
+    enrollment: Row
+    step: Step | None        # None: the sequence has no steps left
+    due: datetime
+
+
+class _Run:
+    def __init__(self, app: App, *, dry_run: bool, limit: int | None, ignore_window: bool,
+                 progress: Progress | None) -> None:
+        self.app = app
+        self.config = app.config
+        self.now = app.now()
+        self.dry_run = dry_run
+        self.limit = limit
+        self.ignore_window = ignore_window
+        self.progress = progress
+        self.result = SendResult(dry_run=dry_run)
+        self.prospects: dict[int, Prospect] = {}
+        self.total = 0
+        self.consecutive_failures = 0
+        self.pending: list[tuple[render.Envelope, Delivery]] = []
+        self.hooks = has_impls(app.pm, "message_sent")
+
+    # -- planning ---------------------------------------------------------------------
+
+    def walk(self, enrollment: Row, sequence: Sequence, start: int,
+             actions: list[_Action]) -> _Due | None:
+        """From step `start`, collect the due non-email steps and return the due email, if any."""
+        zone = zone_for(enrollment["prospect_timezone"], self.config.sender.timezone,
+                        self.config.sending.window_timezone)
+        started = datetime.fromisoformat(enrollment["started_at"])
+        for step in sequence.steps[start:]:
+            due = due_at(started, step.day, zone)
+            if due > self.now:
+                return None
+            if step.kind == "email":
+                return _Due(enrollment, step, due, zone)
+            actions.append(_Action(enrollment, step, due))
+            if step.kind == "recycle":
+                return None
+        actions.append(_Action(enrollment, None, self.now))
+        return None
+
+    def plan(self, rows: list[Row]) -> tuple[list[_Action], list[_Due]]:
+        actions: list[_Action] = []
+        emails: list[_Due] = []
+        stamp = iso(self.now)
+        for row in rows:
+            sequence = self.config.sequences.get(row["sequence"])
+            if sequence is None:
+                self.result.errors.append({
+                    "email": row["email"], "step": row["next_step"],
+                    "error": f'sequence "{row["sequence"]}" is no longer in '
+                             f"{self.config.path.name}; restore it or stop the enrollment"})
+                continue
+            if row["suppressed"] or (row["paused_until"] and row["paused_until"] > stamp):
+                continue
+            due = self.walk(row, sequence, row["next_step"], actions)
+            if due is not None:
+                emails.append(due)
+        return actions, emails
+
+    def prospect(self, prospect_id: int) -> Prospect:
+        if prospect_id not in self.prospects:
+            found = self.app.store.prospect_by_id(prospect_id)
+            assert found is not None
+            self.prospects[prospect_id] = found
+        return self.prospects[prospect_id]
+
+    # -- steps without a message ------------------------------------------------------
+
+    def act(self, actions: list[_Action]) -> None:
+        from .calls import create_task
+
+        store = self.app.store
+        blocked: set[int] = set()   # an enrollment whose step failed to render goes no further
+        for action in actions:
+            e, step = action.enrollment, action.step
+            if e["id"] in blocked:
+                continue
+            prospect = self.prospect(e["prospect_id"])
+            if step is None or step.kind == "recycle":
+                state = "recycled" if step is not None else "completed"
+                if state == "recycled":
+                    self.result.recycled += 1
+                else:
+                    self.result.completed += 1
+                if self.dry_run:
+                    continue
+                with store.transaction():
+                    if store.end_enrollment(e["id"], state=state, at=self.now,
+                                            reason="recycle step" if step else "sequence done"):
+                        store.add_event("enrollment_ended", at=self.now,
+                                        prospect_id=prospect.id, enrollment_id=e["id"],
+                                        state=state)
+                continue
+            try:
+                script = render.render_call_script(self.app, prospect, e, step)
+            except OutreachError as exc:
+                self.result.errors.append({"email": prospect.email, "step": step.number,
+                                           "error": str(exc)})
+                blocked.add(e["id"])
+                continue
+            self.result.calls += 1
+            if self.dry_run:
+                continue
+            create_task(self.app, enrollment_id=e["id"], prospect=prospect, step=step,
+                        due=action.due, script=script)
+            with store.transaction():
+                store.advance_enrollment(e["id"], past_step=step.number)
+
+    # -- choosing the emails ----------------------------------------------------------
+
+    def choose(self, emails: list[_Due]) -> list[_Due]:
+        """Apply windows and limits; the oldest due go first, the rest are deferred."""
+        sending = self.config.sending
+        ready: list[_Due] = []
+        waits: list[datetime] = []
+        for item in emails:
+            if self.ignore_window or window_open(self.now, windows=sending.windows,
+                                                 days=sending.days, zone=item.zone):
+                ready.append(item)
+                continue
+            self.result.deferred += 1
+            opens = next_window(self.now, windows=sending.windows, days=sending.days,
+                                zone=item.zone)
+            if opens is not None:
+                waits.append(opens)
+        self.result.next_window = min(waits) if waits else None
+        if ready or self.ignore_window:
+            self.result.window_open = True
+        elif not emails:
+            self.result.window_open = window_open(
+                self.now, windows=sending.windows, days=sending.days,
+                zone=ZoneInfo(self.config.sender.timezone))
+        start, end = day_bounds(self.now, ZoneInfo(self.config.sender.timezone))
+        room = allowance(daily_limit=sending.daily_limit,
+                         sent_today=self.app.store.messages_started_between(start, end),
+                         per_run_limit=sending.per_run_limit, limit=self.limit)
+        ready.sort(key=lambda d: (d.due, d.enrollment["id"]))
+        self.result.deferred += max(len(ready) - room, 0)
+        return ready[:room]
+
+    def compose(self, item: _Due) -> render.Envelope | None:
+        e, step = item.enrollment, item.step
+        prospect = self.prospect(e["prospect_id"])
+        try:
+            rendered = render.render_email(self.app, prospect, e, step)
+        except OutreachError as exc:
+            self.result.errors.append({"email": prospect.email, "step": step.number,
+                                       "error": str(exc)})
+            return None
+        thread = render.thread_for(self.app.store.handed_over(e["id"])) if step.thread else None
+        message_id = render.new_message_id(self.config.sender.domain, enrollment_id=e["id"],
+                                           step=step.number, now=self.now)
+        envelope = render.compose(self.config, prospect, rendered, message_id=message_id,
+                                  now=self.now, thread=thread)
+        envelope.meta.update(enrollment_id=e["id"], prospect=prospect, step=step,
+                             template=rendered.template, variant=rendered.variant)
+        return envelope
+
+    # -- the ledger -------------------------------------------------------------------
+
+    def record_intents(self, envelopes: list[render.Envelope]) -> list[render.Envelope]:
+        """Commit the intents of a chunk; only those the ledger accepted may be sent."""
+        accepted = []
+        store = self.app.store
+        with store.transaction():
+            for env in envelopes:
+                m = env.meta
+                ledger_id = store.add_intent(
+                    enrollment_id=m["enrollment_id"], step=m["step"].number,
+                    template=m["template"], variant=m["variant"], message_id=env.message_id,
+                    subject=env.subject, at=self.now)
+                if ledger_id is not None:
+                    m["ledger_id"] = ledger_id
+                    accepted.append(env)
+        return accepted
+
+    def settle_stale(self) -> None:
+        """Intents of a run that died: never resent; reported as unknown; the sequence moves on."""
+        store = self.app.store
+        stale = store.stale_intents()
+        if not stale:
+            return
+        with store.transaction():
+            for row in stale:
+                store.set_message_status(row["id"], "unknown",
+                                         error="the run that sent it stopped before the server's "
+                                               "answer was recorded")
+                store.advance_enrollment(row["enrollment_id"], past_step=row["step"])
+                store.add_event("send_unknown", at=self.now, prospect_id=row["prospect_id"],
+                                enrollment_id=row["enrollment_id"], step=row["step"],
+                                message_id=row["message_id"], template=row["template"])
+        for row in stale:
+            prospect = self.prospect(row["prospect_id"])
+            self.result.unknowns.append({"email": prospect.email, "step": row["step"],
+                                         "message_id": row["message_id"]})
+        self.result.unknown += len(stale)
+
+    def flush(self) -> None:
+        """Record what the transport reported, in one transaction; then tell plugins."""
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        store = self.app.store
+        now = self.app.now()
+        bounced: list[Prospect] = []
+        with store.transaction():
+            for env, delivery in batch:
+                self._record(env, delivery, now, bounced)
+            store.renew_lock("send", until=now + LEASE)
+        for prospect in bounced:
+            from .lifecycle import suppress
+
+            suppress(self.app, prospect.email, reason="bounce", source="send")
+        if self.hooks:
+            for env, delivery in batch:
+                if delivery.outcome is Outcome.SENT:
+                    self.app.fire("message_sent", prospect=env.meta["prospect"],
+                                  message=env.as_email_message())
+        if self.progress:
+            self.progress(self.result.sent, self.result.failed, self.total)
+
+    def _record(self, env: render.Envelope, delivery: Delivery, now: datetime,
+                bounced: list[Prospect]) -> None:
+        store, m, result = self.app.store, env.meta, self.result
+        prospect: Prospect = m["prospect"]
+        step: Step = m["step"]
+        where = {"at": now, "prospect_id": prospect.id, "enrollment_id": m["enrollment_id"]}
+        if delivery.outcome is Outcome.SENT:
+            result.sent += 1
+            store.set_message_status(m["ledger_id"], "sent", at=now)
+            if len(step.templates) > 1:
+                store.record_variant(m["enrollment_id"], step.number, m["template"])
+            store.add_event("sent", **where, template=m["template"], variant=m["variant"],
+                            step=step.number, message_id=env.message_id, subject=env.subject)
+        elif delivery.outcome is Outcome.UNKNOWN:
+            result.unknown += 1
+            result.unknowns.append({"email": prospect.email, "step": step.number,
+                                    "message_id": env.message_id, "error": delivery.error})
+            store.set_message_status(m["ledger_id"], "unknown", error=delivery.error)
+            store.add_event("send_unknown", **where, step=step.number,
+                            message_id=env.message_id, template=m["template"],
+                            error=delivery.error)
+        else:
+            result.failed += 1
+            result.failures.append({"email": prospect.email, "step": step.number,
+                                    "error": delivery.error,
+                                    "retry": delivery.outcome is Outcome.RETRY})
+            store.add_event("send_failed", **where, step=step.number, error=delivery.error,
+                            template=m["template"])
+            if delivery.outcome is Outcome.RETRY:
+                store.drop_intent(m["ledger_id"])   # never handed over: a later run may send it
+                return
+            store.set_message_status(m["ledger_id"], "failed", error=delivery.error)
+            if delivery.bad_recipient and store.end_enrollment(
+                    m["enrollment_id"], state="bounced", reason="recipient refused", at=now):
+                store.add_event("bounce", **where, status=delivery.error, permanent=True)
+                bounced.append(prospect)
+        store.advance_enrollment(m["enrollment_id"], past_step=step.number)
+
+    # -- delivering -------------------------------------------------------------------
+
+    async def deliver(self, chosen: list[_Due]) -> None:
+        conns = connections(self.config)
+        await conns[0].open()   # a refused login stops the run before anything is recorded
+        queue: asyncio.Queue[render.Envelope | None] = asyncio.Queue(maxsize=CHUNK)
+        stop = asyncio.Event()
+        unsent: list[render.Envelope] = []
+
+        async def worker(conn: Any) -> None:
+            try:
+                while (env := await queue.get()) is not None:
+                    if stop.is_set():
+                        unsent.append(env)
+                        continue
+                    try:
+                        delivery = await conn.deliver(env)
+                    except Exception as exc:  # a bug mid-handover: assume it may have gone
+                        delivery = Delivery(Outcome.UNKNOWN, f"{type(exc).__name__}: {exc}")
+                    self.pending.append((env, delivery))
+                    self.count(delivery, stop)
+            finally:
+                await conn.close()
+
+        async def flusher() -> None:
+            while True:
+                await asyncio.sleep(FLUSH_SECONDS)
+                self.flush()
+
+        workers = [asyncio.create_task(worker(c)) for c in conns]
+        flushing = asyncio.create_task(flusher())
+        try:
+            for start in range(0, len(chosen), CHUNK):
+                if stop.is_set():
+                    break
+                envelopes = [env for item in chosen[start:start + CHUNK]
+                             if (env := self.compose(item)) is not None]
+                for env in self.record_intents(envelopes):
+                    if stop.is_set():
+                        unsent.append(env)
+                        continue
+                    await queue.put(env)
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+        finally:
+            flushing.cancel()
+            self.flush()
+        if unsent:
+            with self.app.store.transaction():
+                for env in unsent:
+                    self.app.store.drop_intent(env.meta["ledger_id"])
+
+    def count(self, delivery: Delivery, stop: asyncio.Event) -> None:
+        if delivery.outcome is Outcome.SENT:
+            self.consecutive_failures = 0
+            return
+        self.consecutive_failures += 1
+        if self.consecutive_failures >= STOP_AFTER_FAILURES and not stop.is_set():
+            stop.set()
+            self.result.stopped = (
+                f"stopped after {STOP_AFTER_FAILURES} failures in a row (last: {delivery.error}); "
+                "the rest were not sent and stay due. Check the SMTP server, then run again.")
+
+    def dry_report(self, chosen: list[_Due]) -> None:
+        for item in chosen:
+            env = self.compose(item)
+            if env is None:
+                continue
+            self.result.sent += 1
+            self.result.messages.append({
+                "email": env.rcpt_to, "step": item.step.number, "template": env.meta["template"],
+                "variant": env.meta["variant"], "subject": env.subject})
+
+
+def send(app: App, *, dry_run: bool = False, limit: int | None = None,
+         ignore_window: bool = False, progress: Progress | None = None) -> SendResult:
+    """One `outreach send`: settle a dead run's intents, create due call tasks, send due emails."""
+    run = _Run(app, dry_run=dry_run, limit=limit, ignore_window=ignore_window,
+               progress=progress)
+    store = app.store
+    if not dry_run:
+        store.acquire_lock("send", owner=iso(run.now), now=run.now, until=run.now + LEASE)
+    try:
+        if not dry_run:
+            run.settle_stale()
+        rows = store.send_candidates()
+        run.prospects = store.prospects_by_ids({r["prospect_id"] for r in rows})
+        actions, emails = run.plan(rows)
+        run.act(actions)
+        chosen = run.choose(emails)
+        run.total = len(chosen)
+        if dry_run:
+            run.dry_report(chosen)
+            after = [(item.enrollment, item.step.number + 1) for item in chosen]
+        else:
+            if chosen:
+                asyncio.run(run.deliver(chosen))
+            advanced = {item.enrollment["id"] for item in chosen}
+            after = [(r, r["next_step"]) for r in store.send_candidates() if r["id"] in advanced]
+        # Steps right after this run's emails (a day-0 call after the day-0 email) are due now.
+        later: list[_Action] = []
+        for row, start in after:
+            run.walk(row, app.config.sequences[row["sequence"]], start, later)
+        run.act(later)
+    finally:
+        if not dry_run:
+            store.release_lock("send")
+    return run.result
+
+
+def preview(app: App, email: str, *, step: int | None = None) -> bytes:
+    """The exact bytes the enrollment's next step (or step `step`) would send; a call step's
+    script. The Message-ID and Date are fresh each time."""
+    from .lifecycle import require_prospect
+
+    prospect = require_prospect(app, email)
+    enrollments = app.store.enrollments(prospect.id)
+    open_ = [e for e in enrollments if e["state"] in ("active", "paused")]
+    if not enrollments:
+        raise OutreachError(f"{prospect.email} is not enrolled in a sequence: run "
+                            "`outreach enroll SEQUENCE` first")
+    enrollment = (open_ or enrollments)[-1]
+    sequence = app.config.sequences.get(enrollment["sequence"])
+    if sequence is None:
+        raise OutreachError(f'{prospect.email}: sequence "{enrollment["sequence"]}" is not in '
+                            f"{app.config.path.name}")
+    number = enrollment["next_step"] if step is None else step
+    if number >= len(sequence.steps):
+        raise OutreachError(f"{prospect.email}: sequence {sequence.name} has steps 0-"
+                            f"{len(sequence.steps) - 1}; pass --step N")
+    chosen = sequence.steps[number]
+    if chosen.kind == "call":
+        return render.render_call_script(app, prospect, enrollment, chosen).encode("utf-8")
+    if chosen.kind == "recycle":
+        raise OutreachError(f"{prospect.email}: step {number} of {sequence.name} recycles the "
+                            "lead; it sends nothing")
+    rendered = render.render_email(app, prospect, enrollment, chosen)
+    previous = [m for m in app.store.handed_over(enrollment["id"]) if m["step"] < number]
+    thread = render.thread_for(previous) if chosen.thread else None
+    now = app.now()
+    message_id = render.new_message_id(app.config.sender.domain, enrollment_id=enrollment["id"],
+                                       step=number, now=now)
+    return render.compose(app.config, prospect, rendered, message_id=message_id, now=now,
+                          thread=thread).data

@@ -1,0 +1,257 @@
+"""Transports: hand one message to the outbox folder or an SMTP server and say what happened.
+
+The one question a transport must answer precisely is whether the message may have been
+handed over. Before the DATA payload is written, any failure is safe to retry; once the
+payload is on the wire, a dropped connection or a timeout leaves the fate `unknown`, and the
+message is never sent again automatically. SMTP connections are opened once and reused.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from .config import Config, Smtp, secret
+from .errors import TransportError
+from .render import Envelope
+
+# Backoff for temporary failures: 4 attempts, 0.5 s, 1 s, 2 s (+ jitter) apart.
+RETRY_ATTEMPTS = 4
+RETRY_INITIAL = 0.5
+RETRY_MAX = 8.0
+
+
+class Outcome(enum.Enum):
+    SENT = "sent"            # the server accepted it (250 after DATA)
+    FAILED = "failed"        # refused for good (5xx): not sent
+    RETRY = "retry"          # temporary trouble outlasted the retries; provably not handed over
+    UNKNOWN = "unknown"      # the connection died after the payload went out
+
+
+@dataclass(frozen=True)
+class Delivery:
+    outcome: Outcome
+    error: str | None = None
+    bad_recipient: bool = False   # a 5.1.x recipient error: suppress the address
+
+
+class _Temporary(Exception):
+    pass
+
+
+class _Permanent(Exception):
+    def __init__(self, message: str, *, bad_recipient: bool = False) -> None:
+        super().__init__(message)
+        self.bad_recipient = bad_recipient
+
+
+class _Unknown(Exception):
+    pass
+
+
+_DOT = re.compile(rb"(?m)^\.")
+_NETWORK = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError,
+            aiosmtplib.SMTPConnectError, ConnectionError, TimeoutError, OSError)
+
+
+def _describe(code: int, message: str) -> str:
+    return f"{code} {' '.join(message.split())}"
+
+
+def _refusal(code: int, message: str, *, recipient: bool = False) -> Exception:
+    text = _describe(code, message)
+    if 400 <= code < 500:
+        return _Temporary(text)
+    # RFC 3463: 5.1.x is an addressing status (no such user, bad domain).
+    return _Permanent(text, bad_recipient=recipient and message.lstrip().startswith("5.1."))
+
+
+class OutboxConnection:
+    """Writes each message as `<folder>/<stamp>-<id>.eml`, atomically (temp file + rename)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    async def open(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TransportError(f"[smtp] outbox {self.folder}: cannot create the folder "
+                                 f"({exc.strerror}); fix the path or its permissions") from None
+
+    async def deliver(self, envelope: Envelope) -> Delivery:
+        local = re.sub(r"[^A-Za-z0-9.]", "_", envelope.message_id.strip("<>").split("@")[0])
+        target = self.folder / f"{local}.eml"
+        temp = self.folder / f".{local}.tmp"
+        try:
+            temp.write_bytes(envelope.data)
+            os.replace(temp, target)
+        except OSError as exc:
+            return Delivery(Outcome.RETRY, f"outbox {self.folder}: {exc.strerror}")
+        return Delivery(Outcome.SENT)
+
+    async def close(self) -> None:
+        return None
+
+
+class SmtpConnection:
+    """One reusable SMTP connection; MAIL, RCPT and DATA issued by hand to know the handover."""
+
+    def __init__(self, settings: Smtp, password: str | None) -> None:
+        self.settings = settings
+        self.password = password
+        self.smtp: aiosmtplib.SMTP | None = None
+
+    async def open(self) -> None:
+        """Connect and log in now; a refused login is a TransportError that stops the run."""
+        try:
+            await self._connected()
+        except _Temporary as exc:
+            raise TransportError(f"[smtp] {self.settings.host}:{self.settings.port}: {exc}; "
+                                 "check host, port and security, or try later") from None
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        if self.smtp is not None and self.smtp.is_connected:
+            return self.smtp
+        s = self.settings
+        smtp = aiosmtplib.SMTP(
+            hostname=s.host, port=s.port, timeout=s.timeout, use_tls=s.security == "tls",
+            start_tls=s.security == "starttls", tls_context=ssl.create_default_context()
+            if s.security != "none" else None,
+        )
+        try:
+            await smtp.connect()
+            if s.username:
+                await smtp.login(s.username, self.password or "")
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            smtp.close()
+            raise TransportError(f"[smtp] username {s.username}: login refused "
+                                 f"({_describe(exc.code, exc.message)}); check the username "
+                                 f"and the password in ${s.password_env}") from None
+        except aiosmtplib.SMTPResponseException as exc:
+            smtp.close()
+            raise _Temporary(_describe(exc.code, exc.message)) from None
+        except (*_NETWORK, aiosmtplib.SMTPException) as exc:
+            smtp.close()
+            raise _Temporary(f"cannot connect: {exc}") from None
+        self.smtp = smtp
+        return smtp
+
+    def _drop(self) -> None:
+        if self.smtp is not None:
+            self.smtp.close()
+            self.smtp = None
+
+    async def _reset(self, smtp: aiosmtplib.SMTP) -> None:
+        try:
+            await smtp.rset()
+        except Exception:  # a connection that cannot reset is not worth keeping
+            self._drop()
+
+    async def deliver(self, envelope: Envelope) -> Delivery:
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(RETRY_ATTEMPTS),
+                wait=wait_exponential_jitter(initial=RETRY_INITIAL, max=RETRY_MAX),
+                retry=retry_if_exception_type(_Temporary), reraise=True,
+            ):
+                with attempt:
+                    await self._once(envelope)
+        except _Temporary as exc:
+            return Delivery(Outcome.RETRY, str(exc))
+        except _Permanent as exc:
+            return Delivery(Outcome.FAILED, str(exc), bad_recipient=exc.bad_recipient)
+        except _Unknown as exc:
+            return Delivery(Outcome.UNKNOWN, str(exc))
+        return Delivery(Outcome.SENT)
+
+    async def _once(self, envelope: Envelope) -> None:
+        smtp = await self._connected()
+        try:
+            try:
+                await smtp.mail(envelope.mail_from)
+            except aiosmtplib.SMTPSenderRefused as exc:
+                await self._after_refusal(smtp, exc.code)
+                raise _refusal(exc.code, exc.message) from None
+            try:
+                await smtp.rcpt(envelope.rcpt_to)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                await self._after_refusal(smtp, exc.code)
+                raise _refusal(exc.code, exc.message, recipient=True) from None
+            response = await smtp.execute_command(b"DATA")
+            if response.code != 354:
+                await self._after_refusal(smtp, response.code)
+                raise _refusal(response.code, response.message)
+        except aiosmtplib.SMTPResponseException as exc:  # e.g. EHLO refused on a new connection
+            self._drop()
+            raise _refusal(exc.code, exc.message) from None
+        except _NETWORK as exc:
+            self._drop()
+            raise _Temporary(f"connection lost before the message was sent: {exc}") from None
+        # From here the payload is on the wire: a lost connection leaves its fate unknown.
+        protocol = smtp.protocol
+        try:
+            if protocol is None:
+                raise aiosmtplib.SMTPServerDisconnected("connection lost")
+            payload = _DOT.sub(b"..", envelope.data)
+            protocol.write(payload + b".\r\n")
+            response = await protocol.read_response(timeout=self.settings.timeout)
+        except _NETWORK as exc:
+            self._drop()
+            raise _Unknown(f"connection lost after the message was sent, before the server "
+                           f"confirmed it: {exc or type(exc).__name__}") from None
+        if response.code == 250:
+            return
+        if response.code == 421:
+            self._drop()
+        raise _refusal(response.code, response.message)
+
+    async def _after_refusal(self, smtp: aiosmtplib.SMTP, code: int) -> None:
+        if code == 421:  # the server is closing this connection: open another
+            self._drop()
+        else:
+            await self._reset(smtp)
+
+    async def close(self) -> None:
+        if self.smtp is not None:
+            try:
+                await self.smtp.quit()
+            except Exception:  # quitting politely is best effort
+                self._drop()
+            self.smtp = None
+
+
+Connection = OutboxConnection | SmtpConnection
+
+
+def connections(config: Config, count: int | None = None) -> list[Any]:
+    """The connections a run uses: one outbox writer, or `concurrency` SMTP connections."""
+    s = config.smtp
+    if s.transport == "outbox":
+        return [OutboxConnection(s.outbox)]
+    password = secret(s.password_env, what=f"[smtp] password_env ({s.username})") \
+        if s.username and s.password_env else None
+    return [SmtpConnection(s, password) for _ in range(count or s.concurrency)]
+
+
+async def login_check(config: Config) -> str:
+    """`outreach check --connect`: connect, log in and quit; returns what was reached."""
+    conn = connections(config, 1)[0]
+    await conn.open()
+    await conn.close()
+    if config.smtp.transport == "outbox":
+        return f"outbox {config.smtp.outbox}: writable"
+    return f"smtp {config.smtp.host}:{config.smtp.port}: logged in"

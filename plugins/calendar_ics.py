@@ -1,0 +1,89 @@
+"""calendar_ics: keep an .ics calendar of open call tasks, updated as tasks come and go.
+
+Enable it by copying this file into your campaign's plugins/ folder. Settings (optional):
+
+    [plugins.calendar_ics]
+    path = "calls.ics"        # relative to outreach.toml; this is the default
+    domain = "acme.example"   # for the UIDs: your sender domain makes them match
+                              # `outreach calls --format ics`
+    minutes = 5               # length of each call slot
+
+Subscribe to the file (or re-import it) in your calendar app: each task is a short event at
+its due time with the phone number and the script. A task leaves the file when its call is
+recorded (`outreach call`), or the prospect replies, wins, is suppressed or has a bad number.
+The open tasks are kept beside it in `calls.ics.json`, so the file is rewritten whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from outreach import clock, hookimpl
+from outreach.calls import calendar_item
+from outreach.ics import CalendarItem, calendar
+from outreach.plugins import settings
+
+NAME = "calendar_ics"
+ENDING_KINDS = {"reply", "bounce", "unsubscribe"}  # `outreach poll` closes their tasks
+
+
+def paths() -> tuple[Path, Path]:
+    ics = Path(settings(NAME).get("path") or "calls.ics")
+    return ics, ics.with_name(ics.name + ".json")
+
+
+def load() -> dict[str, dict[str, Any]]:
+    try:
+        return json.loads(paths()[1].read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+
+
+def save(tasks: dict[str, dict[str, Any]]) -> None:
+    """Write the state and the calendar each through a temporary file: never half-written."""
+    ics, state = paths()
+    ics.parent.mkdir(parents=True, exist_ok=True)
+    items = [CalendarItem(**{**{k: v for k, v in t.items() if k != "email"},
+                             "start": datetime.fromisoformat(t["start"])})
+             for t in sorted(tasks.values(), key=lambda t: (t["start"], t["uid"]))]
+    _replace(state, json.dumps(tasks, indent=1, ensure_ascii=False))
+    _replace(ics, calendar(items, now=clock.now(), name="outreach calls"))
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(text.encode("utf-8"))
+    os.replace(tmp, path)
+
+
+@hookimpl
+def call_task_created(prospect: Any, task: Any) -> None:
+    conf = settings(NAME)
+    item = calendar_item(task, prospect, domain=conf.get("domain") or "outreach.invalid",
+                         minutes=int(conf.get("minutes", 5)))
+    tasks = load()
+    tasks[str(task.id)] = {**asdict(item), "start": item.start.isoformat(),
+                           "email": prospect.email}
+    save(tasks)
+
+
+@hookimpl
+def call_task_closed(prospect: Any, task: Any) -> None:
+    tasks = load()
+    if tasks.pop(str(task.id), None) is not None:
+        save(tasks)
+
+
+@hookimpl
+def reply_received(prospect: Any, reply: Any, kind: str) -> None:
+    if kind not in ENDING_KINDS:
+        return
+    tasks = load()
+    kept = {k: t for k, t in tasks.items() if t["email"] != prospect.email}
+    if len(kept) != len(tasks):
+        save(kept)

@@ -1,0 +1,122 @@
+"""webhook: POST every event as JSON to a URL, with retries, backoff and a timeout.
+
+Enable it by copying this file into your campaign's plugins/ folder, then:
+
+    [plugins.webhook]
+    url = "https://hooks.example.com/outreach"
+    token_env = "OUTREACH_WEBHOOK_TOKEN"   # optional: sent as "Authorization: Bearer ..."
+    timeout = 5                            # seconds per attempt
+    attempts = 3                           # tries per event (5xx, 429, network errors)
+    backoff = 0.5                          # seconds before the 2nd try, doubling after
+
+An endpoint that cannot be reached never holds up sending for long: once an event has used
+up its attempts, the endpoint counts as down for the rest of the run and later events are
+skipped (and counted on stderr) instead of each waiting out its own timeouts.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from outreach import hookimpl
+from outreach.events import record
+from outreach.plugins import settings
+
+NAME = "webhook"
+_down: dict[str, int] = {}  # url -> events skipped since it went down, this process
+
+
+class Transient(Exception):
+    """A failure worth retrying: network error, timeout, 429 or 5xx."""
+
+
+def post(doc: dict[str, Any]) -> None:
+    conf = settings(NAME)
+    url = str(conf.get("url", ""))
+    if not url:
+        return
+    if url in _down:
+        _down[url] += 1
+        return
+    body = json.dumps(doc, ensure_ascii=False, default=str).encode("utf-8")
+    headers = {"Content-Type": "application/json", "User-Agent": "outreach-webhook"}
+    if conf.get("token"):
+        headers["Authorization"] = f"Bearer {conf['token']}"
+    timeout = float(conf.get("timeout", 5))
+    attempts = int(conf.get("attempts", 3))
+    backoff = float(conf.get("backoff", 0.5))
+    retrying = Retrying(
+        stop=stop_after_attempt(max(1, attempts)),
+        wait=wait_exponential(multiplier=backoff, min=backoff, max=max(backoff, 8)),
+        retry=retry_if_exception(lambda exc: isinstance(exc, Transient)),
+        reraise=True,
+    )
+    try:
+        retrying(_send, url, body, headers, timeout)
+    except Transient as exc:
+        _down[url] = 0
+        raise RuntimeError(f"{url} unreachable after {attempts} attempt(s) ({exc}); "
+                           "skipping it for the rest of this run") from None
+
+
+def _send(url: str, body: bytes, headers: dict[str, str], timeout: float) -> None:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 429 or exc.code >= 500:
+            raise Transient(f"HTTP {exc.code}") from None
+        raise RuntimeError(f"{url} refused the event: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise Transient(str(getattr(exc, "reason", exc))) from None
+
+
+@atexit.register
+def skipped_report() -> None:
+    for url, count in _down.items():
+        if count:
+            print(f"outreach: plugin webhook: {count} more event(s) not sent to {url} "
+                  "(it was down)", file=sys.stderr)
+
+
+@hookimpl
+def prospect_imported(prospect: Any) -> None:
+    post(record("prospect_imported", prospect=prospect))
+
+
+@hookimpl
+def message_sent(prospect: Any, message: Any) -> None:
+    post(record("message_sent", prospect=prospect, message=message))
+
+
+@hookimpl
+def reply_received(prospect: Any, reply: Any, kind: str) -> None:
+    post(record("reply_received", prospect=prospect, kind=kind, reply=reply))
+
+
+@hookimpl
+def call_task_created(prospect: Any, task: Any) -> None:
+    post(record("call_task_created", prospect=prospect, task=task))
+
+
+@hookimpl
+def call_task_closed(prospect: Any, task: Any) -> None:
+    post(record("call_task_closed", prospect=prospect, task=task))
+
+
+@hookimpl
+def stage_changed(prospect: Any, old: str, new: str) -> None:
+    post(record("stage_changed", prospect=prospect, old=old, new=new))
