@@ -11,14 +11,12 @@ Enable it by copying this file into your campaign's plugins/ folder, then:
 
 An endpoint that cannot be reached never holds up sending for long: once an event has used
 up its attempts, the endpoint counts as down for the rest of the run and later events are
-skipped (and counted on stderr) instead of each waiting out its own timeouts.
+skipped instead of each waiting out its own timeouts (stderr says so, once).
 """
 
 from __future__ import annotations
 
-import atexit
 import json
-import sys
 import urllib.error
 import urllib.request
 from typing import Any
@@ -35,7 +33,7 @@ from outreach.events import record
 from outreach.plugins import settings
 
 NAME = "webhook"
-_down: dict[str, int] = {}  # url -> events skipped since it went down, this process
+_down: set[str] = set()  # endpoints that used up an event's attempts in this process
 
 
 class Transient(Exception):
@@ -48,7 +46,6 @@ def post(doc: dict[str, Any]) -> None:
     if not url:
         return
     if url in _down:
-        _down[url] += 1
         return
     body = json.dumps(doc, ensure_ascii=False, default=str).encode("utf-8")
     headers = {"Content-Type": "application/json", "User-Agent": "outreach-webhook"}
@@ -66,7 +63,7 @@ def post(doc: dict[str, Any]) -> None:
     try:
         retrying(_send, url, body, headers, timeout)
     except Transient as exc:
-        _down[url] = 0
+        _down.add(url)
         raise RuntimeError(f"{url} unreachable after {attempts} attempt(s) ({exc}); "
                            "skipping it for the rest of this run") from None
 
@@ -82,14 +79,6 @@ def _send(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Non
         raise RuntimeError(f"{url} refused the event: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         raise Transient(str(getattr(exc, "reason", exc))) from None
-
-
-@atexit.register
-def skipped_report() -> None:
-    for url, count in _down.items():
-        if count:
-            print(f"outreach: plugin webhook: {count} more event(s) not sent to {url} "
-                  "(it was down)", file=sys.stderr)
 
 
 @hookimpl
