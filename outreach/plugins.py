@@ -22,7 +22,7 @@ import pluggy
 from . import hookspecs
 from .errors import OutreachError
 
-DEFAULT_PLUGINS: tuple[str, ...] = ()
+DEFAULT_PLUGINS: tuple[str, ...] = ("outreach.default_plugins.classifier",)
 
 
 class PluginError(OutreachError):

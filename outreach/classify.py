@@ -1,0 +1,532 @@
+"""Pure: what an inbound message is (bounce, auto-reply, unsubscribe, reply) and what it says.
+
+`classify(message, context)` takes a parsed `email.message.EmailMessage` and returns a
+`Verdict`; nothing here touches the store or the network. Only the new text of a reply is
+read: quoted history, signatures and our own footer are stripped first, with
+mail-parser-reply (maintained, multilingual: it knows the Gmail, Outlook and Apple Mail
+attribution lines in English, German, French and Spanish) plus the rules below.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from email.message import Message
+from email.utils import getaddresses, parseaddr
+
+KINDS = ("reply", "auto_reply", "bounce", "unsubscribe", "referral")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the classifier knows about us: our addresses and the footer we put in every email."""
+
+    own_addresses: frozenset[str] = frozenset()
+    unsubscribe_address: str = ""
+    footer_lines: tuple[str, ...] = ()
+    today: date | None = None
+
+    @classmethod
+    def make(cls, *, own: Iterable[str] = (), unsubscribe: str = "", footer: str = "",
+             today: date | None = None) -> Context:
+        lines = tuple(n for n in (_norm(line) for line in footer.splitlines()) if len(n) > 12)
+        return cls(own_addresses=frozenset(a.lower() for a in own if a),
+                   unsubscribe_address=unsubscribe.lower(), footer_lines=lines, today=today)
+
+
+@dataclass
+class Verdict:
+    kind: str  # reply | auto_reply | bounce | unsubscribe
+    text: str = ""  # the new text (replies), the notice text (bounces)
+    sender: str = ""
+    permanent: bool = False  # bounces: 5.x.x
+    status: str = ""  # bounces: the enhanced status code, e.g. 5.1.1
+    recipients: list[str] = field(default_factory=list)  # bounces: who could not be reached
+    original_ids: list[str] = field(default_factory=list)  # bounces: the returned message's id
+    return_date: date | None = None  # auto-replies
+    not_interested: bool = False
+    referrals: list[tuple[str, str]] = field(default_factory=list)  # (email, name)
+
+    @property
+    def hook_kind(self) -> str:
+        """The kind as the `classify_reply` hook names it (a reply naming someone: referral)."""
+        return "referral" if self.kind == "reply" and self.referrals else self.kind
+
+
+class MalformedMessage(ValueError):
+    """The bytes do not make a message we can read (no header block, no sender)."""
+
+
+_current: ContextVar[Context | None] = ContextVar("outreach_classify_context", default=None)
+
+
+@contextmanager
+def using(context: Context) -> Iterator[None]:
+    """Make `context` the one the built-in `classify_reply` plugin sees during a poll pass."""
+    token = _current.set(context)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def current_context() -> Context:
+    return _current.get() or Context()
+
+
+def verdict_for(message: Message, context: Context | None = None) -> Verdict:
+    """`classify`, computed once per message object (the poll pass and the built-in plugin
+    both ask)."""
+    cached = getattr(message, "_outreach_verdict", None)
+    if cached is None:
+        cached = classify(message, context or current_context())
+        message._outreach_verdict = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def classify(message: Message, context: Context | None = None) -> Verdict:
+    """Classify one message: bounce, then auto-reply, then unsubscribe, then reply."""
+    context = context or Context()
+    sender = address_of(message.get("From", ""))
+    subject = str(message.get("Subject", "") or "")
+    bounce = _bounce(message, sender, subject, context)
+    if bounce:
+        return bounce
+    if "@" not in sender:
+        raise MalformedMessage("no sender address in From")
+    body = body_text(message)
+    if is_auto_reply(message, subject, body):
+        return Verdict(kind="auto_reply", sender=sender, text=body[:2000],
+                       return_date=return_date(subject + "\n" + body, today=context.today))
+    text = new_text(body, context)
+    recipients = {a for _, a in _addresses(message, "To", "Cc", "Delivered-To", "X-Original-To")}
+    if context.unsubscribe_address and context.unsubscribe_address in recipients:
+        return Verdict(kind="unsubscribe", sender=sender, text=text)
+    own_subject = "" if _is_own_subject(subject) else subject
+    if asks_to_unsubscribe(own_subject) or asks_to_unsubscribe(text):
+        return Verdict(kind="unsubscribe", sender=sender, text=text)
+    excluded = {sender, *context.own_addresses, context.unsubscribe_address}
+    return Verdict(kind="reply", sender=sender, text=text, not_interested=not_interested(text),
+                   referrals=referrals(text, _addresses(message, "Cc"), exclude=excluded))
+
+
+# -- text ---------------------------------------------------------------------------------
+
+
+def address_of(header: str) -> str:
+    return parseaddr(str(header or ""))[1].strip().lower()
+
+
+def _addresses(message: Message, *names: str) -> list[tuple[str, str]]:
+    values = [str(v) for n in names for v in (message.get_all(n) or [])]
+    return [(name, addr.strip().lower()) for name, addr in getaddresses(values) if "@" in addr]
+
+
+def body_text(message: Message) -> str:
+    """The first text/plain part (else text/html flattened), decoded leniently."""
+    plain = html = None
+    for part in message.walk():
+        if part.is_multipart() or part.get_content_maintype() != "text":
+            continue
+        if part.get("Content-Disposition", "").lower().startswith("attachment"):
+            continue
+        subtype = part.get_content_subtype()
+        if subtype == "plain" and plain is None:
+            plain = _decode(part)
+        elif subtype == "html" and html is None:
+            html = _decode(part)
+    if plain is not None:
+        return plain
+    if html is not None:
+        return _html_to_text(html)
+    return ""
+
+
+def _decode(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return str(part.get_payload() or "")
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, errors="replace")
+    except LookupError:  # an unknown charset name: read it as UTF-8 rather than skip it
+        return payload.decode("utf-8", errors="replace")
+
+
+def _html_to_text(html: str) -> str:
+    import html as html_lib
+
+    html = re.sub(r"(?is)<(script|style)\b.*?</\1>", "", html)
+    html = re.sub(r"(?is)<blockquote\b.*?</blockquote>", "\n", html)
+    html = re.sub(r"(?i)<br\s*/?>|</p>|</div>", "\n", html)
+    return html_lib.unescape(re.sub(r"<[^>]+>", "", html))
+
+
+_ATTRIBUTION = re.compile(
+    r"^[ \t]*(?:On|Am|Le|El|Op)\b[^\n]{0,200}?(?:\n[^\n]{0,200}?)?"
+    r"(?:wrote|schrieb|a écrit|a ecrit|escribió|schreef)[ \t]*:[ \t]*$"
+    r"|^[ \t]*-{2,}[ \t]*(?:Original Message|Ursprüngliche Nachricht|Message d'origine"
+    r"|Mensaje original)[ \t]*-{2,}[ \t]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_PARSER = None
+
+
+def new_text(body: str, context: Context | None = None) -> str:
+    """Only what the sender just wrote: no quoted history, signature or our own footer."""
+    global _PARSER
+    context = context or Context()
+    body = body.replace("\r\n", "\n")
+    # Attributions wrapped over two lines ("On Mon, ... Dana <\nd@a> wrote:") first.
+    match = _ATTRIBUTION.search(body)
+    if match:
+        body = body[:match.start()]
+    if _PARSER is None:
+        from mailparser_reply import EmailReplyParser
+
+        _PARSER = EmailReplyParser(languages=["en", "de", "fr", "es"])
+    try:
+        replies = _PARSER.read(body).replies
+        text = replies[0].body if replies else body
+    except Exception:  # the library is heuristics over regexes: never let it lose a reply
+        text = body
+    kept = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(">"):
+            continue
+        if stripped in ("--", "-- ", "__") or re.fullmatch(r"_{5,}|-{5,}", stripped):
+            break
+        normal = _norm(stripped)
+        if normal and any(normal in f or f in normal for f in context.footer_lines
+                          if len(normal) > 12):
+            continue
+        kept.append(line.rstrip())
+    return "\n".join(kept).strip()
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w@.]+", " ", text.lower()).split())
+
+
+# -- bounces ------------------------------------------------------------------------------
+
+_DAEMON = re.compile(r"^(mailer-daemon|postmaster|mail-daemon|mailerdaemon|bounces?)([+@]|$)",
+                     re.IGNORECASE)
+_BOUNCE_SUBJECT = re.compile(
+    r"undeliver|undelivered mail|delivery status notification|returned mail|mail delivery failed|"
+    r"delivery failure|failure notice|could not be delivered|delivery has failed|"
+    r"nicht zustellbar|unzustellbar|non remis|non distribuable|no se puede entregar|"
+    r"no entregado|delivery delayed|warning: message .* delayed|delayed mail",
+    re.IGNORECASE,
+)
+_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_SMTP_CODE = re.compile(r"(?<![\d.#-])([45])\d\d(?=[ -]|$)", re.MULTILINE)
+_SOFT_WORDS = re.compile(
+    r"delayed|will (?:retry|be retried|continue)|temporar|not yet been delivered|"
+    r"still trying|mailbox (?:is )?full|over quota|quota exceeded",
+    re.IGNORECASE,
+)
+_HARD_WORDS = re.compile(
+    r"permanent(?:ly)? (?:error|fatal|failure)|user unknown|no such user|does not exist|"
+    r"address rejected|recipient (?:address )?rejected|not found|unknown user|"
+    r"couldn't be found|wasn't found|mailbox unavailable|invalid recipient|"
+    r"delivery has failed|could not be delivered|failed permanently|address couldn't be found",
+    re.IGNORECASE,
+)
+_EMAIL = re.compile(r"(?<![\w.+-])([\w.+'-]+@[\w-]+(?:\.[\w-]+)*\.[a-z]{2,})(?![\w-])",
+                    re.IGNORECASE)
+# Where a notice starts quoting the returned message (Exim, qmail, Sendmail, Exchange).
+_COPY_MARKER = re.compile(
+    r"^-* ?(?:This is a copy of the message|Below this line is a copy of the message|"
+    r"Original message headers|The original message was received|Original message follows)",
+    re.IGNORECASE | re.MULTILINE)
+_MSGID = re.compile(r"^Message-ID:\s*(<[^>\s]+>)", re.IGNORECASE | re.MULTILINE)
+
+
+def _bounce(message: Message, sender: str, subject: str, context: Context) -> Verdict | None:
+    ctype = message.get_content_type()
+    report = ctype == "multipart/report" and (
+        message.get_param("report-type") or "").lower() == "delivery-status"
+    daemon = bool(_DAEMON.match(sender)) or (
+        str(message.get("Return-Path", "")).strip() in ("<>", "")
+        and bool(_BOUNCE_SUBJECT.search(subject)))
+    if not report and not (daemon and _BOUNCE_SUBJECT.search(subject)) and not (
+        daemon and ctype == "multipart/report"):
+        return None
+    verdict = Verdict(kind="bounce", sender=sender)
+    statuses: list[str] = []
+    actions: list[str] = []
+    original_text: list[str] = []
+    for part in message.walk():
+        part_type = part.get_content_type()
+        if part_type in ("message/delivery-status", "message/global-delivery-status"):
+            for block in _status_blocks(part):
+                action = str(block.get("Action", "")).strip().lower()
+                status = str(block.get("Status", "")).strip()
+                if action:
+                    actions.append(action)
+                if m := _STATUS.search(status):
+                    statuses.append(m.group(0))
+                for key in ("Final-Recipient", "Original-Recipient"):
+                    value = str(block.get(key, ""))
+                    if ";" in value and "@" in value:
+                        addr = value.split(";", 1)[1].strip().strip("<>").lower()
+                        if addr not in verdict.recipients:
+                            verdict.recipients.append(addr)
+        elif part_type in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
+            original_text.append(_part_as_text(part))
+    notice = body_text(message)
+    verdict.text = notice[:4000]
+    if not statuses:
+        statuses = [m.group(0) for m in _STATUS.finditer(notice)]
+    if not statuses and (m := _SMTP_CODE.search(notice)):
+        statuses = [f"{m.group(1)}.0.0"]
+    if statuses:
+        # A report listing several recipients: the worst status decides.
+        verdict.status = sorted(statuses, key=lambda s: s[0] != "5")[0]
+        verdict.permanent = verdict.status.startswith("5")
+    elif actions:
+        verdict.permanent = "failed" in actions
+        verdict.status = "5.0.0" if verdict.permanent else "4.0.0"
+    else:
+        soft = bool(_SOFT_WORDS.search(notice + " " + subject))
+        verdict.permanent = not soft or bool(_HARD_WORDS.search(notice))
+        verdict.status = "5.0.0" if verdict.permanent else "4.0.0"
+    if actions and all(a in ("delayed", "relayed", "delivered", "expanded") for a in actions):
+        verdict.permanent = False
+        if verdict.status.startswith("5"):
+            verdict.status = "4" + verdict.status[1:]
+    original = "\n".join(original_text)
+    if not original:
+        # Exim and qmail quote the returned message inline after a marker line.
+        original = notice
+    verdict.original_ids = list(dict.fromkeys(_MSGID.findall(original)))
+    if not verdict.recipients:
+        own = context.own_addresses | {context.unsubscribe_address, sender}
+        scan = _COPY_MARKER.split(notice)[0]
+        for addr in _EMAIL.findall(scan):
+            addr = addr.lower()
+            if addr not in own and not _DAEMON.match(addr) and addr not in verdict.recipients:
+                verdict.recipients.append(addr)
+    return verdict
+
+
+def _status_blocks(part: Message) -> list[Message]:
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return [p for p in payload if isinstance(p, Message)]
+    # Unparsed: split the text into blocks of header lines.
+    from email.parser import HeaderParser
+
+    text = payload if isinstance(payload, str) else ""
+    return [HeaderParser().parsestr(block) for block in re.split(r"\n\s*\n", text) if block]
+
+
+def _part_as_text(part: Message) -> str:
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return "\n".join(p.as_string() if isinstance(p, Message) else str(p) for p in payload)
+    decoded = part.get_payload(decode=True)
+    if isinstance(decoded, bytes):
+        return decoded.decode("utf-8", errors="replace")
+    return str(payload)
+
+
+# -- auto-replies -------------------------------------------------------------------------
+
+_OOF_SUBJECT = re.compile(
+    r"^\s*(?:automatic reply|auto[- ]?reply|auto[- ]?response|autoresponse|out of (?:the )?office"
+    r"|ooo\b|away from (?:the )?office|on vacation|on leave|abwesenheit|abwesend"
+    r"|automatische antwort|automatische rückantwort|nicht im büro|außer haus"
+    r"|réponse automatique|reponse automatique|absence|absent|message d'absence"
+    r"|respuesta automática|respuesta automatica|fuera de la oficina|ausente|de vacaciones)",
+    re.IGNORECASE,
+)
+_OOF_BODY = re.compile(
+    r"\b(?:i am|i'm|i will be) (?:currently )?(?:out of (?:the )?office|away|on (?:annual )?leave"
+    r"|on vacation|on holiday|travelling|traveling)|"
+    r"\bbin (?:ich )?(?:bis|vom|derzeit|zurzeit|momentan)\b.{0,60}\b(?:abwesend|nicht im büro|"
+    r"im urlaub|außer haus)|"
+    r"\bje suis (?:actuellement )?absente?\b|\bje serai de retour\b|"
+    r"\bestoy (?:actualmente )?fuera de la oficina\b|\bestaré de vuelta\b",
+    re.IGNORECASE,
+)
+
+
+def is_auto_reply(message: Message, subject: str, body: str = "") -> bool:
+    """RFC 3834 and vendor headers, or an out-of-office subject."""
+    auto = str(message.get("Auto-Submitted", "")).strip().lower()
+    if auto and not auto.startswith("no"):
+        return True
+    if message.get("X-Autoreply") or message.get("X-Autorespond") or message.get(
+            "X-Autoresponse") or message.get("X-Auto-Reply"):
+        return True
+    if str(message.get("Precedence", "")).strip().lower() in ("auto_reply", "bulk", "junk"):
+        return True
+    exchange = message.get("X-MS-Exchange-Inbox-Rules-Loop") or str(
+        message.get("X-Auto-Response-Suppress", "")).strip().lower() in ("all", "oof")
+    if exchange and _OOF_BODY.search(body[:2000]):
+        return True
+    return bool(_OOF_SUBJECT.search(_strip_re(subject)))
+
+
+def _strip_re(subject: str) -> str:
+    return re.sub(r"^\s*(?:(?:re|aw|sv|fw|fwd|wg|tr)\s*:\s*)+", "", subject, flags=re.IGNORECASE)
+
+
+def _is_own_subject(subject: str) -> bool:
+    """A subject that is `Re: <our subject>` tells nothing about what the sender wants."""
+    return bool(re.match(r"^\s*(re|aw)\s*:", subject, re.IGNORECASE))
+
+
+# -- return dates -------------------------------------------------------------------------
+
+_MONTHS = {
+    # English
+    "january": 1, "jan": 1, "february": 2, "feb": 2, "march": 3, "mar": 3, "april": 4, "apr": 4,
+    "may": 5, "june": 6, "jun": 6, "july": 7, "jul": 7, "august": 8, "aug": 8,
+    "september": 9, "sept": 9, "sep": 9, "october": 10, "oct": 10, "november": 11, "nov": 11,
+    "december": 12, "dec": 12,
+    # German
+    "januar": 1, "jänner": 1, "februar": 2, "märz": 3, "maerz": 3, "mai": 5, "juni": 6,
+    "juli": 7, "oktober": 10, "okt": 10, "dezember": 12, "dez": 12,
+    # French
+    "janvier": 1, "février": 2, "fevrier": 2, "mars": 3, "avril": 4, "juin": 6,
+    "juillet": 7, "août": 8, "aout": 8, "septembre": 9, "octobre": 10, "novembre": 11,
+    "décembre": 12, "decembre": 12,
+    # Spanish
+    "enero": 1, "febrero": 2, "marzo": 3, "abril": 4, "mayo": 5, "junio": 6, "julio": 7,
+    "agosto": 8, "septiembre": 9, "setiembre": 9, "octubre": 10, "noviembre": 11,
+    "diciembre": 12,
+}
+_MONTH_RE = "|".join(sorted((re.escape(m) for m in _MONTHS), key=len, reverse=True))
+_DATE_PATTERNS = (
+    # 2026-03-15
+    (re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b"), "ymd"),
+    # 15.03.2026, 15/03/2026, 15.03.
+    (re.compile(r"\b(\d{1,2})[./](\d{1,2})[./](\d{4}|\d{2})?(?!\d)"), "dmy"),
+    # March 15, March 15th 2026, Mar. 15
+    (re.compile(rf"\b({_MONTH_RE})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?\b,?(?:\s+(\d{{4}}))?",
+                re.IGNORECASE), "mdy"),
+    # 15 March 2026, 15. März, 15 de marzo de 2026, 1er avril
+    (re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th|er|\.)?\s+(?:de\s+)?({_MONTH_RE})\b\.?"
+                rf"(?:\s+(?:de\s+)?(\d{{4}}))?", re.IGNORECASE), "dmy-name"),
+)
+# Dates that mark the start of the absence ("from 2 March"), not the return.
+_RETURN_HINT = re.compile(
+    r"back|return|zurück|wieder|retour|de vuelta|regres|until|till|bis|jusqu|hasta|"
+    r"after|nach|après|a partir|ab dem|from|à partir|desde|through", re.IGNORECASE)
+
+
+def return_date(text: str, *, today: date | None = None) -> date | None:
+    """The last date an out-of-office text names (its return), in a common format, or None."""
+    today = today or date.today()
+    found: list[date] = []
+    for pattern, order in _DATE_PATTERNS:
+        for m in pattern.finditer(text):
+            parsed = _to_date(m, order, today)
+            if parsed and today - timedelta(days=1) <= parsed <= today + timedelta(days=366):
+                found.append(parsed)
+    return max(found) if found else None
+
+
+def _to_date(m: re.Match[str], order: str, today: date) -> date | None:
+    try:
+        if order == "ymd":
+            return date(int(m[1]), int(m[2]), int(m[3]))
+        if order == "dmy":
+            day, month = int(m[1]), int(m[2])
+            if month > 12 and day <= 12:  # 03/15/2026: month first
+                day, month = month, day
+            return _with_year(day, month, m[3], today)
+        if order == "mdy":
+            return _with_year(int(m[2]), _MONTHS[m[1].lower()], m[3], today)
+        return _with_year(int(m[1]), _MONTHS[m[2].lower()], m[3], today)
+    except (ValueError, KeyError):
+        return None
+
+
+def _with_year(day: int, month: int, year: str | None, today: date) -> date:
+    if year:
+        y = int(year)
+        return date(y + 2000 if y < 100 else y, month, day)
+    candidate = date(today.year, month, day)
+    if candidate < today - timedelta(days=1):
+        candidate = date(today.year + 1, month, day)
+    return candidate
+
+
+# -- what a reply says --------------------------------------------------------------------
+
+_UNSUBSCRIBE = re.compile(
+    r"\bunsubscribe\b|\bremove me\b|\bremove (?:us|my (?:e-?mail|address|name))\b|"
+    r"\btake me off\b|\bstop (?:e-?mailing|contacting|sending|writing)\b|"
+    r"\b(?:do not|don't|dont|never) (?:e-?mail|contact|write)\b|\bopt(?:-| )?out\b|"
+    r"\bno more e-?mails\b|\boff (?:your|the) (?:mailing )?list\b|"
+    r"\babmelden\b|\baustragen\b|\bkeine (?:weiteren )?e-?mails\b|\bnicht mehr (?:kontaktieren|"
+    r"anschreiben)\b|\bdésabonner\b|\bdesabonner\b|\bdésinscri|\bretirez-moi\b|"
+    r"\bne (?:plus|me) (?:m'?)?(?:écrire|contacter)|\bne plus recevoir\b|"
+    r"\bdar(?:me)? de baja\b|\bbaja de (?:su|la) lista\b|\bno me (?:escrib|contact)|"
+    r"\beliminar(?:me)? de (?:su|la) lista\b",
+    re.IGNORECASE,
+)
+_NOT_INTERESTED = re.compile(
+    r"\bnot interested\b|\bno interest\b|\bno,? thanks?\b|\bno thank you\b|\bwe(?:'re| are) "
+    r"(?:all set|good|covered)\b|\bnot a (?:fit|priority)\b|\bnot (?:for us|relevant)\b|"
+    r"\bpass on this\b|\bkein(?:e)? interesse\b|\bnicht interessiert\b|"
+    r"\bpas intéress|\bpas interess|\bnon merci\b|\bno (?:estamos|estoy) interesad|"
+    r"\bno me interesa\b|\bno nos interesa\b",
+    re.IGNORECASE,
+)
+
+
+def asks_to_unsubscribe(text: str) -> bool:
+    return bool(text) and bool(_UNSUBSCRIBE.search(text))
+
+
+def not_interested(text: str) -> bool:
+    return bool(_NOT_INTERESTED.search(text))
+
+
+_NAME_BEFORE = re.compile(
+    r"((?:[A-ZÀ-Ý][\w'’-]+)(?:\s+[A-ZÀ-Ý][\w'’-]+){0,2})\s*(?:[,:(<\[-]|–|—|at|via)?\s*<?$")
+_NOT_NAMES = {"Try", "Talk", "Contact", "Please", "Ask", "Email", "Reach", "Hi", "Thanks",
+              "Write", "Mail", "Cc", "Mailto", "Or", "And", "Her", "His", "Him", "She", "He",
+              "Our", "The", "Send", "Loop", "Copied", "Copying", "Adding", "Added",
+              "Kontaktieren", "Sie", "Schreiben", "Contactez", "Escriba", "Contacte", "Con"}
+
+
+def referrals(text: str, cc: list[tuple[str, str]], *,
+              exclude: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """Addresses named in the new text or copied on the reply, each with a name if given."""
+    skip = {e.lower() for e in exclude if e}
+    out: dict[str, str] = {}
+    for m in _EMAIL.finditer(text):
+        addr = m.group(1).lower().rstrip(".")
+        if addr in skip or _DAEMON.match(addr) or addr in out:
+            continue
+        out[addr] = _name_before(text[max(0, m.start() - 60):m.start()])
+    for name, addr in cc:
+        new = addr not in skip and addr not in out and not _DAEMON.match(addr)
+        if new or (addr in out and not out[addr] and name):
+            out[addr] = name.strip().strip('"')
+    return list(out.items())
+
+
+def _name_before(before: str) -> str:
+    before = before.split("\n")[-1].rstrip()
+    m = _NAME_BEFORE.search(before)
+    if not m:
+        return ""
+    words = [w for w in m.group(1).split() if w not in _NOT_NAMES]
+    return " ".join(words)
+
+
+def split_name(name: str) -> tuple[str, str]:
+    first, _, last = name.strip().partition(" ")
+    return first, last.strip()

@@ -1,0 +1,16 @@
+"""The built-in reply classifier, on the public `classify_reply` hook.
+
+`trylast`, so any installed or local plugin that answers wins; see `outreach.classify`.
+"""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+
+from outreach import classify
+from outreach.hookspecs import hookimpl
+
+
+@hookimpl(trylast=True)
+def classify_reply(reply: EmailMessage) -> str | None:
+    return classify.verdict_for(reply).hook_kind

@@ -1,0 +1,219 @@
+"""The pure classifier, on the fixture corpus (tests/corpus/*.eml) and on tables of text."""
+
+from __future__ import annotations
+
+from datetime import date
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+
+import pytest
+
+from outreach import classify
+
+CORPUS = Path(__file__).parent / "corpus"
+TODAY = date(2026, 3, 2)
+FOOTER = ("Dana Reyes, Acme Analytics, Acme Analytics, 1 Main St, Springfield, IL 62701, USA\n"
+          'Not the right fit? Reply "unsubscribe" or write to unsubscribe@acme.example and you '
+          "will not hear from me again.")
+CONTEXT = classify.Context.make(own=["dana@acme.example"], unsubscribe="unsubscribe@acme.example",
+                                footer=FOOTER, today=TODAY)
+
+
+def load(name: str) -> EmailMessage:
+    return BytesParser(policy=policy.default).parsebytes((CORPUS / f"{name}.eml").read_bytes())
+
+
+def verdict(name: str) -> classify.Verdict:
+    return classify.classify(load(name), CONTEXT)
+
+
+# Every corpus message: (file, kind, what else must hold).
+CASES = [
+    # Replies in the quoting styles of common clients; each quotes our footer ("unsubscribe").
+    ("reply-gmail-interested", "reply", {"text": "That's me. Happy to chat"}),
+    ("reply-outlook-interested", "reply", {"text": "Send me a calendar invite"}),
+    ("reply-apple-mail", "reply", {"text": "Call me."}),
+    ("reply-html-only", "reply", {"text": "free on Friday"}),
+    ("reply-german-outlook", "reply", {"text": "rufen Sie mich am Mittwoch an"}),
+    ("reply-french-gmail", "reply", {"text": "Appelez-moi demain matin"}),
+    ("reply-spanish", "reply", {"text": "me interesa"}),
+    ("reply-not-interested", "reply", {"not_interested": True}),
+    ("reply-not-interested-german", "reply", {"not_interested": True}),
+    ("reply-quoted-printable-latin1", "reply", {"text": "Très intéressant"}),
+    ("reply-base64-utf8", "reply", {"text": "Good timing — we are reviewing"}),
+    ("reply-references-only", "reply", {}),
+    ("reply-colleague-same-domain", "reply", {"sender": "sam.ortiz@maker13.example"}),
+    ("reply-unmatched-stranger", "reply", {}),
+    ("reply-signature-disclaimer", "reply", {"text": "Yes, send me more info."}),
+    ("reply-later-date", "reply", {"not_interested": False}),
+    ("odd-unknown-charset", "reply", {"text": "call me on Tuesday"}),
+    # Referrals: named in the new text, or copied.
+    ("referral-name-and-address", "reply",
+     {"referrals": [("jane.smith@maker17.example", "Jane Smith")], "not_interested": False}),
+    ("referral-role-address", "reply",
+     {"referrals": [("finance@maker18.example", "")], "not_interested": False}),
+    ("referral-cc", "reply", {"referrals": [("carlos.ruiz@maker19.example", "Carlos Ruiz")]}),
+    ("referral-other-company", "reply", {"referrals": [("bob@otherco.example", "")]}),
+    ("referral-angle-brackets", "reply",
+     {"referrals": [("priya.patel@maker21.example", "Priya Patel")]}),
+    ("referral-german", "reply", {"referrals": [("petra.mueller@maker22.example", "Petra Müller")]}),
+    # Unsubscribes: asked in words (four languages), or mailed to the unsubscribe address.
+    ("unsubscribe-plain", "unsubscribe", {}),
+    ("unsubscribe-remove-me", "unsubscribe", {}),
+    ("unsubscribe-stop-emailing", "unsubscribe", {}),
+    ("unsubscribe-to-address", "unsubscribe", {}),
+    ("unsubscribe-to-address-any-text", "unsubscribe", {}),
+    ("unsubscribe-german", "unsubscribe", {}),
+    ("unsubscribe-french", "unsubscribe", {}),
+    ("unsubscribe-spanish", "unsubscribe", {}),
+    # Auto-replies: headers, subjects, four languages, with and without a return date.
+    ("auto-en-outlook", "auto_reply", {"return_date": date(2026, 3, 9)}),
+    ("auto-en-gmail-vacation", "auto_reply", {"return_date": date(2026, 3, 16)}),
+    ("auto-de", "auto_reply", {"return_date": date(2026, 3, 13)}),
+    ("auto-fr", "auto_reply", {"return_date": date(2026, 3, 20)}),
+    ("auto-es", "auto_reply", {"return_date": date(2026, 3, 18)}),
+    ("auto-no-date", "auto_reply", {"return_date": None}),
+    ("auto-names-colleague", "auto_reply", {"return_date": date(2026, 3, 12), "referrals": []}),
+    ("auto-precedence-autoreply", "auto_reply", {"return_date": None}),
+    # Bounces: Postfix, Exim, Exchange, Gmail, qmail; hard and soft.
+    ("bounce-postfix-hard", "bounce", {"permanent": True, "status": "5.1.1",
+                                       "recipients": ["cfo39@maker39.example"],
+                                       "original_ids": ["<m39@acme.example>"]}),
+    ("bounce-postfix-soft", "bounce", {"permanent": False, "status": "4.4.1"}),
+    ("bounce-exim-hard", "bounce", {"permanent": True, "status": "5.1.1",
+                                    "recipients": ["cfo41@maker41.example"],
+                                    "original_ids": ["<m41@acme.example>"]}),
+    ("bounce-exim-soft", "bounce", {"permanent": False, "recipients": ["cfo42@maker42.example"]}),
+    ("bounce-exchange-hard", "bounce", {"permanent": True, "status": "5.1.10",
+                                        "original_ids": ["<m43@acme.example>"]}),
+    ("bounce-gmail-hard", "bounce", {"permanent": True, "status": "5.1.1",
+                                     "recipients": ["cfo44@maker44.example"]}),
+    ("bounce-gmail-soft", "bounce", {"permanent": False, "status": "4.2.2"}),
+    ("bounce-qmail-hard", "bounce", {"permanent": True, "recipients": ["cfo46@maker46.example"],
+                                     "original_ids": ["<m46@acme.example>"]}),
+]
+
+
+def test_corpus_is_big_enough_and_fully_tabled():
+    names = {p.stem for p in CORPUS.glob("*.eml")}
+    assert len(names) >= 40
+    assert names == {c[0] for c in CASES} | {"malformed-garbage", "malformed-broken-mime"}
+
+
+@pytest.mark.parametrize(("name", "kind", "expect"), CASES, ids=[c[0] for c in CASES])
+def test_corpus(name, kind, expect):
+    v = verdict(name)
+    assert v.kind == kind
+    for key, value in expect.items():
+        if key == "text":
+            assert value in v.text
+        else:
+            assert getattr(v, key) == value, key
+
+
+@pytest.mark.parametrize("name", ["reply-gmail-interested", "reply-outlook-interested",
+                                  "reply-apple-mail", "reply-html-only", "reply-french-gmail"])
+def test_quoted_footer_is_not_new_text(name):
+    v = verdict(name)
+    assert "unsubscribe" not in v.text.lower()
+    assert "Who is the best point of contact" not in v.text
+
+
+@pytest.mark.parametrize("name", ["malformed-garbage", "malformed-broken-mime"])
+def test_malformed_raises(name):
+    with pytest.raises(classify.MalformedMessage):
+        verdict(name)
+
+
+def test_hook_kind_names_referrals():
+    assert verdict("referral-cc").hook_kind == "referral"
+    assert verdict("reply-apple-mail").hook_kind == "reply"
+
+
+def test_verdict_for_computes_once():
+    message = load("reply-apple-mail")
+    with classify.using(CONTEXT):
+        first = classify.verdict_for(message)
+        assert classify.verdict_for(message) is first
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("I am out of the office until March 9, 2026.", date(2026, 3, 9)),
+    ("Back on Monday, March 16th", date(2026, 3, 16)),
+    ("I'm away from 2 March and back 10 March.", date(2026, 3, 10)),
+    ("Returning 2026-03-20.", date(2026, 3, 20)),
+    ("zurück am 15.03.2026", date(2026, 3, 15)),
+    ("bis 15.3.", date(2026, 3, 15)),
+    ("Je serai de retour le 1er avril.", date(2026, 4, 1)),
+    ("de vuelta el 5 de abril de 2026", date(2026, 4, 5)),
+    ("Ich bin ab dem 7. April wieder da.", date(2026, 4, 7)),
+    ("back 3/16/2026", date(2026, 3, 16)),
+    ("back January 5", date(2027, 1, 5)),  # no year and already past: next year
+    ("I'm travelling with limited access to email.", None),
+    ("Back in 2 weeks.", None),
+    ("Out until 31.02.2026.", None),  # no such day
+    ("Back on 2019-01-01.", None),  # long past: not a return date
+])
+def test_return_date(text, expected):
+    assert classify.return_date(text, today=TODAY) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("unsubscribe", True),
+    ("Please remove me from your list", True),
+    ("Take me off this list.", True),
+    ("stop emailing me", True),
+    ("Do not contact me again.", True),
+    ("opt-out", True),
+    ("Bitte abmelden.", True),
+    ("Merci de me désinscrire", True),
+    ("Quiero darme de baja", True),
+    ("Sounds good, call me.", False),
+    ("I'm not the right person, try finance@maker.example", False),
+    ("Not interested.", False),
+])
+def test_asks_to_unsubscribe(text, expected):
+    assert classify.asks_to_unsubscribe(text) is expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Not interested, thanks.", True),
+    ("No thanks.", True),
+    ("We're all set.", True),
+    ("kein Interesse", True),
+    ("Pas intéressé.", True),
+    ("No me interesa.", True),
+    ("I'm not the right person, try finance@maker.example", False),
+    ("Interested! Let's talk.", False),
+])
+def test_not_interested(text, expected):
+    assert classify.not_interested(text) is expected
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("Yes.\n\nOn Mon, Mar 2, 2026 at 8:15 AM Dana <dana@acme.example> wrote:\n> unsubscribe",
+     "Yes."),
+    ("Yes.\n\nOn Mon, Mar 2, 2026 at 8:15 AM Dana Reyes <\ndana@acme.example> wrote:\n> x",
+     "Yes."),
+    ("Sure.\n-----Original Message-----\nFrom: Dana\nunsubscribe", "Sure."),
+    ("Ok\n\nAm 02.03.2026 um 08:15 schrieb Dana Reyes:\n> Hallo", "Ok"),
+    ("Ok.\n-- \nBob\nunsubscribe from our newsletter", "Ok."),
+    # Our own footer pasted back without quote marks is not new text either.
+    ("Call me.\n" + FOOTER, "Call me."),
+])
+def test_new_text(body, expected):
+    assert classify.new_text(body, CONTEXT) == expected
+
+
+@pytest.mark.parametrize(("text", "cc", "expected"), [
+    ("talk to Jane Smith, jane@maker.example", [], [("jane@maker.example", "Jane Smith")]),
+    ("try finance@maker.example", [], [("finance@maker.example", "")]),
+    ("Ask Tom (tom.b@maker.example).", [], [("tom.b@maker.example", "Tom")]),
+    ("copying him", [("Al Bo", "al@maker.example")], [("al@maker.example", "Al Bo")]),
+    ("write to dana@acme.example or me", [], []),  # our own address is not a referral
+])
+def test_referrals(text, cc, expected):
+    got = classify.referrals(text, cc, exclude=["dana@acme.example", "cfo@maker.example"])
+    assert got == expected
