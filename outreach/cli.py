@@ -452,15 +452,23 @@ def preview(app: Any, email: str, step_number: int | None) -> None:
 @click.option("--limit", type=click.IntRange(min=0), help="Send at most N emails this run.")
 @click.option("--ignore-window", is_flag=True,
               help="Send now even outside the sending windows and days.")
+@click.option("--force", is_flag=True,
+              help="Send even when the last 7 days' bounce or unsubscribe rate is too high.")
 @json_option
 @with_app
-def send(app: Any, dry_run: bool, limit: int | None, ignore_window: bool, json_: bool) -> None:
+def send(app: Any, dry_run: bool, limit: int | None, ignore_window: bool, force: bool,
+         json_: bool) -> None:
     """Send the due emails inside the windows and limits, and create due call tasks.
 
     Each message goes at most once: a run that dies, a dropped connection or a second
     `outreach send` never makes anyone get a step twice. Run it each morning and evening.
+    Refuses to start while the last 7 days' bounce or unsubscribe rate is above its
+    [sending] limit (max_bounce_rate, max_unsubscribe_rate), unless --force.
     """
+    from .guard import check_before_send
     from .send import send as send_
+
+    check_before_send(app, force=force)
 
     bar: Any = None
 

@@ -5,8 +5,8 @@ Every outcome (reply, bounce, unsubscribe, auto-reply, meeting) is credited to t
 sent to that prospect before it happened, so each email counts at most once per outcome and a
 rate never passes 100%. `--since` picks the emails sent from then on (a cohort) and the calls
 made from then on; outcomes that follow no email count when they happened after `since`.
-A reply is positive unless the prospect is now `not-interested`; a meeting is a move to stage
-`opportunity` (`mark ... meeting`, a call outcome, or by hand).
+A reply is positive unless it said "not interested" or the prospect is now `not-interested`;
+a meeting is a move to stage `opportunity` (`mark ... meeting`, a call outcome, or by hand).
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ def _at(value: str) -> datetime:
 
 
 def _identity(message: Mapping[str, Any]) -> str:
-    """Which variant a message is: its recorded variant, else its template."""
-    return str(message["variant"] or message["template"])
+    """Which variant a message is: an A/B step's variants are its templates."""
+    return str(message["template"])
 
 
 def group_key(by: str, message: Mapping[str, Any] | None, row: Mapping[str, Any]) -> str:
@@ -158,7 +158,8 @@ def compute(messages: Iterable[Mapping[str, Any]], events: Iterable[Mapping[str,
             continue
         message = last_before(row)
         flags_here = {flag}
-        if flag == "replied" and row.get("stage") != "not-interested":
+        if (flag == "replied" and not row.get("not_interested")
+                and row.get("stage") != "not-interested"):
             flags_here.add("positive")
         if message is not None:
             flags[message["id"]].update(flags_here)

@@ -91,3 +91,13 @@ def test_check_reports_health(campaign):
     assert result.exit_code == 0
     assert ("deliverability: AT RISK, bounce rate 20.0% (2/10), unsubscribe rate 0.0% (0/10) "
             "over the last 7 days") in result.output
+
+
+def test_send_refuses_before_anything_and_force_overrides(campaign):
+    _campaign_with_mail(campaign, sent_days_ago=2, bounce_days_ago=1)
+    refused = campaign.run("send", "--dry-run")
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith("Error: bounce rate 20.0% (2 of 10 sent in the last 7 "
+                                     "days) is above the 2.0% limit")
+    assert refused.stdout == ""
+    assert campaign.run("send", "--dry-run", "--force").exit_code == 0
