@@ -432,6 +432,70 @@ def plugins_list(json_: bool, config_path: str | None) -> None:
 
 
 @cli.command()
+@json_option
+@with_app
+def poll(app: Any, json_: bool) -> None:
+    """Read new mail once: stop sequences on replies, pause on out-of-office, suppress
+    bounces and unsubscribes, add referred people. Never marks, moves or deletes mail."""
+    from .replies import poll as poll_
+
+    with _poll_lock(app):
+        result = poll_(app)
+    if json_:
+        echo_json(result.as_dict())
+    else:
+        click.echo(_poll_line(result))
+    for bad in result.malformed:
+        click.echo(f"skipped malformed message {bad['key']}: {bad['error']}", err=True)
+
+
+@cli.command()
+@click.option("--interval", type=click.FloatRange(min=0.5), default=300, show_default=True,
+              help="Seconds between full checks (a Maildir is polled at this interval).")
+@with_app
+def watch(app: Any, interval: float) -> None:
+    """Poll forever: IMAP IDLE wakes a pass when mail arrives, dropped connections are
+    re-opened with backoff. Stop it with Ctrl-C or SIGTERM."""
+    from .watch import watch as watch_
+
+    def report(result: Any) -> None:
+        if result.processed:
+            click.echo(_poll_line(result))
+        for bad in result.malformed:
+            click.echo(f"skipped malformed message {bad['key']}: {bad['error']}", err=True)
+
+    with _poll_lock(app, hours=24 * 365):
+        watch_(app, interval=interval, on_pass=report)
+    click.echo("outreach watch: stopped", err=True)
+
+
+def _poll_lock(app: Any, hours: float = 1) -> Any:
+    """One poll or watch at a time per database: two would race on the same messages."""
+    from contextlib import contextmanager
+    from datetime import timedelta
+
+    from .clock import iso
+
+    @contextmanager
+    def held() -> Any:
+        now = app.now()
+        app.store.acquire_lock("poll", owner=iso(now), now=now, until=now + timedelta(hours=hours))
+        try:
+            yield
+        finally:
+            app.store.release_lock("poll")
+
+    return held()
+
+
+def _poll_line(result: Any) -> str:
+    return (f"processed {result.processed}: {result.replies} replies, {result.auto_replies} "
+            f"auto-replies, {result.bounces} bounces, {result.unsubscribes} unsubscribes, "
+            f"{result.referrals} referrals, {result.unmatched} unmatched"
+            + (f", {len(result.malformed)} malformed" if result.malformed else ""))
+
+
+@cli.command()
 @click.argument("email")
 @click.option("--step", "step_number", type=click.IntRange(min=0), default=None,
               help="Step number in the sequence (default: the enrollment's next step).")

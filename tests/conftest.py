@@ -17,6 +17,10 @@ from outreach.cli import cli
 from outreach.config import Config, load_config
 from outreach.scaffold import init_campaign
 
+# The private Dovecot fixtures (`dovecot`, `dovecot_server`) for the IMAP tests, and the
+# aiosmtpd servers (`smtp_server`) for the sending tests.
+pytest_plugins = ["tests.dovecot", "tests.smtp_server"]
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CSV = REPO / "examples" / "prospects.csv"
 COLUMNS = ("email", "first_name", "last_name", "title", "company", "domain", "industry",

@@ -1,0 +1,216 @@
+"""Where replies come from: an IMAP mailbox or a local Maildir, each message fetched once.
+
+A source yields batches of new messages; the state that makes them "seen" (the IMAP
+UIDVALIDITY and highest UID per folder, the Maildir keys) is written only after the caller
+has handled a batch, so a pass that dies half-way fetches the rest next time. Nothing is
+ever marked, moved or deleted: IMAP folders are opened read-only (EXAMINE) and read with
+BODY.PEEK[].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mailbox
+import socket
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from .config import Config, Imap, secret
+from .errors import MailboxError
+from .store import Store
+
+BATCH = 200
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One new message as raw bytes, with the key that makes it seen once."""
+
+    source: str
+    key: str
+    raw: bytes
+    uidvalidity: int | None = None
+    uid: int | None = None
+    rescan: bool = False  # UIDVALIDITY changed: the message may have been handled already
+
+
+class Source(Protocol):
+    def batches(self, store: Store) -> Iterator[list[Inbound]]: ...
+
+    def close(self) -> None: ...
+
+
+def open_source(config: Config) -> Source:
+    if config.imap.source == "maildir":
+        return MaildirSource(config.imap.maildir)
+    return ImapSource(config.imap)
+
+
+# -- Maildir ------------------------------------------------------------------------------
+
+
+class MaildirSource:
+    """A local Maildir (new/ and cur/); its file keys are remembered once handled."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.name = f"maildir:{self.path}"
+
+    def batches(self, store: Store) -> Iterator[list[Inbound]]:
+        try:
+            box = mailbox.Maildir(self.path, factory=None, create=True)
+            keys = sorted(box.keys())
+        except OSError as exc:
+            raise MailboxError(f"{self.path}: cannot read the Maildir: {exc.strerror or exc}; "
+                               "check [imap] maildir") from None
+        seen = store.inbound_keys(self.name)
+        new = [k for k in keys if k not in seen]
+        for start in range(0, len(new), BATCH):
+            batch = []
+            for key in new[start:start + BATCH]:
+                try:
+                    raw = box.get_bytes(key)
+                except (KeyError, FileNotFoundError):  # moved or deleted by the mail client
+                    continue
+                batch.append(Inbound(self.name, key, raw))
+            yield batch
+
+    def close(self) -> None:
+        pass
+
+
+# -- IMAP ---------------------------------------------------------------------------------
+
+
+class ImapSource:
+    """An IMAP account: each folder of `folders`, read-only, from the last UID seen."""
+
+    def __init__(self, imap: Imap, *, timeout: float = 60) -> None:
+        self.imap = imap
+        self.timeout = timeout
+        self.client: Any = None
+
+    @property
+    def where(self) -> str:
+        return f"imap {self.imap.host}:{self.imap.port}"
+
+    def source_name(self, folder: str) -> str:
+        return f"imap:{self.imap.username}@{self.imap.host}:{self.imap.port}/{folder}"
+
+    def connect(self) -> Any:
+        """Log in, or raise MailboxError saying what to fix."""
+        if self.client is not None:
+            return self.client
+        self.client = connect(self.imap, timeout=self.timeout)
+        return self.client
+
+    def close(self) -> None:
+        if self.client is None:
+            return
+        client, self.client = self.client, None
+        _quietly_close(client)
+
+    def batches(self, store: Store) -> Iterator[list[Inbound]]:
+        client = self.connect()
+        for folder in self.imap.folders:
+            yield from self._folder(client, store, folder)
+
+    def _folder(self, client: Any, store: Store, folder: str) -> Iterator[list[Inbound]]:
+        from imapclient.exceptions import IMAPClientError
+
+        name = self.source_name(folder)
+        try:
+            info = client.select_folder(folder, readonly=True)
+        except IMAPClientError as exc:
+            raise MailboxError(f"{self.where}: cannot open folder \"{folder}\": {_text(exc)}; "
+                               "check [imap] folders") from None
+        uidvalidity = int(info.get(b"UIDVALIDITY", 0))
+        uidnext = info.get(b"UIDNEXT")
+        state = store.mailbox_state(name)
+        rescan = state is not None and state["uidvalidity"] != uidvalidity
+        start = 1 if state is None or rescan else state["last_uid"] + 1
+        if not rescan and uidnext is not None and int(uidnext) <= start:
+            if state is None:
+                store.set_mailbox_state(name, uidvalidity=uidvalidity, last_uid=0)
+            return
+        # `UID SEARCH UID n:*` always includes the newest message, even below n.
+        uids = sorted(u for u in client.search(["UID", f"{start}:*"]) if u >= start)
+        for first in range(0, len(uids), BATCH):
+            chunk = uids[first:first + BATCH]
+            # A batch keeps the UID list in the command short (imapclient fails past ~64 kB).
+            data = client.fetch(chunk, ["BODY.PEEK[]"])
+            batch = [Inbound(name, f"{uidvalidity}:{uid}", data[uid][b"BODY[]"] or b"",
+                             uidvalidity, uid, rescan)
+                     for uid in chunk if uid in data and b"BODY[]" in data[uid]]
+            yield batch
+            store.set_mailbox_state(name, uidvalidity=uidvalidity, last_uid=chunk[-1])
+        if not uids:
+            store.set_mailbox_state(name, uidvalidity=uidvalidity, last_uid=start - 1)
+
+
+def connect(imap: Imap, *, timeout: float = 60) -> Any:
+    """An IMAPClient logged in per [imap], or MailboxError naming what failed."""
+    from imapclient import IMAPClient
+    from imapclient.exceptions import IMAPClientError, LoginError
+
+    where = f"imap {imap.host}:{imap.port}"
+    password = secret(imap.password_env, what=f"[imap] password_env for {where}") \
+        if imap.password_env else ""
+    context = ssl.create_default_context()
+    try:
+        client = IMAPClient(imap.host, port=imap.port, ssl=imap.security == "tls",
+                            ssl_context=context if imap.security == "tls" else None,
+                            timeout=timeout)
+        if imap.security == "starttls":
+            client.starttls(context)
+    except (OSError, IMAPClientError) as exc:
+        raise MailboxError(f"{where}: cannot connect ({_text(exc)}); check [imap] host, port "
+                           "and security") from None
+    try:
+        client.login(imap.username, password)
+    except LoginError as exc:
+        _quietly_close(client)
+        raise MailboxError(f"{where}: login as \"{imap.username}\" refused ({_text(exc)}); "
+                           f"check [imap] username and the password in ${imap.password_env}"
+                           ) from None
+    except (OSError, IMAPClientError) as exc:
+        _quietly_close(client)
+        raise MailboxError(f"{where}: login failed ({_text(exc)})") from None
+    return client
+
+
+def check_login(imap: Imap, *, timeout: float = 15) -> list[str]:
+    """`check --connect`: log in and open each folder read-only; returns the folders' names."""
+    from imapclient.exceptions import IMAPClientError
+
+    client = connect(imap, timeout=timeout)
+    try:
+        for folder in imap.folders:
+            try:
+                client.select_folder(folder, readonly=True)
+            except IMAPClientError as exc:
+                raise MailboxError(f"imap {imap.host}:{imap.port}: cannot open folder "
+                                   f"\"{folder}\": {_text(exc)}; check [imap] folders") from None
+    finally:
+        _quietly_close(client)
+    return list(imap.folders)
+
+
+def _quietly_close(client: Any) -> None:
+    try:
+        client.logout()
+    except Exception:  # already dropped: nothing left to close politely
+        with contextlib.suppress(Exception):
+            client.shutdown()
+
+
+def _text(exc: BaseException) -> str:
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    text = str(exc)
+    if text.startswith("b'") or text.startswith('b"'):
+        text = text[2:-1]
+    return text or type(exc).__name__

@@ -1,0 +1,161 @@
+"""`outreach watch`: poll forever. IMAP IDLE on each folder wakes a pass as soon as mail
+arrives; a full pass also runs every `interval` seconds as a safety net. Dropped connections
+are re-opened with backoff; SIGTERM or SIGINT ends the loop cleanly after the current pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential
+
+from .app import App
+from .config import Imap
+from .errors import MailboxError
+from .inbox import ImapSource, MaildirSource, connect
+from .replies import PollResult, poll
+
+IDLE_RENEW = 540.0  # re-issue IDLE well before the 29-minute timeout servers may apply
+
+
+def _transient(exc: BaseException) -> bool:
+    """Connection trouble is retried; a refused login or a missing folder is not."""
+    if isinstance(exc, MailboxError):
+        text = str(exc)
+        return "refused" not in text and "cannot open folder" not in text \
+            and "environment variable" not in text
+    from imapclient.exceptions import IMAPClientError
+
+    return isinstance(exc, OSError | EOFError | IMAPClientError)
+
+
+def watch(app: App, *, interval: float = 300, stop: threading.Event | None = None,
+          on_pass: Callable[[PollResult], None] | None = None,
+          idle_renew: float = IDLE_RENEW, max_backoff: float = 60) -> PollResult:
+    """Run poll passes until `stop` is set (or a signal arrives); returns the totals."""
+    stop = stop or threading.Event()
+    restore = _install_signals(stop)
+    total = PollResult()
+    wake = threading.Event()
+    imap = app.config.imap
+    source: Any = MaildirSource(imap.maildir) if imap.source == "maildir" else ImapSource(imap)
+    idlers: list[threading.Thread] = []
+    try:
+        def one_pass() -> PollResult:
+            try:
+                return poll(app, source=source)
+            except BaseException:
+                source.close()  # reconnect on the next try
+                raise
+
+        retrying = Retrying(
+            retry=retry_if_exception(_transient),
+            wait=wait_exponential(multiplier=0.5, max=max_backoff),
+            stop=lambda state: stop.is_set(),
+            sleep=stop.wait,
+            before_sleep=_report_retry,
+            reraise=True,
+        )
+        first = True
+        while not stop.is_set():
+            wake.clear()
+            try:
+                result = retrying(one_pass)
+            except MailboxError:
+                if stop.is_set():
+                    break
+                raise
+            total.add(result)
+            if on_pass:
+                on_pass(result)
+            if first and imap.source == "imap":
+                first = False
+                for folder in imap.folders:
+                    thread = threading.Thread(
+                        target=_idle, args=(imap, folder, wake, stop, idle_renew, max_backoff),
+                        name=f"idle {folder}", daemon=True)
+                    thread.start()
+                    idlers.append(thread)
+            # Wake on new mail (IDLE), on a signal, or when the safety-net interval is up.
+            deadline = interval
+            while deadline > 0 and not stop.is_set() and not wake.is_set():
+                wake.wait(min(deadline, 0.5))
+                deadline -= 0.5
+    finally:
+        stop.set()
+        source.close()
+        for thread in idlers:
+            thread.join(timeout=5)
+        restore()
+    return total
+
+
+def _idle(imap: Imap, folder: str, wake: threading.Event, stop: threading.Event,
+          renew: float, max_backoff: float) -> None:
+    """Keep one IDLE connection on `folder`; set `wake` when anything arrives."""
+    import time
+
+    retrying = Retrying(
+        retry=retry_if_exception(_transient),
+        wait=wait_exponential(multiplier=0.5, max=max_backoff),
+        stop=lambda state: stop.is_set(),
+        sleep=stop.wait,
+        reraise=True,
+    )
+
+    def session() -> None:
+        client = connect(imap, timeout=30)
+        try:
+            client.select_folder(folder, readonly=True)
+            wake.set()  # mail may have arrived while we were away
+            while not stop.is_set():
+                client.idle()
+                started = time.monotonic()
+                while not stop.is_set() and time.monotonic() - started < renew:
+                    responses = client.idle_check(timeout=0.5)
+                    if any(isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS", b"RECENT")
+                           for r in responses):
+                        wake.set()
+                client.idle_done()
+        finally:
+            with contextlib.suppress(Exception):  # the connection may already be gone
+                client.logout()
+
+    while not stop.is_set():
+        try:
+            retrying(session)
+        except Exception as exc:  # not transient (login refused): say so, try again later
+            if stop.is_set():
+                return
+            print(f"outreach watch: {folder}: {exc}", file=sys.stderr)
+            stop.wait(max_backoff)
+
+
+def _report_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    wait = state.next_action.sleep if state.next_action else 0
+    print(f"outreach watch: {exc}; reconnecting in {wait:.1f}s", file=sys.stderr)
+
+
+def _install_signals(stop: threading.Event) -> Callable[[], None]:
+    """SIGTERM and SIGINT set `stop` (only possible from the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    for sig in previous:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
