@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,7 +145,7 @@ service stats {{
 
     # -- helpers --------------------------------------------------------------------------
 
-    def client(self, password: str = PASSWORD):  # noqa: ANN201 - an IMAPClient
+    def client(self, password: str = PASSWORD) -> Any:  # an IMAPClient
         from imapclient import IMAPClient
 
         client = IMAPClient("127.0.0.1", port=self.port, ssl=False, timeout=10)

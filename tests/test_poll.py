@@ -178,7 +178,7 @@ def test_maildir_message_read_by_the_client_is_not_handled_again(seeded):
     drop(seeded, "reply-apple-mail")
     assert seeded.run_json("poll")["replies"] == 1
     box = mailbox.Maildir(seeded.root / "mail")
-    for key in box.keys():  # the mail client moves it to cur/ and flags it seen
+    for key in list(box.iterkeys()):  # the mail client moves it to cur/ and flags it seen
         msg = box[key]
         msg.set_subdir("cur")
         msg.add_flag("S")
