@@ -29,8 +29,9 @@ h1{font-size:22px;margin:0 0 2px}h2{font-size:16px;margin:28px 0 10px}
 section{background:#fff;border:1px solid #dde3ea;border-radius:8px;padding:6px 16px 14px;
 margin-top:14px}
 table{border-collapse:collapse;width:100%;font-size:13px}
-th,td{text-align:right;padding:4px 8px;border-bottom:1px solid #edf0f3}
-th:first-child,td:first-child{text-align:left;white-space:nowrap}
+th,td{text-align:right;padding:4px 6px;border-bottom:1px solid #edf0f3}
+th:first-child,td:first-child{text-align:left}th,td:first-child{white-space:nowrap}
+section{overflow-x:auto}
 section h2{margin:12px 0 8px}th{color:#5b6b7f;font-weight:600}
 .verdict{margin:4px 0 12px;padding:8px 10px;border-left:4px solid #3b82c4;background:#f0f5fb}
 .verdict.win{border-color:#2fae5a;background:#eff8f1}
@@ -185,8 +186,8 @@ def _personas(groups: Sequence[Mapping[str, Any]]) -> str:
 def _table(groups: Sequence[Mapping[str, Any]], by: str) -> str:
     if not groups:
         return "<p class=empty>Nothing yet.</p>"
-    head = (by, "sent", "delivered", "replied", "reply rate", "positive", "meetings",
-            "per 100 sent", "bounced", "unsub.", "calls", "connects")
+    head = (by, "sent", "delivered", "replied", "reply %", "positive", "meetings",
+            "per 100", "bounced", "unsub.", "calls", "connects")
     rows = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
     for g in groups:
         per100 = g["meetings_per_100_sent"]
