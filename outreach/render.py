@@ -383,8 +383,9 @@ def compose(config: Config, prospect: Prospect, rendered: Rendered, *, message_i
     if compliance.unsubscribe_url:
         unsubscribe += f", <{compliance.unsubscribe_url.replace('{token}', quote(token))}>"
     lines = [
-        _header("From", formataddr((sender.name, sender.email), charset="utf-8")),
-        _header("To", formataddr((prospect.name, prospect.email), charset="utf-8")),
+        # formataddr already quotes and RFC 2047-encodes display names.
+        "From: " + formataddr((sender.name, sender.email), charset="utf-8"),
+        "To: " + formataddr((prospect.name, prospect.email), charset="utf-8"),
         _header("Subject", subject),
         "Date: " + format_datetime(now.astimezone(_zone(config.sender.timezone))),
         "Message-ID: " + message_id,

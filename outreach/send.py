@@ -29,7 +29,10 @@ from .transport import Delivery, Outcome, connections
 
 LEASE = timedelta(minutes=10)
 STOP_AFTER_FAILURES = 5      # consecutive failed messages that stop the run
-CHUNK = 64                   # intents written per transaction, ahead of the transport
+# Intents are written per transaction in chunks of 2 per connection (at least 8): enough to
+# batch the writes, few enough that a killed run leaves only a handful of messages `unknown`.
+CHUNK_PER_CONNECTION = 2
+MIN_CHUNK = 8
 FLUSH_SECONDS = 0.1          # how often accepted messages are marked sent
 
 Progress = Callable[[int, int, int], None]   # (sent, failed, total)
@@ -347,7 +350,8 @@ class _Run:
     async def deliver(self, chosen: list[_Due]) -> None:
         conns = connections(self.config)
         await conns[0].open()   # a refused login stops the run before anything is recorded
-        queue: asyncio.Queue[render.Envelope | None] = asyncio.Queue(maxsize=CHUNK)
+        chunk = max(MIN_CHUNK, CHUNK_PER_CONNECTION * len(conns))
+        queue: asyncio.Queue[render.Envelope | None] = asyncio.Queue(maxsize=chunk)
         stop = asyncio.Event()
         unsent: list[render.Envelope] = []
 
@@ -374,10 +378,10 @@ class _Run:
         workers = [asyncio.create_task(worker(c)) for c in conns]
         flushing = asyncio.create_task(flusher())
         try:
-            for start in range(0, len(chosen), CHUNK):
+            for start in range(0, len(chosen), chunk):
                 if stop.is_set():
                     break
-                envelopes = [env for item in chosen[start:start + CHUNK]
+                envelopes = [env for item in chosen[start:start + chunk]
                              if (env := self.compose(item)) is not None]
                 for env in self.record_intents(envelopes):
                     if stop.is_set():

@@ -21,7 +21,8 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from .config import Config, Smtp, secret
@@ -165,7 +166,8 @@ class SmtpConnection:
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(RETRY_ATTEMPTS),
-                wait=wait_exponential_jitter(initial=RETRY_INITIAL, max=RETRY_MAX),
+                wait=wait_exponential(multiplier=RETRY_INITIAL, max=RETRY_MAX)
+                + wait_random(0, RETRY_INITIAL),
                 retry=retry_if_exception_type(_Temporary), reraise=True,
             ):
                 with attempt:

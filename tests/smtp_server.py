@@ -1,0 +1,206 @@
+"""Real SMTP servers for the tests: aiosmtpd on 127.0.0.1, a recording handler, and handlers
+that misbehave on purpose (451 then OK, 421, 550 5.1.1 for one recipient, a connection
+dropped after DATA, a slow server).
+
+aiosmtpd's Controller cannot take port 0, so a socket is bound to port 0 first to pick a free
+port. Registered in tests/conftest.py through `pytest_plugins`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> Message:
+        return message_from_bytes(self.data)
+
+
+@dataclass
+class Recorder:
+    """Accepts every message and keeps it; subclasses misbehave in one hook."""
+
+    messages: list[Received] = field(default_factory=list)
+    connections: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        with self.lock:
+            self.connections += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return self.accept(envelope)
+
+    def accept(self, envelope: Any) -> str:
+        with self.lock:
+            self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
+                                          bytes(envelope.original_content or envelope.content)))
+        return "250 2.0.0 OK queued"
+
+    def recipients(self) -> list[str]:
+        with self.lock:
+            return [r for m in self.messages for r in m.rcpt_tos]
+
+    def wait_for(self, count: int, timeout: float = 20) -> None:
+        """Wait until `count` messages arrived (for subprocess tests)."""
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {len(self.messages)} of {count} messages arrived")
+            time.sleep(0.01)
+
+
+@dataclass
+class TempFailOnce(Recorder):
+    """451 for each recipient's first DATA, success after."""
+
+    seen: set[str] = field(default_factory=set)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        key = envelope.rcpt_tos[0]
+        with self.lock:
+            first = key not in self.seen
+            self.seen.add(key)
+        return "451 4.3.0 try again later" if first else self.accept(envelope)
+
+
+@dataclass
+class AlwaysTempFail(Recorder):
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return "451 4.3.0 mailbox busy"
+
+
+@dataclass
+class Closing421(Recorder):
+    """Answers MAIL with 421 (closing) on every connection's second message."""
+
+    per_connection: dict[int, int] = field(default_factory=dict)
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
+                          options: list[str]) -> str:
+        with self.lock:
+            n = self.per_connection.get(id(session), 0) + 1
+            self.per_connection[id(session)] = n
+        if n == 2:
+            server.transport.close()
+            return "421 4.3.2 service shutting down, closing connection"
+        envelope.mail_from = address
+        return "250 OK"
+
+
+@dataclass
+class RejectRecipient(Recorder):
+    """550 5.1.1 for the addresses in `bad`."""
+
+    bad: set[str] = field(default_factory=set)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          options: list[str]) -> str:
+        if address.lower() in self.bad:
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+@dataclass
+class DropAfterData(Recorder):
+    """Takes the message, then drops the connection instead of answering: fate unknown."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.accept(envelope)
+        server.transport.abort()
+        return "250 OK (never seen by the client)"
+
+
+@dataclass
+class Slow(Recorder):
+    """Waits `delay` seconds before answering the end of DATA."""
+
+    delay: float = 0.05
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(self.delay)
+        return self.accept(envelope)
+
+
+@dataclass
+class Server:
+    handler: Recorder
+    port: int
+    controller: Controller
+
+
+def _authenticator(username: str, password: str) -> Callable[..., AuthResult]:
+    def check(server: Any, session: Any, envelope: Any, mechanism: str,
+              auth_data: Any) -> AuthResult:
+        ok = (isinstance(auth_data, LoginPassword) and auth_data.login == username.encode()
+              and auth_data.password == password.encode())
+        return AuthResult(success=ok, handled=False)
+
+    return check
+
+
+def start_server(handler: Recorder | None = None, *, auth: tuple[str, str] | None = None) -> Server:
+    handler = handler or Recorder()
+    port = free_port()
+    kwargs: dict[str, Any] = {}
+    if auth:
+        kwargs.update(authenticator=_authenticator(*auth), auth_require_tls=False,
+                      auth_required=True)
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
+    controller.start()
+    return Server(handler=handler, port=port, controller=controller)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Callable[..., Server]]:
+    """Start aiosmtpd servers on free loopback ports: `smtp_server(handler)`; all stop after."""
+    started: list[Server] = []
+
+    def start(handler: Recorder | None = None, **kwargs: Any) -> Server:
+        server = start_server(handler, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.controller.stop()
+
+
+def use_smtp(campaign: Any, port: int, *, concurrency: int = 2, timeout: float = 5,
+             username: str = "") -> None:
+    """Point a campaign's [smtp] at a loopback test server."""
+    campaign.edit_config('transport = "outbox"', 'transport = "smtp"')
+    campaign.edit_config('host = "smtp.acme.example"', 'host = "127.0.0.1"')
+    campaign.edit_config("port = 587", f"port = {port}")
+    campaign.edit_config('security = "starttls"', 'security = "none"')
+    campaign.edit_config('username = "dana@acme.example"', f'username = "{username}"')
+    campaign.edit_config("concurrency = 4 ", f"concurrency = {concurrency} ")
+    campaign.edit_config("timeout = 30 ", f"timeout = {timeout} ")
