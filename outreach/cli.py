@@ -305,8 +305,8 @@ def status(app: Any, email: str, json_: bool) -> None:
         echo_json(doc)
         return
     click.echo(f"{doc['email']}  {doc['name']}  {doc['company']}")
-    click.echo(f"stage: {doc['stage']}   score: {doc['score']:g}"
-               + ("   SUPPRESSED" if doc["suppressed"] else ""))
+    click.echo(f"stage: {doc['stage']}" + ("   SUPPRESSED" if doc["suppressed"] else ""))
+    click.echo(f"lead score: {doc['score']:g}")
     for e in doc["enrollments"]:
         click.echo(f"enrollment {e['id']}: {e['sequence']} {e['state']} since {e['started_at']}"
                    + (f" (next step {e['next_step']})" if e["state"] == "active" else ""))

@@ -80,4 +80,4 @@ def test_prospects_sort_score_and_status(campaign):
         "cfo2@maker2.example", "cfo3@maker3.example", "cfo1@maker1.example"]
     assert "score" not in campaign.run_json("prospects")[0]
     assert campaign.run_json("status", "cfo3@maker3.example")["score"] == 10.0
-    assert "score: 20" in campaign.run("status", "cfo2@maker2.example").output
+    assert "lead score: 20\n" in campaign.run("status", "cfo2@maker2.example").output
