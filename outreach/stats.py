@@ -81,10 +81,11 @@ def _per100(n: int, d: int) -> float | None:
 
 
 def persona(title: str | None, industry: str | None) -> str:
-    """The call list's persona: title and industry, whitespace-normalised."""
-    t = " ".join((title or "").split()) or "(no title)"
-    i = " ".join((industry or "").split())
-    return f"{t} · {i}" if i else t
+    """The call list's persona ("CFO · Manufacturing"): "Chief Financial Officer" is a CFO."""
+    from .calls import persona as persona_key
+    from .calls import persona_label
+
+    return persona_label(persona_key(title or "", industry or ""))
 
 
 def parse_since(text: str, zone: ZoneInfo) -> datetime:

@@ -90,5 +90,5 @@ def test_report_escapes_prospect_text(world):
     out = world.root / "r.html"
     world.run("stats", "--html", str(out))
     html, _ = open_report(out)
-    assert "&lt;b&gt;CEO&lt;/b&gt; &amp; &quot;Founder&quot;" in html
-    assert "<b>CEO</b>" not in html
+    assert "&lt;b&gt;ceo&lt;/b&gt; and &quot;founder&quot;" in html  # the persona, escaped
+    assert "<b>" not in html
