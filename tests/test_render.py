@@ -1,0 +1,329 @@
+"""Templates and message bytes: sandboxed StrictUndefined rendering, errors that name file, line
+and prospect, RFC 2047 headers, folding, quoted-printable bodies, threading, check and preview."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email import message_from_bytes
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from pathlib import Path
+
+import pytest
+
+from outreach import hookimpl
+from outreach.config import Step
+from outreach.errors import TemplateError
+from outreach.models import Prospect
+from outreach.render import (
+    Rendered,
+    compose,
+    context,
+    lint,
+    render_template_email,
+    reply_subject,
+    thread_for,
+    unsubscribe_token,
+)
+from tests.conftest import prospect_row
+
+NOW = datetime(2026, 3, 5, 13, 30, tzinfo=UTC)
+STEP = Step(number=0, day=0, kind="email", templates=("t",))
+
+
+class _App:
+    """Just enough of App for render.context: the config and a plugin manager."""
+
+    def __init__(self, config, pm=None):
+        from outreach.plugins import make_manager
+
+        self.config = config
+        self.pm = pm or make_manager()
+
+    def fire(self, hook, **kwargs):
+        from outreach.plugins import fire
+
+        return fire(self.pm, hook, **kwargs)
+
+
+def prospect(**overrides) -> Prospect:
+    base = {"id": 1, "email": "jane@maker.example", "first_name": "Jane", "last_name": "Doe",
+            "company": "Maker Inc", "timezone": "America/Chicago"}
+    base.update(overrides)
+    return Prospect(**base)
+
+
+def write(campaign, name: str, text: str) -> Path:
+    path = campaign.root / "templates" / f"{name}.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def render(campaign, text: str, who: Prospect | None = None, app=None) -> Rendered:
+    write(campaign, "t", text)
+    config = campaign.config()
+    app = app or _App(config)
+    ctx = context(app, who or prospect(), STEP, "referral")
+    return render_template_email(config, "t", ctx, who=(who or prospect()).email)
+
+
+def parse(data: bytes):
+    return BytesParser(policy=default_policy).parsebytes(data)
+
+
+# -- rendering ----------------------------------------------------------------------------
+
+
+def test_headers_body_and_footer(campaign):
+    out = render(campaign, "Subject: Hi {{ prospect.first_name }}\nReply-To: {{ sender.email }}"
+                           "\n\nHello {{ prospect.company }}.\n")
+    assert out.subject == "Hi Jane"
+    assert out.headers == (("Reply-To", "dana@acme.example"),)
+    body, footer = out.body.split("\n\n--\n")
+    assert body == "Hello Maker Inc."
+    assert "Acme Analytics, 1 Main St" in footer and "unsubscribe@acme.example" in footer
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("Subject: x\n\nHi {{ prospect.nickname }}\n",
+     "templates/t.txt line 3: 'outreach.models.Prospect object' has no attribute 'nickname' "
+     "(prospect jane@maker.example)"),
+    ("Subject: x\n\nfirst\nsecond\n{{ missing }}\n",
+     "templates/t.txt line 5: 'missing' is undefined (prospect jane@maker.example)"),
+    ("Subject: {{ nope }}\n\nbody\n",
+     "templates/t.txt line 1: 'nope' is undefined (prospect jane@maker.example)"),
+    ("Subject: x\n\none\n{% if %}\n",
+     "templates/t.txt line 4: Expected an expression, got 'end of statement block'"),
+    ("Subject: x\nFrom: someone@else.example\n\nbody\n",
+     "templates/t.txt line 2: From is written by outreach itself; remove the line"),
+    ("Subject: x\nnot a header\n\nbody\n",
+     "templates/t.txt line 2: expected a header line like \"Subject: ...\" or a blank line "
+     "before the body"),
+    ("Subject: x\n\n{{ ''.__class__.__mro__ }}\n",
+     "templates/t.txt line 3: "),   # the sandbox refuses dunder access
+])
+def test_render_errors_name_file_line_and_prospect(campaign, text, message):
+    with pytest.raises(TemplateError) as caught:
+        render(campaign, text)
+    assert str(caught.value).startswith(message)
+
+
+def test_a_line_break_in_a_header_value_is_refused(campaign):
+    who = prospect(custom={"pain_point": "close\r\nBcc: all@victim.example"})
+    with pytest.raises(TemplateError, match=r"^templates/t\.txt line 1: the Subject header "
+                                            r"would contain a line break \(prospect "
+                                            r"jane@maker\.example\)"):
+        render(campaign, "Subject: {{ prospect.pain_point }}\n\nbody\n", who=who)
+    # in the body a line break is just text
+    assert "Bcc: all@" in render(campaign, "Subject: x\n\n{{ prospect.pain_point }}\n",
+                                 who=who).body
+
+
+def test_no_header_block_means_no_subject(campaign):
+    out = render(campaign, "Just a body, {{ prospect.first_name }}.\n")
+    assert (out.subject, out.has_subject) == ("", False)
+    assert out.body.startswith("Just a body, Jane.")
+
+
+def test_template_context_plugins_add_but_cannot_replace(campaign):
+    class Extra:
+        @hookimpl
+        def template_context(self, prospect, step):
+            return {"greeting": f"Howdy {prospect.first_name}", "prospect": "hijacked"}
+
+    config = campaign.config()
+    app = _App(config)
+    app.pm.register(Extra(), name="extra")
+    out = render(campaign, "Subject: {{ greeting }}\n\n{{ prospect.company }}\n", app=app)
+    assert out.subject == "Howdy Jane" and out.body.startswith("Maker Inc")
+
+
+@pytest.mark.parametrize(("body", "subject", "warnings"), [
+    ("Short and plain. When works?", "Hi", []),
+    (" ".join(["word"] * 121), "Hi", ["body is 121 words (keep it under 120)"]),
+    ("See https://acme.example/demo", "Hi", [
+        "contains a link (plain text without links lands in the inbox)"]),
+    ("Visit www.acme.example", "Hi", [
+        "contains a link (plain text without links lands in the inbox)"]),
+    ("<p>Hello</p>", "Hi", ["contains HTML tags (messages are plain text)"]),
+    ("a < b and c > d", "Hi", []),
+    ("Plain", None, ["no Subject: line"]),
+])
+def test_lint(body, subject, warnings):
+    rendered = Rendered(template="t", variant="A", subject=subject or "", headers=(),
+                        body=f"{body}\n\n--\nfooter words " + "x " * 200,
+                        has_subject=subject is not None)
+    assert lint(rendered) == warnings
+
+
+# -- message bytes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("first", "last", "subject"), [
+    ("Jane", "Doe", "Who handles close at Maker?"),
+    ("Zoë", "Ångström", "Société Générale: qui s'occupe de la clôture ?"),
+    ("Jo", "Smith, Jr.", "Quotes \"inside\" and a comma, too"),
+    ("李", "小龙", "月末结账的负责人是谁？" * 4),                  # long non-ASCII: several words
+    ("Ann", "Lee", "A long plain subject " * 6),                # folded at spaces
+    ("Ann", "Lee", "Looks encoded =?utf-8?q?x?= but is not"),
+])
+def test_headers_round_trip(campaign, first, last, subject):
+    config = campaign.config()
+    who = prospect(first_name=first, last_name=last)
+    rendered = Rendered(template="t", variant="A", subject=subject.strip(), headers=(),
+                        body="Hi.\n")
+    env = compose(config, who, rendered, message_id="<1@acme.example>", now=NOW)
+    assert env.data.isascii()
+    head = env.data.split(b"\r\n\r\n")[0].split(b"\r\n")
+    # every header line is folded to 78 characters, but for one unbreakable mailto URI
+    assert [line for line in head if len(line) > 78 and b"mailto:" not in line] == []
+    msg = parse(env.data)
+    assert msg["Subject"] == subject.strip()
+    assert msg["To"].addresses[0].display_name == f"{first} {last}"
+    assert msg["To"].addresses[0].addr_spec == "jane@maker.example"
+    assert msg["From"].addresses[0].display_name == "Dana Reyes"
+    assert msg["Date"].datetime == NOW
+    assert msg["Message-ID"] == "<1@acme.example>"
+
+
+@pytest.mark.parametrize("body", [
+    "Plain ASCII.\n.leading dot\n",
+    "Grüße aus Köln — bis bald.\n",
+    "x" * 1200 + "\n",
+    "emoji 🙂 and = signs = fine\n",
+])
+def test_body_round_trips(campaign, body):
+    config = campaign.config()
+    rendered = Rendered(template="t", variant="A", subject="s", headers=(), body=body)
+    env = compose(config, prospect(), rendered, message_id="<1@acme.example>", now=NOW)
+    msg = parse(env.data)
+    assert msg.get_content_type() == "text/plain" and msg.get_content_charset() == "utf-8"
+    expected = "7bit" if body.isascii() and len(body) < 998 else "quoted-printable"
+    assert msg["Content-Transfer-Encoding"] == expected
+    assert msg.get_content().replace("\r\n", "\n") == body
+    assert all(len(line) <= 998 for line in env.data.split(b"\r\n"))
+
+
+def test_envelope_as_email_message_matches_the_bytes(campaign):
+    rendered = Rendered(template="t", variant="A", subject="Grüße", headers=(), body="Hi\n")
+    env = compose(campaign.config(), prospect(), rendered, message_id="<9@acme.example>",
+                  now=NOW)
+    msg = env.as_email_message()
+    assert msg["Subject"] == "Grüße" and msg.as_bytes(policy=default_policy.clone(
+        linesep="\r\n")).count(b"Message-ID") == 1
+
+
+@pytest.mark.parametrize(("subject", "expected"), [
+    ("Who handles close?", "Re: Who handles close?"),
+    ("Re: Who handles close?", "Re: Who handles close?"),
+    ("RE: re: AW: Fwd: x", "Re: x"),
+])
+def test_reply_subject(subject, expected):
+    assert reply_subject(subject) == expected
+
+
+def test_thread_references_every_earlier_message():
+    previous = [{"message_id": "<a@x>", "subject": "Hello"},
+                {"message_id": "<b@x>", "subject": "Re: Hello"}]
+    thread = thread_for(previous)
+    assert thread is not None
+    assert (thread.in_reply_to, thread.references, thread.subject) == (
+        "<b@x>", ("<a@x>", "<b@x>"), "Re: Hello")
+    assert thread_for([]) is None
+
+
+def test_unsubscribe_token_is_per_prospect_and_stable():
+    assert unsubscribe_token("Jane@Maker.example") == unsubscribe_token("jane@maker.example")
+    assert unsubscribe_token("a@x.example") != unsubscribe_token("b@x.example")
+    assert len(unsubscribe_token("a@x.example")) == 16
+
+
+# -- check and preview --------------------------------------------------------------------
+
+
+def enroll_two(campaign):
+    campaign.now("2026-03-05T07:30:00-06:00")
+    rows = [prospect_row(1), prospect_row(2, pain_point="")]
+    campaign.run_json("import", str(campaign.write_csv(rows)))
+    campaign.run_json("enroll", "referral")
+
+
+def test_check_renders_every_step_for_every_enrolled_prospect(campaign):
+    enroll_two(campaign)
+    clean = campaign.run_json("check")
+    assert clean["errors"] == [] and not [w for w in clean["warnings"] if "templates/" in w]
+
+    write(campaign, "meeting-b", "Hello {{ prospect.first_name }}, see "
+          "<b>https://acme.example</b>\n" + "word " * 130)
+    write(campaign, "referral-bump",
+          "Subject: bump\n\nHi {{ prospect.nickname }}\n")
+    result = campaign.run("check", "--json")
+    assert result.exit_code == 1
+    import json
+
+    report = json.loads(result.stdout)
+    assert report["errors"] == [
+        "templates/referral-bump.txt line 3: 'outreach.models.Prospect object' has no "
+        "attribute 'nickname'; fix the template or the prospect's data "
+        "[prospect cfo1@maker1.example and 1 more]"]
+    warnings = [w for w in report["warnings"] if w.startswith("templates/")]
+    assert warnings == [
+        "templates/meeting-b.txt: no Subject: line [prospect cfo1@maker1.example and 1 more]",
+        "templates/meeting-b.txt: body is 134 words (keep it under 120) "
+        "[prospect cfo1@maker1.example and 1 more]",
+        "templates/meeting-b.txt: contains a link (plain text without links lands in the "
+        "inbox) [prospect cfo1@maker1.example and 1 more]",
+        "templates/meeting-b.txt: contains HTML tags (messages are plain text) "
+        "[prospect cfo1@maker1.example and 1 more]",
+    ]
+
+
+def test_check_reports_a_syntax_error_without_prospects(campaign):
+    write(campaign, "referral", "Subject: x\n\n{% for %}\n")
+    result = campaign.run("check")
+    assert result.exit_code == 1
+    assert "error: templates/referral.txt line 3: Expected an expression" in result.stderr
+
+
+def test_preview_prints_the_exact_message(campaign):
+    enroll_two(campaign)
+    shown = campaign.run("preview", "cfo2@maker2.example")
+    assert shown.exit_code == 0
+    msg = message_from_bytes(shown.stdout_bytes)
+    assert msg["Subject"] == "Who handles month-end close at Maker 2 Inc?"   # blank -> default
+    assert msg["To"] == "First2 Last2 <cfo2@maker2.example>"
+    assert b"\r\n\r\nHi First2,\r\n" in shown.stdout_bytes
+
+    campaign.run_json("send")
+    sent = next((campaign.root / "outbox").glob("*.2.0.*.eml")).read_bytes()
+    strip = (b"Date:", b"Message-ID:")
+
+    def same(data):
+        return [line for line in data.split(b"\r\n") if not line.startswith(strip)]
+
+    assert same(sent) == same(shown.stdout_bytes)
+
+    script = campaign.run("preview", "cfo2@maker2.example", "--step", "1").stdout
+    assert script.startswith("Hi First2, this is Dana Reyes from Acme Analytics.")
+    assert "the email I sent on Thursday, March 5" in script
+
+    bump = message_from_bytes(campaign.run("preview", "cfo2@maker2.example").stdout_bytes)
+    assert bump["Subject"] == "Re: Who handles month-end close at Maker 2 Inc?"
+    assert bump["In-Reply-To"] == message_from_bytes(sent)["Message-ID"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("nobody@x.example",), 'no prospect "nobody@x.example"'),
+    (("cfo1@maker1.example", "--step", "5"), "step 5 of referral recycles the lead"),
+    (("cfo1@maker1.example", "--step", "9"), "sequence referral has steps 0-5; pass --step N"),
+])
+def test_preview_errors(campaign, args, message):
+    enroll_two(campaign)
+    result = campaign.run("preview", *args)
+    assert result.exit_code == 1 and message in result.stderr
+
+
+def test_preview_of_an_unenrolled_prospect(campaign):
+    campaign.run_json("import", str(campaign.write_csv([prospect_row(1, industry="Retail")])))
+    result = campaign.run("preview", "cfo1@maker1.example")
+    assert "is not enrolled in a sequence: run `outreach enroll SEQUENCE` first" in result.stderr
