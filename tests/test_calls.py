@@ -342,3 +342,16 @@ def test_tasks_close_when_the_prospect_is_suppressed_or_replied(
         row = app.store.call_task(two.id)
         assert (row["status"], row["note"]) == ("closed", "sequence replied")
     assert json.loads(campaign.run("calls", "--json").stdout)[0]["id"] not in closed
+
+
+def test_calls_wait_while_the_prospect_is_out_of_office(campaign: Campaign) -> None:
+    enrolled(campaign, [prospect_row(1), prospect_row(2)])
+    with campaign.app() as app:
+        away = add_task(app, "cfo1@maker1.example")
+        add_task(app, "cfo2@maker2.example")
+        with app.store.transaction():  # what `outreach poll` does with an out-of-office
+            app.store.pause_enrollments(away.prospect_id, until=NOW_DT + timedelta(days=7))
+    assert [t["email"] for t in campaign.run_json("calls")] == ["cfo2@maker2.example"]
+    campaign.now("2026-03-09T09:00:00-06:00")  # back
+    assert [t["email"] for t in campaign.run_json("calls")] == ["cfo1@maker1.example",
+                                                                "cfo2@maker2.example"]
