@@ -185,8 +185,8 @@ def _close_reason(prospect: Prospect, state: str) -> str | None:
         return "suppressed"
     if prospect.phone_bad:
         return "bad number"
-    if state not in ("active", "paused"):
-        return f"sequence {state}"
+    if state not in ("active", "paused", "completed"):  # a finished sequence's last call
+        return f"sequence {state}"                      # is still worth making
     return None
 
 

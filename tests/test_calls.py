@@ -355,3 +355,21 @@ def test_calls_wait_while_the_prospect_is_out_of_office(campaign: Campaign) -> N
     campaign.now("2026-03-09T09:00:00-06:00")  # back
     assert [t["email"] for t in campaign.run_json("calls")] == ["cfo1@maker1.example",
                                                                 "cfo2@maker2.example"]
+
+
+@pytest.mark.parametrize(("state", "listed"), [
+    ("active", True), ("completed", True), ("replied", False), ("won", False),
+    ("stopped", False), ("bounced", False), ("unsubscribed", False), ("recycled", False),
+])
+def test_a_task_stays_on_the_list_while_its_sequence_allows(campaign: Campaign, state: str,
+                                                            listed: bool) -> None:
+    enrolled(campaign, [prospect_row(1)])
+    with campaign.app() as app:
+        task = add_task(app, "cfo1@maker1.example")
+        with app.store.transaction():
+            app.store.db.execute("UPDATE enrollments SET state = ?", (state,))
+    assert [t["id"] for t in campaign.run_json("calls")] == ([task.id] if listed else [])
+    with campaign.app() as app:
+        row = app.store.call_task(task.id)
+    assert (row["status"], row["note"]) == (("open", None) if listed
+                                            else ("closed", f"sequence {state}"))
