@@ -8,15 +8,18 @@ Enable it by copying this file into your campaign's plugins/ folder, then:
     timeout = 5                            # seconds per attempt
     attempts = 3                           # tries per event (5xx, 429, network errors)
     backoff = 0.5                          # seconds before the 2nd try, doubling after
+    down_for = 300                         # seconds to skip an endpoint that stayed down
 
 An endpoint that cannot be reached never holds up sending for long: once an event has used
-up its attempts, the endpoint counts as down for the rest of the run and later events are
-skipped instead of each waiting out its own timeouts (stderr says so, once).
+up its attempts, the endpoint counts as down for `down_for` seconds (the rest of a `send` run;
+a long-lived `outreach watch` tries it again after that) and events meanwhile are skipped
+instead of each waiting out its own timeouts (stderr says so, once).
 """
 
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -33,7 +36,7 @@ from outreach.events import record
 from outreach.plugins import settings
 
 NAME = "webhook"
-_down: set[str] = set()  # endpoints that used up an event's attempts in this process
+_down: dict[str, float] = {}  # endpoint -> time.monotonic() until which it is skipped
 
 
 class Transient(Exception):
@@ -45,7 +48,7 @@ def post(doc: dict[str, Any]) -> None:
     url = str(conf.get("url", ""))
     if not url:
         return
-    if url in _down:
+    if _down.get(url, 0.0) > time.monotonic():
         return
     body = json.dumps(doc, ensure_ascii=False, default=str).encode("utf-8")
     headers = {"Content-Type": "application/json", "User-Agent": "outreach-webhook"}
@@ -63,9 +66,10 @@ def post(doc: dict[str, Any]) -> None:
     try:
         retrying(_send, url, body, headers, timeout)
     except Transient as exc:
-        _down.add(url)
+        down_for = float(conf.get("down_for", 300))
+        _down[url] = time.monotonic() + down_for
         raise RuntimeError(f"{url} unreachable after {attempts} attempt(s) ({exc}); "
-                           "skipping it for the rest of this run") from None
+                           f"skipping it for {down_for:g}s") from None
 
 
 def _send(url: str, body: bytes, headers: dict[str, str], timeout: float) -> None:

@@ -201,3 +201,22 @@ def test_calendar_ics_tracks_open_tasks_as_they_are_created_and_closed(
     assert set(events_in(ics)) == {f"call-task-{two.id}@acme.example"}
     assert campaign.run("call", str(two.id), "--outcome", "meeting").exit_code == 0
     assert events_in(ics) == {}
+
+
+@pytest.mark.parametrize(("down_for", "statuses"), [
+    (300, [503, 503]),            # down: the second event is not even tried
+    (0, [503, 503, 200]),         # tried again at once when down_for has passed
+])
+def test_webhook_skips_a_down_endpoint_for_down_for_seconds(
+        campaign: Campaign, hook_server: tuple[str, type[Hook]], down_for: int,
+        statuses: list[int]) -> None:
+    url, handler = hook_server
+    handler.statuses.extend([503, 503])
+    enable(campaign, "webhook", f'url = "{url}"\nattempts = 2\nbackoff = 0.01\n'
+                                f"down_for = {down_for}")
+    result = campaign.run("import", str(campaign.write_csv([prospect_row(1), prospect_row(2)])))
+    assert result.exit_code == 0
+    assert [r["status"] for r in handler.received] == statuses
+    assert result.stderr.count("plugin webhook failed in prospect_imported") == 1
+    assert f"unreachable after 2 attempt(s) (HTTP 503); skipping it for {down_for}s" in (
+        result.stderr)
