@@ -148,6 +148,12 @@ def check(app: Any, connect: bool, json_: bool) -> None:
             report["smtp"] = asyncio.run(login_check(app.config))
         except OutreachError as exc:
             report["errors"].append(str(exc))
+        from .inbox import check_mailbox
+
+        try:
+            report["imap"] = check_mailbox(app.config)
+        except OutreachError as exc:
+            report["errors"].append(str(exc))
     if json_:
         echo_json(report)
     else:
@@ -160,6 +166,8 @@ def check(app: Any, connect: bool, json_: bool) -> None:
             click.echo(f"warning: {problem}", err=True)
         if "smtp" in report:
             click.echo(report["smtp"])
+        if "imap" in report:
+            click.echo(report["imap"])
         for problem in report["errors"]:
             click.echo(f"error: {problem}", err=True)
     if report["errors"]:

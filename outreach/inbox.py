@@ -114,16 +114,25 @@ class ImapSource:
         _quietly_close(client)
 
     def batches(self, store: Store) -> Iterator[list[Inbound]]:
+        from imapclient.exceptions import IMAPClientAbortError
+
         client = self.connect()
-        for folder in self.imap.folders:
-            yield from self._folder(client, store, folder)
+        try:
+            for folder in self.imap.folders:
+                yield from self._folder(client, store, folder)
+        except (OSError, EOFError, IMAPClientAbortError) as exc:
+            self.close()
+            raise MailboxError(f"{self.where}: connection lost ({_text(exc)}); what was read "
+                               "is kept, the next poll continues from there") from None
 
     def _folder(self, client: Any, store: Store, folder: str) -> Iterator[list[Inbound]]:
-        from imapclient.exceptions import IMAPClientError
+        from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
         name = self.source_name(folder)
         try:
             info = client.select_folder(folder, readonly=True)
+        except IMAPClientAbortError:
+            raise  # the connection dropped: `watch` reconnects, `poll` reports it
         except IMAPClientError as exc:
             raise MailboxError(f"{self.where}: cannot open folder \"{folder}\": {_text(exc)}; "
                                "check [imap] folders") from None
@@ -180,6 +189,21 @@ def connect(imap: Imap, *, timeout: float = 60) -> Any:
         _quietly_close(client)
         raise MailboxError(f"{where}: login failed ({_text(exc)})") from None
     return client
+
+
+def check_mailbox(config: Config) -> str:
+    """`check --connect`: log in and open every folder read-only (or look at the Maildir)."""
+    imap = config.imap
+    if imap.source == "maildir":
+        where = imap.maildir
+        if not where.exists():
+            return f"maildir {where}: not there yet (created on the first poll)"
+        count = sum(1 for sub in ("new", "cur") if (where / sub).is_dir()
+                    for _ in (where / sub).iterdir())
+        return f"maildir {where}: readable, {count} messages"
+    folders = check_login(imap)
+    return (f"imap {imap.host}:{imap.port}: logged in as {imap.username}; "
+            f"{', '.join(folders)} readable")
 
 
 def check_login(imap: Imap, *, timeout: float = 15) -> list[str]:

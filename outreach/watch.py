@@ -116,10 +116,21 @@ def _idle(imap: Imap, folder: str, wake: threading.Event, stop: threading.Event,
             while not stop.is_set():
                 client.idle()
                 started = time.monotonic()
+                empty_wakeups = 0
                 while not stop.is_set() and time.monotonic() - started < renew:
+                    checked = time.monotonic()
                     responses = client.idle_check(timeout=0.5)
-                    if any(isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS", b"RECENT")
-                           for r in responses):
+                    if any(r and r[0] == b"BYE" for r in responses):
+                        raise ConnectionError(f"{folder}: the server closed the connection")
+                    # imapclient swallows EOF: a socket that is "readable" with nothing to
+                    # read, again and again, is a closed one.
+                    if not responses and time.monotonic() - checked < 0.25:
+                        empty_wakeups += 1
+                        if empty_wakeups >= 3:
+                            raise ConnectionError(f"{folder}: the connection was closed")
+                    else:
+                        empty_wakeups = 0
+                    if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
                         wake.set()
                 client.idle_done()
         finally:

@@ -39,6 +39,10 @@ def classify_reply(reply):
 
 @pytest.fixture
 def seeded(campaign):
+    return seed(campaign)
+
+
+def seed(campaign):
     """Prospects cfo1..cfo47 enrolled in `referral`, each sent <mN@acme.example>."""
     campaign.now(NOW)
     campaign.run_json("import", str(campaign.write_csv([prospect_row(n) for n in range(1, N + 1)])))
