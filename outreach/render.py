@@ -12,9 +12,9 @@ a millisecond per message, which alone would cap a run near 600 messages a secon
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
+import os
 import re
 import secrets
 import traceback
@@ -27,15 +27,18 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from email.utils import format_datetime, formataddr
+from functools import lru_cache
 from pathlib import Path
 from sqlite3 import Row
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import jinja2
+from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from .config import Config, Step
+from .config import Config, Sender, Step
 from .config import Sequence as SequenceConfig
 from .errors import TemplateError
 from .models import Prospect
@@ -63,37 +66,61 @@ class _Piece:
     line: int
 
 
+# Between the rendered header values and the body: a value that produces it is refused.
+_SEP = "\x1e\x1f"
+# Variables whose values are the same for every prospect: a footer using only these is
+# rendered once per run.
+_CONSTANT_VARIABLES = frozenset({"sender", "unsubscribe_mailto"})
+
+
 @dataclass(frozen=True)
 class Compiled:
-    """One template file, parsed: header pieces (name, value template) and the body."""
+    """One template file compiled as a single Jinja template: each header value and the body,
+    separated by `_SEP`, each starting on its own line of the file so errors name it."""
 
     name: str
     path: Path
-    headers: tuple[tuple[str, _Piece], ...]
-    body: _Piece
-    has_header_block: bool
+    headers: tuple[tuple[str, int], ...]   # (name, line)
+    whole: _Piece
+    constant: bool                          # uses only _CONSTANT_VARIABLES
+
+    @property
+    def has_header_block(self) -> bool:
+        return bool(self.headers)
 
 
-def _environment() -> SandboxedEnvironment:
-    return SandboxedEnvironment(
-        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
-        trim_blocks=True, lstrip_blocks=True,
-    )
+class _Sandbox(SandboxedEnvironment):
+    """The Jinja sandbox, with a fast yes for public fields of the values outreach passes in
+    (the general check costs more than the rest of a render)."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) in _PLAIN and not attribute.startswith("_"):
+            try:
+                return getattr(obj, attribute)
+            except AttributeError:
+                pass   # the sandbox reports it as undefined, naming the attribute
+        return super().getattr(obj, attribute)
 
 
-_ENV = _environment()
+_ENV = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
+                trim_blocks=True, lstrip_blocks=True)
 _CACHE: dict[tuple[str, int, bool], Compiled] = {}
 
 
-def _compile(path: Path, name: str, source: str, line: int) -> _Piece:
-    # A leading comment spanning line-1 newlines makes Jinja count lines as the file does.
-    padded = "{#" + "\n" * (line - 1) + "#}" + source
+def _compile(path: Path, source: str) -> tuple[_Piece, bool]:
     try:
-        code = _ENV.compile(padded, name=name, filename=str(path))
+        ast = _ENV.parse(source, name=path.name, filename=str(path))
+        code = _ENV.compile(ast, name=path.name, filename=str(path))
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"{_where(path)} line {exc.lineno}: {exc.message}; fix the "
                             "template") from None
-    return _Piece(_ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None)), line)
+    constant = meta.find_undeclared_variables(ast) <= _CONSTANT_VARIABLES
+    return _Piece(_ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None)), 1), constant
+
+
+def _at_line(line: int, current: int) -> str:
+    # A comment holding the missing newlines makes Jinja count lines as the file does.
+    return "{#" + "\n" * (line - current) + "#}"
 
 
 def _where(path: Path) -> str:
@@ -103,8 +130,7 @@ def _where(path: Path) -> str:
 def load(path: Path, *, email: bool) -> Compiled:
     """Parse and compile a template file (cached by path and modification time)."""
     try:
-        stat = path.stat()
-        key = (str(path), stat.st_mtime_ns, email)
+        key = (str(path), os.stat(path).st_mtime_ns, email)
         if key in _CACHE:
             return _CACHE[key]
         source = path.read_text(encoding="utf-8")
@@ -115,8 +141,8 @@ def load(path: Path, *, email: bool) -> Compiled:
         raise TemplateError(f"{_where(path)}: cannot read it as UTF-8 text ({exc})") from None
     source = source.replace("\r\n", "\n").lstrip("\ufeff")
     lines = source.split("\n")
-    headers: list[tuple[str, _Piece]] = []
-    body_line = 1
+    headers: list[tuple[str, int]] = []
+    combined, current, body_line = "", 1, 1
     if email and lines and _HEADER_LINE.match(lines[0]):
         for number, text in enumerate(lines, start=1):
             if not text.strip():
@@ -130,13 +156,15 @@ def load(path: Path, *, email: bool) -> Compiled:
             if m[1].lower() in RESERVED:
                 raise TemplateError(f"{_where(path)} line {number}: {m[1]} is written by "
                                     "outreach itself; remove the line")
-            headers.append((m[1], _compile(path, path.name, m[2], number)))
+            headers.append((m[1], number))
+            combined += _at_line(number, current) + m[2] + _SEP
+            current = number
         else:
             body_line = len(lines) + 1
-    body_source = "\n".join(lines[body_line - 1:])
-    compiled = Compiled(name=path.stem, path=path, headers=tuple(headers),
-                        body=_compile(path, path.name, body_source, body_line),
-                        has_header_block=bool(headers))
+    combined += _at_line(body_line, current) + "\n".join(lines[body_line - 1:])
+    whole, constant = _compile(path, combined)
+    compiled = Compiled(name=path.stem, path=path, headers=tuple(headers), whole=whole,
+                        constant=constant)
     _CACHE[key] = compiled
     return compiled
 
@@ -170,6 +198,9 @@ def _error_line(exc: BaseException, path: Path) -> int | None:
 @dataclass(frozen=True)
 class SequenceView:
     name: str
+
+
+_PLAIN = frozenset({Prospect, Sender, Step, SequenceView})
 
 
 def context(app: Any, prospect: Prospect, step: Step, sequence: SequenceConfig | str, *,
@@ -213,37 +244,60 @@ class Rendered:
     has_subject: bool = True
 
 
+_PATHS: dict[tuple[Path, str], Path] = {}
+
+
 def template_path(config: Config, name: str) -> Path:
-    return config.templates_dir / f"{name}.txt"
+    key = (config.root, name)
+    if key not in _PATHS:
+        _PATHS[key] = config.templates_dir / f"{name}.txt"
+    return _PATHS[key]
 
 
 def render_template_email(config: Config, name: str, ctx: Mapping[str, Any], *, who: str,
                           variant: str = "A") -> Rendered:
     """Render an email template plus the footer; raise TemplateError naming file, line and who."""
     compiled = load(template_path(config, name), email=True)
+    parts = _render(compiled, compiled.whole, ctx, who).split(_SEP)
+    if len(parts) != len(compiled.headers) + 1:
+        raise TemplateError(f"{_where(compiled.path)}: a variable holds control characters "
+                            f"(prospect {who}); clean the prospect's data")
     subject = ""
     has_subject = False
     headers: list[tuple[str, str]] = []
-    for header, piece in compiled.headers:
-        value = _render(compiled, piece, ctx, who).strip(" \t")
+    for (header, line), value in zip(compiled.headers, parts, strict=False):
+        value = value.strip(" \t")
         if "\r" in value or "\n" in value or "\x00" in value:
-            raise TemplateError(f"{_where(compiled.path)} line {piece.line}: the {header} "
+            raise TemplateError(f"{_where(compiled.path)} line {line}: the {header} "
                                 f"header would contain a line break (prospect {who}); a "
                                 "variable in it holds more than one line")
         if header.lower() == "subject":
             subject, has_subject = value, True
         else:
             headers.append((header, value))
-    body = _render(compiled, compiled.body, ctx, who).strip("\n")
-    footer = load(config.compliance.footer, email=False)
-    footer_text = _render(footer, footer.body, ctx, who).strip("\n")
+    body = parts[-1].strip("\n")
     return Rendered(template=name, variant=variant, subject=subject, headers=tuple(headers),
-                    body=f"{body}\n\n{footer_text}\n", has_subject=has_subject)
+                    body=f"{body}\n\n{_footer(config, ctx, who)}\n", has_subject=has_subject)
+
+
+_FOOTERS: dict[tuple[int, Sender, str], str] = {}
+
+
+def _footer(config: Config, ctx: Mapping[str, Any], who: str) -> str:
+    footer = load(config.compliance.footer, email=False)
+    # The compiled footer lives in _CACHE for the process, so its id names it.
+    key = (id(footer), config.sender, config.compliance.unsubscribe_mailto)
+    if footer.constant and key in _FOOTERS:
+        return _FOOTERS[key]
+    text = _render(footer, footer.whole, ctx, who).strip("\n")
+    if footer.constant:
+        _FOOTERS[key] = text
+    return text
 
 
 def render_script(config: Config, name: str, ctx: Mapping[str, Any], *, who: str) -> str:
     compiled = load(template_path(config, name), email=False)
-    return _render(compiled, compiled.body, ctx, who).strip("\n") + "\n"
+    return _render(compiled, compiled.whole, ctx, who).strip("\n") + "\n"
 
 
 def variant_letter(step: Step, template: str) -> str:
@@ -283,10 +337,11 @@ def render_email(app: Any, prospect: Prospect, enrollment: Row | Mapping[str, An
 
 
 def render_call_script(app: Any, prospect: Prospect, enrollment: Row | Mapping[str, Any],
-                       step: Step) -> str:
-    """Render a call step's script; `last_email_date` is the day this enrollment last mailed."""
+                       step: Step, *, last_sent_at: str | None = None) -> str:
+    """Render a call step's script; `last_email_date` is the day this enrollment last mailed
+    (`last_sent_at`, an ISO time, when the caller knows it; else looked up)."""
     sequence = _sequence(app, enrollment)
-    last = app.store.last_email_sent_at(enrollment["id"])
+    last = last_sent_at or app.store.last_email_sent_at(enrollment["id"])
     ctx = context(app, prospect, step, sequence, referrer=_referrer(app, prospect),
                   last_email_date=_spoken_date(app.config, prospect, last))
     return render_script(app.config, step.templates[0], ctx, who=prospect.email)
@@ -345,12 +400,17 @@ def thread_for(previous: Sequence[Row | Mapping[str, Any]]) -> Thread | None:
 def unsubscribe_token(email: str) -> str:
     """A per-prospect token for List-Unsubscribe: stable, opaque, 16 characters."""
     digest = hashlib.sha256(b"outreach-unsubscribe\x00" + email.strip().lower().encode())
-    return base64.b32encode(digest.digest()[:10]).decode("ascii").lower()
+    return digest.hexdigest()[:16]
 
 
 def new_message_id(domain: str, *, enrollment_id: int, step: int, now: datetime) -> str:
-    return (f"<{now.strftime('%Y%m%d%H%M%S')}.{enrollment_id}.{step}."
-            f"{secrets.token_hex(6)}@{domain}>")
+    """`<stamp.enrollment.step.random@sender-domain>`: unique, and readable in a ledger."""
+    return f"<{_stamp(now)}.{enrollment_id}.{step}.{secrets.token_hex(6)}@{domain}>"
+
+
+@lru_cache(maxsize=8)
+def _stamp(now: datetime) -> str:
+    return now.strftime("%Y%m%d%H%M%S")
 
 
 @dataclass
@@ -383,11 +443,11 @@ def compose(config: Config, prospect: Prospect, rendered: Rendered, *, message_i
     if compliance.unsubscribe_url:
         unsubscribe += f", <{compliance.unsubscribe_url.replace('{token}', quote(token))}>"
     lines = [
-        # formataddr already quotes and RFC 2047-encodes display names.
-        "From: " + formataddr((sender.name, sender.email), charset="utf-8"),
+        _from_line(sender),
+        # formataddr quotes and RFC 2047-encodes display names.
         "To: " + formataddr((prospect.name, prospect.email), charset="utf-8"),
         _header("Subject", subject),
-        "Date: " + format_datetime(now.astimezone(_zone(config.sender.timezone))),
+        _date_line(now, sender.timezone),
         "Message-ID: " + message_id,
     ]
     if thread:
@@ -413,15 +473,15 @@ def compose(config: Config, prospect: Prospect, rendered: Rendered, *, message_i
                     data=data, subject=subject)
 
 
-_ZONES: dict[str, Any] = {}
+@lru_cache(maxsize=8)
+def _from_line(sender: Sender) -> str:
+    return "From: " + formataddr((sender.name, sender.email), charset="utf-8")
 
 
-def _zone(name: str) -> Any:
-    if name not in _ZONES:
-        from zoneinfo import ZoneInfo
-
-        _ZONES[name] = ZoneInfo(name)
-    return _ZONES[name]
+@lru_cache(maxsize=8)
+def _date_line(now: datetime, zone: str) -> str:
+    # A run stamps its messages with its own moment (seconds precision).
+    return "Date: " + format_datetime(now.astimezone(ZoneInfo(zone)))
 
 
 def _header(name: str, value: str) -> str:

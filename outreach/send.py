@@ -33,6 +33,7 @@ STOP_AFTER_FAILURES = 5      # consecutive failed messages that stop the run
 # batch the writes, few enough that a killed run leaves only a handful of messages `unknown`.
 CHUNK_PER_CONNECTION = 2
 MIN_CHUNK = 8
+ACT_BATCH = 200              # call tasks and enrollment ends per transaction
 FLUSH_SECONDS = 0.1          # how often accepted messages are marked sent
 
 Progress = Callable[[int, int, int], None]   # (sent, failed, total)
@@ -105,6 +106,7 @@ class _Run:
         self.consecutive_failures = 0
         self.pending: list[tuple[render.Envelope, Delivery]] = []
         self.hooks = has_impls(app.pm, "message_sent")
+        self.sent_at: dict[int, str] = {}   # enrollment id -> when this run's email went
 
     # -- planning ---------------------------------------------------------------------
 
@@ -155,10 +157,20 @@ class _Run:
     # -- steps without a message ------------------------------------------------------
 
     def act(self, actions: list[_Action]) -> None:
+        """Create due call tasks and end recycled or finished enrollments, committing in
+        batches (create_task's own transaction nests as a savepoint)."""
+        blocked: set[int] = set()   # an enrollment whose step failed to render goes no further
+        for start in range(0, len(actions), ACT_BATCH):
+            if self.dry_run:
+                self._act(actions[start:start + ACT_BATCH], blocked)
+                continue
+            with self.app.store.transaction():
+                self._act(actions[start:start + ACT_BATCH], blocked)
+
+    def _act(self, actions: list[_Action], blocked: set[int]) -> None:
         from .calls import create_task
 
         store = self.app.store
-        blocked: set[int] = set()   # an enrollment whose step failed to render goes no further
         for action in actions:
             e, step = action.enrollment, action.step
             if e["id"] in blocked:
@@ -170,17 +182,15 @@ class _Run:
                     self.result.recycled += 1
                 else:
                     self.result.completed += 1
-                if self.dry_run:
-                    continue
-                with store.transaction():
-                    if store.end_enrollment(e["id"], state=state, at=self.now,
-                                            reason="recycle step" if step else "sequence done"):
-                        store.add_event("enrollment_ended", at=self.now,
-                                        prospect_id=prospect.id, enrollment_id=e["id"],
-                                        state=state)
+                if not self.dry_run and store.end_enrollment(
+                        e["id"], state=state, at=self.now,
+                        reason="recycle step" if step else "sequence done"):
+                    store.add_event("enrollment_ended", at=self.now, prospect_id=prospect.id,
+                                    enrollment_id=e["id"], state=state)
                 continue
             try:
-                script = render.render_call_script(self.app, prospect, e, step)
+                script = render.render_call_script(self.app, prospect, e, step,
+                                                   last_sent_at=self.sent_at.get(e["id"]))
             except OutreachError as exc:
                 self.result.errors.append({"email": prospect.email, "step": step.number,
                                            "error": str(exc)})
@@ -191,8 +201,7 @@ class _Run:
                 continue
             create_task(self.app, enrollment_id=e["id"], prospect=prospect, step=step,
                         due=action.due, script=script)
-            with store.transaction():
-                store.advance_enrollment(e["id"], past_step=step.number)
+            store.advance_enrollment(e["id"], past_step=step.number)
 
     # -- choosing the emails ----------------------------------------------------------
 
@@ -248,18 +257,17 @@ class _Run:
 
     def record_intents(self, envelopes: list[render.Envelope]) -> list[render.Envelope]:
         """Commit the intents of a chunk; only those the ledger accepted may be sent."""
+        intents = [{"enrollment_id": env.meta["enrollment_id"], "step": env.meta["step"].number,
+                    "template": env.meta["template"], "variant": env.meta["variant"],
+                    "message_id": env.message_id, "subject": env.subject}
+                   for env in envelopes]
+        with self.app.store.transaction():
+            written = self.app.store.add_intents(intents, at=self.now)
         accepted = []
-        store = self.app.store
-        with store.transaction():
-            for env in envelopes:
-                m = env.meta
-                ledger_id = store.add_intent(
-                    enrollment_id=m["enrollment_id"], step=m["step"].number,
-                    template=m["template"], variant=m["variant"], message_id=env.message_id,
-                    subject=env.subject, at=self.now)
-                if ledger_id is not None:
-                    m["ledger_id"] = ledger_id
-                    accepted.append(env)
+        for env in envelopes:
+            if env.message_id in written:
+                env.meta["ledger_id"] = written[env.message_id]
+                accepted.append(env)
         return accepted
 
     def settle_stale(self) -> None:
@@ -291,10 +299,22 @@ class _Run:
         store = self.app.store
         now = self.app.now()
         bounced: list[Prospect] = []
+        sent = [self._sent(env) for env, delivery in batch if delivery.outcome is Outcome.SENT]
         with store.transaction():
+            store.mark_sent(sent, at=now)
             for env, delivery in batch:
-                self._record(env, delivery, now, bounced)
+                if delivery.outcome is not Outcome.SENT:
+                    self._record(env, delivery, now, bounced)
+            for env, _ in batch:
+                step = env.meta["step"]
+                if len(step.templates) > 1:
+                    store.record_variant(env.meta["enrollment_id"], step.number,
+                                         env.meta["template"])
             store.renew_lock("send", until=now + LEASE)
+        self.result.sent += len(sent)
+        stamp = iso(now)
+        for m in sent:
+            self.sent_at[m["enrollment_id"]] = stamp
         for prospect in bounced:
             from .lifecycle import suppress
 
@@ -307,20 +327,21 @@ class _Run:
         if self.progress:
             self.progress(self.result.sent, self.result.failed, self.total)
 
+    @staticmethod
+    def _sent(env: render.Envelope) -> dict[str, Any]:
+        m = env.meta
+        return {"ledger_id": m["ledger_id"], "prospect_id": m["prospect"].id,
+                "enrollment_id": m["enrollment_id"], "step": m["step"].number,
+                "template": m["template"], "variant": m["variant"],
+                "message_id": env.message_id, "subject": env.subject}
+
     def _record(self, env: render.Envelope, delivery: Delivery, now: datetime,
                 bounced: list[Prospect]) -> None:
         store, m, result = self.app.store, env.meta, self.result
         prospect: Prospect = m["prospect"]
         step: Step = m["step"]
         where = {"at": now, "prospect_id": prospect.id, "enrollment_id": m["enrollment_id"]}
-        if delivery.outcome is Outcome.SENT:
-            result.sent += 1
-            store.set_message_status(m["ledger_id"], "sent", at=now)
-            if len(step.templates) > 1:
-                store.record_variant(m["enrollment_id"], step.number, m["template"])
-            store.add_event("sent", **where, template=m["template"], variant=m["variant"],
-                            step=step.number, message_id=env.message_id, subject=env.subject)
-        elif delivery.outcome is Outcome.UNKNOWN:
+        if delivery.outcome is Outcome.UNKNOWN:
             result.unknown += 1
             result.unknowns.append({"email": prospect.email, "step": step.number,
                                     "message_id": env.message_id, "error": delivery.error})

@@ -86,7 +86,18 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception. Inside another
+        transaction it is a savepoint, committed with the outer one (batching callers)."""
+        if self.db.in_transaction:
+            self.db.execute("SAVEPOINT nested")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK TO nested")
+                self.db.execute("RELEASE nested")
+                raise
+            self.db.execute("RELEASE nested")
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
@@ -534,114 +545,45 @@ class Store:
             "SELECT count(*) FROM messages WHERE status != 'failed' AND created_at >= ? "
             "AND created_at < ?", (iso(start), iso(end))).fetchone()[0]
 
-    def add_intent(self, *, enrollment_id: int, step: int, template: str, variant: str,
-                   message_id: str, subject: str, at: datetime) -> int | None:
-        """Write a ledger intent, only while the enrollment is open at that step, not paused,
-        and its prospect not suppressed; None when refused (or already in the ledger).
-        Call inside a transaction."""
+    def add_intents(self, intents: Sequence[Mapping[str, Any]], *, at: datetime) -> dict[str, int]:
+        """Write ledger intents (keys: enrollment_id, step, template, variant, message_id,
+        subject), each only while its enrollment is open at that step, not paused, and its
+        prospect not suppressed. Returns {message_id: ledger id} of those written; the rest
+        were refused or are already in the ledger. Call inside a transaction."""
         stamp = iso(at)
-        cur = self.db.execute(
+        self.db.executemany(
             "INSERT OR IGNORE INTO messages (enrollment_id, step, template, variant, message_id, "
             "subject, status, created_at) SELECT ?, ?, ?, ?, ?, ?, 'intent', ? "
             "WHERE EXISTS (SELECT 1 FROM enrollments e JOIN prospects p ON p.id = e.prospect_id "
             "WHERE e.id = ? AND e.state IN ('active', 'paused') AND e.next_step = ? "
             f"AND (e.paused_until IS NULL OR e.paused_until <= ?) AND NOT {_SUPPRESSED_SQL})",
-            (enrollment_id, step, template, variant, message_id, subject, stamp,
-             enrollment_id, step, stamp))
-        return int(cur.lastrowid) if cur.rowcount == 1 and cur.lastrowid else None
+            [(i["enrollment_id"], i["step"], i["template"], i["variant"], i["message_id"],
+              i["subject"], stamp, i["enrollment_id"], i["step"], stamp) for i in intents])
+        ids = [i["message_id"] for i in intents]
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        return {r[0]: r[1] for r in self.db.execute(
+            f"SELECT message_id, id FROM messages WHERE status = 'intent' "
+            f"AND message_id IN ({marks})", ids)}
 
-    def record_variant(self, enrollment_id: int, step: int, template: str) -> None:
-        self.db.execute("UPDATE enrollments SET variants = json_set(variants, ?, ?) "
-                        "WHERE id = ?", (f'$."{step}"', template, enrollment_id))
-
-    def set_message_status(self, message_id: int, status: str, *, at: datetime | None = None,
-                           error: str | None = None) -> None:
-        self.db.execute("UPDATE messages SET status = ?, sent_at = ?, error = ? WHERE id = ?",
-                        (status, iso(at) if at else None, error, message_id))
-
-    def drop_intent(self, message_id: int) -> None:
-        """Forget an intent that was provably never handed over, so a later run may send it."""
-        self.db.execute("DELETE FROM messages WHERE id = ? AND status = 'intent'", (message_id,))
-
-    def stale_intents(self) -> list[sqlite3.Row]:
-        """Intents left by a run that died: their fate is unknown."""
-        return self.db.execute(
-            "SELECT m.*, e.prospect_id FROM messages m JOIN enrollments e "
-            "ON e.id = m.enrollment_id WHERE m.status = 'intent' ORDER BY m.id").fetchall()
-
-    def advance_enrollment(self, enrollment_id: int, *, past_step: int) -> None:
-        """Move an open enrollment past a step (never backwards); a paused one that was due
-        is active again."""
-        self.db.execute(
+    def mark_sent(self, sent: Sequence[Mapping[str, Any]], *, at: datetime) -> None:
+        """Mark accepted messages sent, add their `sent` events and move their enrollments
+        past the step, in three statements (keys: ledger_id, prospect_id, enrollment_id, step,
+        template, variant, message_id, subject). Call inside a transaction."""
+        stamp = iso(at)
+        self.db.executemany("UPDATE messages SET status = 'sent', sent_at = ? WHERE id = ?",
+                            [(stamp, m["ledger_id"]) for m in sent])
+        self.db.executemany(
+            "INSERT INTO events (prospect_id, enrollment_id, kind, detail, at) "
+            "VALUES (?, ?, 'sent', ?, ?)",
+            [(m["prospect_id"], m["enrollment_id"], json.dumps({
+                "template": m["template"], "variant": m["variant"], "step": m["step"],
+                "message_id": m["message_id"], "subject": m["subject"]}), stamp) for m in sent])
+        self.db.executemany(
             "UPDATE enrollments SET next_step = max(next_step, ?), state = 'active', "
             "paused_until = NULL WHERE id = ? AND state IN ('active', 'paused')",
-            (past_step + 1, enrollment_id))
-
-    def end_enrollment(self, enrollment_id: int, *, state: str, reason: str,
-                       at: datetime) -> bool:
-        cur = self.db.execute(
-            "UPDATE enrollments SET state = ?, end_reason = ?, ended_at = ?, paused_until = NULL "
-            "WHERE id = ? AND state IN ('active', 'paused')",
-            (state, reason, iso(at), enrollment_id))
-        return cur.rowcount == 1
-
-
-    # -- send ledger ---------------------------------------------------------------------
-
-    def renew_lock(self, name: str, *, until: datetime) -> None:
-        """Extend this process's lease (a long run renews it as it goes)."""
-        self.db.execute("UPDATE locks SET expires_at = ? WHERE name = ? AND pid = ?",
-                        (iso(until), name, os.getpid()))
-
-    def send_candidates(self) -> list[sqlite3.Row]:
-        """Open enrollments with their prospect's address, time zone and suppression."""
-        return self.db.execute(
-            f"SELECT e.*, p.email, p.timezone AS prospect_timezone, {_SUPPRESSED_SQL} "
-            "AS suppressed FROM enrollments e JOIN prospects p ON p.id = e.prospect_id "
-            "WHERE e.state IN ('active', 'paused') ORDER BY e.id"
-        ).fetchall()
-
-    def prospects_by_ids(self, ids: Iterable[int]) -> dict[int, Prospect]:
-        out: dict[int, Prospect] = {}
-        ids = list(ids)
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in self.db.execute(f"{_PROSPECT_SELECT} WHERE p.id IN ({marks})", chunk):
-                out[row["id"]] = to_prospect(row)
-        return out
-
-    def handed_over(self, enrollment_id: int) -> list[sqlite3.Row]:
-        """An enrollment's messages that reached a server (or may have), oldest step first."""
-        return self.db.execute(
-            "SELECT * FROM messages WHERE enrollment_id = ? AND status IN ('sent', 'unknown') "
-            "ORDER BY step", (enrollment_id,)).fetchall()
-
-    def last_email_sent_at(self, enrollment_id: int) -> str | None:
-        return self.db.execute("SELECT max(sent_at) FROM messages WHERE enrollment_id = ? "
-                               "AND status = 'sent'", (enrollment_id,)).fetchone()[0]
-
-    def messages_started_between(self, start: datetime, end: datetime) -> int:
-        """Messages handed over (or about to be) in [start, end): what daily_limit counts."""
-        return self.db.execute(
-            "SELECT count(*) FROM messages WHERE status != 'failed' AND created_at >= ? "
-            "AND created_at < ?", (iso(start), iso(end))).fetchone()[0]
-
-    def add_intent(self, *, enrollment_id: int, step: int, template: str, variant: str,
-                   message_id: str, subject: str, at: datetime) -> int | None:
-        """Write a ledger intent, only while the enrollment is open at that step, not paused,
-        and its prospect not suppressed; None when refused (or already in the ledger).
-        Call inside a transaction."""
-        stamp = iso(at)
-        cur = self.db.execute(
-            "INSERT OR IGNORE INTO messages (enrollment_id, step, template, variant, message_id, "
-            "subject, status, created_at) SELECT ?, ?, ?, ?, ?, ?, 'intent', ? "
-            "WHERE EXISTS (SELECT 1 FROM enrollments e JOIN prospects p ON p.id = e.prospect_id "
-            "WHERE e.id = ? AND e.state IN ('active', 'paused') AND e.next_step = ? "
-            f"AND (e.paused_until IS NULL OR e.paused_until <= ?) AND NOT {_SUPPRESSED_SQL})",
-            (enrollment_id, step, template, variant, message_id, subject, stamp,
-             enrollment_id, step, stamp))
-        return int(cur.lastrowid) if cur.rowcount == 1 and cur.lastrowid else None
+            [(m["step"] + 1, m["enrollment_id"]) for m in sent])
 
     def record_variant(self, enrollment_id: int, step: int, template: str) -> None:
         self.db.execute("UPDATE enrollments SET variants = json_set(variants, ?, ?) "

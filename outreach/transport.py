@@ -8,8 +8,10 @@ message is never sent again automatically. SMTP connections are opened once and 
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import os
+import random
 import re
 import ssl
 from dataclasses import dataclass
@@ -66,6 +68,10 @@ class _Unknown(Exception):
 _DOT = re.compile(rb"(?m)^\.")
 _NETWORK = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError,
             aiosmtplib.SMTPConnectError, ConnectionError, TimeoutError, OSError)
+
+
+def _address(address: str) -> bytes:
+    return b"<" + address.encode("ascii") + b">"
 
 
 def _describe(code: int, message: str) -> str:
@@ -137,6 +143,8 @@ class SmtpConnection:
             await smtp.connect()
             if s.username:
                 await smtp.login(s.username, self.password or "")
+            if smtp.is_ehlo_or_helo_needed:   # MAIL and RCPT are issued by hand below
+                await smtp.ehlo()
         except aiosmtplib.SMTPAuthenticationError as exc:
             smtp.close()
             raise TransportError(f"[smtp] username {s.username}: login refused "
@@ -164,14 +172,20 @@ class SmtpConnection:
 
     async def deliver(self, envelope: Envelope) -> Delivery:
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(RETRY_ATTEMPTS),
-                wait=wait_exponential(multiplier=RETRY_INITIAL, max=RETRY_MAX)
-                + wait_random(0, RETRY_INITIAL),
-                retry=retry_if_exception_type(_Temporary), reraise=True,
-            ):
-                with attempt:
-                    await self._once(envelope)
+            try:
+                await self._once(envelope)
+            except _Temporary:
+                # Only a failed first try pays for the retry machinery. tenacity waits only
+                # between its own attempts, so the first backoff is taken here.
+                await asyncio.sleep(RETRY_INITIAL + random.uniform(0, RETRY_INITIAL))
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(RETRY_ATTEMPTS - 1),
+                    wait=wait_exponential(multiplier=RETRY_INITIAL, max=RETRY_MAX)
+                    + wait_random(0, RETRY_INITIAL),
+                    retry=retry_if_exception_type(_Temporary), reraise=True,
+                ):
+                    with attempt:
+                        await self._once(envelope)
         except _Temporary as exc:
             return Delivery(Outcome.RETRY, str(exc))
         except _Permanent as exc:
@@ -183,23 +197,25 @@ class SmtpConnection:
     async def _once(self, envelope: Envelope) -> None:
         smtp = await self._connected()
         try:
-            try:
-                await smtp.mail(envelope.mail_from)
-            except aiosmtplib.SMTPSenderRefused as exc:
-                await self._after_refusal(smtp, exc.code)
-                raise _refusal(exc.code, exc.message) from None
-            try:
-                await smtp.rcpt(envelope.rcpt_to)
-            except aiosmtplib.SMTPRecipientRefused as exc:
-                await self._after_refusal(smtp, exc.code)
-                raise _refusal(exc.code, exc.message, recipient=True) from None
+            sender, recipient = _address(envelope.mail_from), _address(envelope.rcpt_to)
+        except UnicodeEncodeError:
+            raise _Permanent(f"{envelope.rcpt_to}: a non-ASCII address needs SMTPUTF8, which "
+                             "outreach does not speak") from None
+        try:
+            # MAIL and RCPT by hand: aiosmtplib's helpers re-parse each address with
+            # email.utils, which costs as much as building the message.
+            response = await smtp.execute_command(b"MAIL", b"FROM:" + sender)
+            if response.code != 250:
+                await self._after_refusal(smtp, response.code)
+                raise _refusal(response.code, response.message)
+            response = await smtp.execute_command(b"RCPT", b"TO:" + recipient)
+            if response.code not in (250, 251):
+                await self._after_refusal(smtp, response.code)
+                raise _refusal(response.code, response.message, recipient=True)
             response = await smtp.execute_command(b"DATA")
             if response.code != 354:
                 await self._after_refusal(smtp, response.code)
                 raise _refusal(response.code, response.message)
-        except aiosmtplib.SMTPResponseException as exc:  # e.g. EHLO refused on a new connection
-            self._drop()
-            raise _refusal(exc.code, exc.message) from None
         except _NETWORK as exc:
             self._drop()
             raise _Temporary(f"connection lost before the message was sent: {exc}") from None

@@ -1,0 +1,186 @@
+"""Benchmark `outreach send` against a bare aiosmtplib loop, same sink, same run.
+
+2,000 enrolled prospects, `concurrency = 8`, an aiosmtpd sink in its own process (Postfix's
+`smtp-sink` when installed). `outreach send --ignore-window` is timed as a whole process
+(start-up, rendering, ledger, call tasks included) against a bare loop of 8 aiosmtplib
+connections sending 2,000 pre-rendered messages of the same size. Prints both rates and the
+ratio (target: at least 0.6x). Best of --rounds for each.
+
+    .venv/bin/python bench/send.py [--prospects 2000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+SINK = """
+import asyncio, sys
+from aiosmtpd.smtp import SMTP
+
+class Sink:
+    async def handle_DATA(self, server, session, envelope):
+        return "250 2.0.0 OK"
+
+async def main(port):
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SMTP(Sink(), hostname="sink"), "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+BARE = """
+import asyncio, sys, time
+import aiosmtplib
+
+port, count, size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+body = ("x" * 70 + "\\r\\n") * (size // 72)
+messages = [
+    (f"From: Dana <dana@acme.example>\\r\\nTo: p{i}@maker.example\\r\\nSubject: hi\\r\\n"
+     f"Message-ID: <{i}@acme.example>\\r\\n\\r\\n{body}").encode()
+    for i in range(count)
+]
+
+async def worker(queue):
+    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+    await smtp.connect()
+    while queue:
+        i = queue.pop()
+        await smtp.sendmail("dana@acme.example", [f"p{i}@maker.example"], messages[i])
+    await smtp.quit()
+
+async def main():
+    queue = list(range(count))
+    await asyncio.gather(*(worker(queue) for _ in range(8)))
+
+asyncio.run(main())
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_sink(port: int) -> subprocess.Popen[bytes]:
+    if shutil.which("smtp-sink"):
+        proc = subprocess.Popen(["smtp-sink", "-c", f"127.0.0.1:{port}", "256"])
+    else:
+        proc = subprocess.Popen([PY, "-c", SINK, str(port)])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("the sink did not start")
+
+
+def campaign(root: Path, prospects: int, port: int) -> Path:
+    outreach = [PY, "-m", "outreach"]
+    subprocess.run([*outreach, "init", str(root)], check=True, capture_output=True)
+    config = root / "outreach.toml"
+    text = config.read_text()
+    for old, new in [('transport = "outbox"', 'transport = "smtp"'),
+                     ('host = "smtp.acme.example"', 'host = "127.0.0.1"'),
+                     ("port = 587", f"port = {port}"),
+                     ('security = "starttls"', 'security = "none"'),
+                     ('username = "dana@acme.example"', 'username = ""'),
+                     ("concurrency = 4 ", "concurrency = 8 "),
+                     ("daily_limit = 75 ", f"daily_limit = {prospects} "),
+                     ("per_run_limit = 50 ", f"per_run_limit = {prospects} ")]:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    config.write_text(text)
+    rows = root / "prospects.csv"
+    with rows.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["email", "first_name", "last_name", "title", "company", "industry",
+                         "employees", "country", "timezone", "pain_point"])
+        zones = ["America/Chicago", "America/New_York", "Europe/Berlin", "Asia/Tokyo"]
+        for i in range(prospects):
+            writer.writerow([f"cfo{i}@maker{i}.example", f"First{i}", f"Last{i}", "CFO",
+                             f"Maker {i} Inc", "Manufacturing", 1000, "US", zones[i % 4],
+                             "month-end close"])
+    for args in (["import", str(rows)], ["enroll", "referral"]):
+        subprocess.run([*outreach, *args, "--config", str(config)], check=True,
+                       capture_output=True)
+    return config
+
+
+CPU: dict[str, list[float]] = {"bare": [], "outreach": []}
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None, *,
+          label: str) -> tuple[float, str]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU[label].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    if done.returncode != 0:
+        raise SystemExit(f"{cmd[:4]} failed:\n{done.stderr}")
+    return elapsed, done.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prospects", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    n = args.prospects
+    port = free_port()
+    sink = start_sink(port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTREACH_")}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            template = campaign(Path(tmp) / "template", n, port)
+            size = len(subprocess.run(
+                [PY, "-m", "outreach", "preview", "cfo1@maker1.example", "--config",
+                 str(template)], check=True, capture_output=True).stdout)
+            bare_times, ours = [], []
+            for r in range(args.rounds):
+                bare_times.append(timed([PY, "-c", BARE, str(port), str(n), str(size)],
+                                        label="bare")[0])
+                copy = Path(tmp) / f"round{r}"
+                shutil.copytree(template.parent, copy)
+                elapsed, out = timed([PY, "-m", "outreach", "send", "--ignore-window",
+                                      "--json", "--config", str(copy / "outreach.toml")], env,
+                                      label="outreach")
+                assert f'"sent": {n}' in out, out[:400]
+                ours.append(elapsed)
+    finally:
+        sink.kill()
+        sink.wait()
+    bare_rate, our_rate = n / min(bare_times), n / min(ours)
+    print(f"messages: {n} of ~{size} bytes, 8 connections, sink: "
+          f"{'smtp-sink' if shutil.which('smtp-sink') else 'aiosmtpd'} (own process)")
+    print(f"bare aiosmtplib loop: {bare_rate:8.0f} msg/s  (best of {args.rounds}: "
+          f"{min(bare_times):.2f} s)")
+    print(f"outreach send:        {our_rate:8.0f} msg/s  (best of {args.rounds}: "
+          f"{min(ours):.2f} s, whole process)")
+    print(f"client CPU per run (user+sys, best): bare {min(CPU['bare']):.2f} s, "
+          f"outreach {min(CPU['outreach']):.2f} s")
+    print(f"ratio: {our_rate / bare_rate:.2f}x (target >= 0.6x)")
+
+
+if __name__ == "__main__":
+    main()
