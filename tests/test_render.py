@@ -327,3 +327,40 @@ def test_preview_of_an_unenrolled_prospect(campaign):
     campaign.run_json("import", str(campaign.write_csv([prospect_row(1, industry="Retail")])))
     result = campaign.run("preview", "cfo1@maker1.example")
     assert "is not enrolled in a sequence: run `outreach enroll SEQUENCE` first" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["referral", "referral-bump", "meeting-a", "meeting-b",
+                                  "referred"])
+def test_shipped_email_templates_are_short_plain_and_ask_one_question(campaign, name):
+    config = campaign.config()
+    who = prospect(title="CFO", custom={"pain_point": "inventory write-offs"})
+    referrer = prospect(id=2, email="sam@maker.example", first_name="Sam", last_name="Ortiz")
+    ctx = context(_App(config), who, STEP, "referral", referrer=referrer)
+    out = render_template_email(config, name, ctx, who=who.email)
+    body = out.body.split("\n\n--\n")[0]
+    assert lint(out) == []
+    assert len(body.split()) < 100
+    assert body.count("?") == 1
+    assert "inventory write-offs" in out.subject + body
+    if name == "referred":
+        assert out.subject == "Sam suggested I reach out"
+        assert body.count("Sam Ortiz suggested I reach out") == 1
+
+
+def test_voicemail_script_names_the_last_email_or_not(campaign):
+    config = campaign.config()
+    voicemail = Step(number=1, day=0, kind="call", templates=("voicemail",))
+    from outreach.render import render_script
+
+    said = render_script(config, "voicemail", context(
+        _App(config), prospect(), voicemail, "referral", last_email_date="Tuesday, March 3"),
+        who="jane@maker.example")
+    assert said == (
+        "Hi Jane, this is Dana Reyes from Acme Analytics.\n"
+        "My number is +1 312 555 0100, again +1 312 555 0100.\n"
+        "I'm following up on the email I sent on Tuesday, March 3 about month-end close at "
+        "Maker Inc.\n"
+        "Who is the best person to talk to about it? Again, Dana Reyes, +1 312 555 0100.\n")
+    cold = render_script(config, "voicemail", context(_App(config), prospect(), voicemail,
+                                                      "referral"), who="jane@maker.example")
+    assert "I'm calling about month-end close at Maker Inc." in cold
