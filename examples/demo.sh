@@ -20,3 +20,19 @@ step "outreach prospects --icp cfo-manufacturing"
 
 step "outreach enroll referral"
 "$outreach" enroll referral
+
+step "outreach check (renders every step's template for every enrolled prospect)"
+"$outreach" check
+
+step "outreach preview ava.nguyen@northwind-castings.example (the exact bytes that will go out)"
+"$outreach" preview ava.nguyen@northwind-castings.example | tr -d '\r'
+
+step "outreach send --ignore-window (into the outbox/ folder: no SMTP server needed)"
+"$outreach" send --ignore-window
+
+step "one message from outbox/"
+ls outbox | head -3
+tr -d '\r' < "$(ls outbox/*.eml | head -1)"
+
+step "outreach send again: nothing goes twice"
+"$outreach" send --ignore-window
