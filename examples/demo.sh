@@ -36,3 +36,16 @@ tr -d '\r' < "$(ls outbox/*.eml | head -1)"
 
 step "outreach send again: nothing goes twice"
 "$outreach" send --ignore-window
+
+step "outreach calls --hour (the next power hour: one persona, each call with its script)"
+"$outreach" calls --hour
+
+step "outreach call ID --outcome meeting (the first call of the hour books a meeting)"
+first="$("$outreach" calls --hour --json | python3 -c 'import json, sys; t = json.load(sys.stdin)[0]; print(t["id"], t["email"])')"
+"$outreach" call "${first% *}" --outcome meeting --note "demo: Tuesday 10am"
+"$outreach" status "${first#* }"
+
+step "outreach calls --format ics > calls.ics (the rest of the list, for a calendar app)"
+"$outreach" calls --format ics > calls.ics
+tr -d '\r' < calls.ics | sed -n 1,16p
+echo "... $(grep -c BEGIN:VEVENT calls.ics) calls in calls.ics"
