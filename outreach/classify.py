@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from email.message import Message
 from email.utils import getaddresses, parseaddr
+from typing import Any
 
 KINDS = ("reply", "auto_reply", "bounce", "unsubscribe", "referral")
 
@@ -91,8 +92,8 @@ def verdict_for(message: Message, context: Context | None = None) -> Verdict:
 def classify(message: Message, context: Context | None = None) -> Verdict:
     """Classify one message: bounce, then auto-reply, then unsubscribe, then reply."""
     context = context or Context()
-    sender = address_of(message.get("From", ""))
-    subject = str(message.get("Subject", "") or "")
+    sender = address_of(header(message, "From"))
+    subject = header(message, "Subject")
     bounce = _bounce(message, sender, subject, context)
     if bounce:
         return bounce
@@ -117,13 +118,48 @@ def classify(message: Message, context: Context | None = None) -> Verdict:
 # -- text ---------------------------------------------------------------------------------
 
 
+_ANGLE_ADDR = re.compile(r"<\s*([^<>\s@\"]+@[^<>\s@\"]+)\s*>\s*$")
+_BARE_ADDR = re.compile(r"^\s*([^<>\s@\"(),;:]+@[^<>\s@\"(),;:]+)\s*$")
+
+
 def address_of(header: str) -> str:
-    return parseaddr(str(header or ""))[1].strip().lower()
+    """The address in a From-like header (the common shapes without email.utils' parser)."""
+    text = str(header or "")
+    if text.count("<") == 1 and '"' not in text and (m := _ANGLE_ADDR.search(text)):
+        return m.group(1).lower()
+    if m := _BARE_ADDR.match(text):
+        return m.group(1).lower()
+    return parseaddr(text)[1].strip().lower()
 
 
 def _addresses(message: Message, *names: str) -> list[tuple[str, str]]:
     values = [str(v) for n in names for v in (message.get_all(n) or [])]
-    return [(name, addr.strip().lower()) for name, addr in getaddresses(values) if "@" in addr]
+    return [(_decoded(name), addr.strip().lower()) for name, addr in getaddresses(values)
+            if "@" in addr]
+
+
+def header(message: Message, name: str) -> str:
+    """A header as one line of text, RFC 2047 words decoded (works with any email policy)."""
+    value = message.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):  # compat32: raw 8-bit bytes, most often UTF-8
+        from email.header import decode_header
+
+        value = "".join(part.decode("utf-8", errors="replace") if isinstance(part, bytes)
+                        else part for part, _ in decode_header(value))
+    return " ".join(_decoded(value).split())
+
+
+def _decoded(text: str) -> str:
+    if "=?" not in text:
+        return text
+    from email.header import decode_header, make_header
+
+    try:
+        return str(make_header(decode_header(text)))
+    except Exception:  # a broken encoded word: keep the raw text
+        return text
 
 
 def body_text(message: Message) -> str:
@@ -173,24 +209,32 @@ _ATTRIBUTION = re.compile(
     r"|Mensaje original)[ \t]*-{2,}[ \t]*$",
     re.IGNORECASE | re.MULTILINE,
 )
-_PARSER = None
+_REGEXES: dict[str, Any] = {}
+
+
+def _split_replies(body: str) -> list[Any]:
+    """mail-parser-reply's split, with its regexes built once (it rebuilds them per message)."""
+    from mailparser_reply.parser import EmailMessage as ParsedReply
+
+    parsed = ParsedReply(text=body, languages=["en", "de", "fr", "es"], **_REGEXES)
+    replies = parsed.read().replies
+    if not _REGEXES:
+        _REGEXES.update(_header_regex=parsed.HEADER_REGEX,
+                        _disclaimers_regex=parsed.DISCLAIMERS_REGEX,
+                        _signature_regex=parsed.SIGNATURE_REGEX)
+    return replies
 
 
 def new_text(body: str, context: Context | None = None) -> str:
     """Only what the sender just wrote: no quoted history, signature or our own footer."""
-    global _PARSER
     context = context or Context()
     body = body.replace("\r\n", "\n")
     # Attributions wrapped over two lines ("On Mon, ... Dana <\nd@a> wrote:") first.
     match = _ATTRIBUTION.search(body)
     if match:
         body = body[:match.start()]
-    if _PARSER is None:
-        from mailparser_reply import EmailReplyParser
-
-        _PARSER = EmailReplyParser(languages=["en", "de", "fr", "es"])
     try:
-        replies = _PARSER.read(body).replies
+        replies = _split_replies(body)
         text = replies[0].body if replies else body
     except Exception:  # the library is heuristics over regexes: never let it lose a reply
         text = body
@@ -248,12 +292,20 @@ _COPY_MARKER = re.compile(
 _MSGID = re.compile(r"^Message-ID:\s*(<[^>\s]+>)", re.IGNORECASE | re.MULTILINE)
 
 
+def looks_like_bounce(message: Message) -> bool:
+    """From headers alone: could this be a delivery report? (Cheap; a pre-filter.)"""
+    sender = address_of(header(message, "From"))
+    return message.get_content_type() == "multipart/report" or bool(_DAEMON.match(sender)) or (
+        header(message, "Return-Path") in ("<>", "")
+        and bool(_BOUNCE_SUBJECT.search(header(message, "Subject"))))
+
+
 def _bounce(message: Message, sender: str, subject: str, context: Context) -> Verdict | None:
     ctype = message.get_content_type()
     report = ctype == "multipart/report" and (
         message.get_param("report-type") or "").lower() == "delivery-status"
     daemon = bool(_DAEMON.match(sender)) or (
-        str(message.get("Return-Path", "")).strip() in ("<>", "")
+        header(message, "Return-Path") in ("<>", "")
         and bool(_BOUNCE_SUBJECT.search(subject)))
     if not report and not (daemon and _BOUNCE_SUBJECT.search(subject)) and not (
         daemon and ctype == "multipart/report"):
@@ -360,16 +412,16 @@ _OOF_BODY = re.compile(
 
 def is_auto_reply(message: Message, subject: str, body: str = "") -> bool:
     """RFC 3834 and vendor headers, or an out-of-office subject."""
-    auto = str(message.get("Auto-Submitted", "")).strip().lower()
+    auto = header(message, "Auto-Submitted").lower()
     if auto and not auto.startswith("no"):
         return True
     if message.get("X-Autoreply") or message.get("X-Autorespond") or message.get(
             "X-Autoresponse") or message.get("X-Auto-Reply"):
         return True
-    if str(message.get("Precedence", "")).strip().lower() in ("auto_reply", "bulk", "junk"):
+    if header(message, "Precedence").lower() in ("auto_reply", "bulk", "junk"):
         return True
-    exchange = message.get("X-MS-Exchange-Inbox-Rules-Loop") or str(
-        message.get("X-Auto-Response-Suppress", "")).strip().lower() in ("all", "oof")
+    exchange = message.get("X-MS-Exchange-Inbox-Rules-Loop") or header(
+        message, "X-Auto-Response-Suppress").lower() in ("all", "oof")
     if exchange and _OOF_BODY.search(body[:2000]):
         return True
     return bool(_OOF_SUBJECT.search(_strip_re(subject)))

@@ -168,7 +168,8 @@ def connect(imap: Imap, *, timeout: float = 60) -> Any:
     where = f"imap {imap.host}:{imap.port}"
     password = secret(imap.password_env, what=f"[imap] password_env for {where}") \
         if imap.password_env else ""
-    context = ssl.create_default_context()
+    # Building a TLS context loads the system's CA store: only when TLS is used.
+    context = ssl.create_default_context() if imap.security != "none" else None
     try:
         client = IMAPClient(imap.host, port=imap.port, ssl=imap.security == "tls",
                             ssl_context=context if imap.security == "tls" else None,

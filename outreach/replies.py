@@ -11,27 +11,29 @@ from __future__ import annotations
 import json
 import re
 import sys
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from . import classify
 from .app import App
 from .clock import iso
 from .config import valid_timezone
 from .inbox import Inbound, Source, open_source
-from .lifecycle import change_stage, suppress
-from .models import Prospect
 from .plugins import first_result, has_impls
 from .store import domain_of
 
+if TYPE_CHECKING:
+    from email.message import EmailMessage, Message
+
+    from . import classify
+    from .models import Prospect
+
 AUTO_REPLY_PAUSE_DAYS = 3
 SOFT_BOUNCE_LIMIT = 3
-_PARSER = BytesParser(policy=policy.default)
+_PARSER: Any = None
+_BUILTIN_CLASSIFIER = "outreach.default_plugins.classifier"
 _MSGID = re.compile(r"<[^<>\s]+>")
 
 
@@ -65,6 +67,8 @@ class PollResult:
 
 def context_for(app: App) -> classify.Context:
     """Our addresses and the footer we send, so quoted copies of it are not read as new."""
+    from . import classify
+
     cfg = app.config
     footer = ""
     try:
@@ -82,17 +86,38 @@ def context_for(app: App) -> classify.Context:
         today=app.now().astimezone(app.sender_zone).date())
 
 
+@dataclass
+class _Pass:
+    """What one poll pass builds once and shares across its messages."""
+
+    context: classify.Context
+    domains: dict[str, list[int]]
+    pending: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def flush(self, app: App) -> None:
+        if self.pending:
+            app.store.add_inbound_many(self.pending)
+            self.pending.clear()
+
+
 def poll(app: App, *, source: Source | None = None) -> PollResult:
     """One pass over the new mail of every configured folder."""
     own = source is None
     source = source or open_source(app.config)
     result = PollResult()
-    context = context_for(app)
+    state: _Pass | None = None
     try:
-        with classify.using(context):
+        with ExitStack() as stack:
             for batch in source.batches(app.store):
                 for inbound in batch:
-                    handle(app, inbound, result, context)
+                    if state is None:  # built on the first message: nothing new is fast
+                        from . import classify
+
+                        state = _Pass(context_for(app), app.store.open_prospects_by_domain())
+                        stack.enter_context(classify.using(state.context))
+                    handle(app, inbound, result, state)
+                if state is not None:
+                    state.flush(app)  # before the source records the batch as seen
     finally:
         if own:
             source.close()
@@ -100,38 +125,148 @@ def poll(app: App, *, source: Source | None = None) -> PollResult:
 
 
 def parse(raw: bytes) -> EmailMessage:
-    return _PARSER.parsebytes(raw)  # type: ignore[return-value]
+    """The full `EmailMessage` plugins are promised (parsed only when one listens)."""
+    from email import policy
+    from email.parser import BytesParser
+
+    return BytesParser(policy=policy.default).parsebytes(raw)  # type: ignore[return-value]
 
 
-def handle(app: App, inbound: Inbound, result: PollResult, context: classify.Context) -> None:
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_FOLD = re.compile(r"\r?\n[ \t]+")
+
+
+class HeaderBlock:
+    """The header block of raw mail, split by hand: enough for the pre-filter, and several
+    times cheaper than email.parser (most of an inbox is read no further)."""
+
+    def __init__(self, raw: bytes) -> None:
+        end = _BLANK_LINE.search(raw)
+        text = raw[:end.start() if end else len(raw)].decode("utf-8", errors="replace")
+        self.fields: dict[str, list[str]] = {}
+        for line in _FOLD.sub(" ", text).splitlines():
+            name, colon, value = line.partition(":")
+            if colon and name and " " not in name:
+                self.fields.setdefault(name.lower(), []).append(value.strip())
+
+    def get(self, name: str, default: Any = None) -> Any:
+        values = self.fields.get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name: str, default: Any = None) -> Any:
+        return self.fields.get(name.lower(), default)
+
+    def get_content_type(self) -> str:
+        value = self.get("Content-Type") or "text/plain"
+        return value.split(";", 1)[0].strip().lower() or "text/plain"
+
+
+def parse_headers(raw: bytes) -> HeaderBlock:
+    return HeaderBlock(raw)
+
+
+def parse_fast(raw: bytes) -> Message:
+    """compat32 parsing: headers stay text until read, several times faster than `default`."""
+    global _PARSER
+    if _PARSER is None:
+        from email import policy
+        from email.parser import BytesParser
+
+        _PARSER = BytesParser(policy=policy.compat32)
+    return _PARSER.parsebytes(raw)
+
+
+class Mail:
+    """One inbound message: the fast parse we classify, the rich one plugins get."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.message = parse_fast(raw)
+        self._rich: EmailMessage | None = None
+
+    @property
+    def rich(self) -> EmailMessage:
+        if self._rich is None:
+            self._rich = parse(self.raw)
+            verdict = getattr(self.message, "_outreach_verdict", None)
+            if verdict is not None:  # the built-in classifier plugin reuses it
+                self._rich._outreach_verdict = verdict  # type: ignore[attr-defined]
+        return self._rich
+
+
+def _listened(app: App, hook: str) -> bool:
+    """Whether a plugin besides the built-in classifier implements `hook`."""
+    return any(impl.plugin_name != _BUILTIN_CLASSIFIER
+               for impl in getattr(app.pm.hook, hook).get_hookimpls())
+
+
+def handle(app: App, inbound: Inbound, result: PollResult, state: _Pass) -> None:
     """Handle one message; a malformed one is recorded and reported, never fatal."""
+    from . import classify
+
     result.processed += 1
     now = app.now()
     message_id = None
     try:
-        message = parse(inbound.raw)
-        message_id = _first_id(str(message.get("Message-ID", "") or ""))
+        head = parse_headers(inbound.raw)
+        message_id = _first_id(classify.header(head, "Message-ID"))
         if message_id and app.store.inbound_has_message_id(message_id):
             # Seen before (another folder, or a UIDVALIDITY rescan): never act twice.
             result.duplicates += 1
             _record(app, inbound, now, message_id, None, "duplicate")
             return
-        verdict = classify.verdict_for(message, context)
-        kind = first_result(app.pm, "classify_reply", reply=message) \
-            if has_impls(app.pm, "classify_reply") else verdict.hook_kind
-        if kind not in classify.KINDS:
-            if kind is not None:
-                print(f"outreach: classify_reply answered {kind!r}, not one of "
-                      f"{', '.join(classify.KINDS)}; using the built-in answer", file=sys.stderr)
-            kind = verdict.hook_kind
-        prospect, enrollment_id = match(app, message, verdict, kind)
-        prospect_id = _act(app, message, verdict, kind, prospect, enrollment_id, result, now)
+        if not _concerns_us(app, head, state):
+            # Most of an inbox: from nobody we wrote to, about nothing we sent. Left alone,
+            # recorded in bulk at the end of the batch.
+            result.unmatched += 1
+            state.pending.append((inbound.source, inbound.key, inbound.uidvalidity, inbound.uid,
+                                  message_id or f"<{inbound.key}@inbound>", None, "unmatched",
+                                  "{}", iso(now)))
+            return
+        mail = Mail(inbound.raw)
+        verdict = classify.verdict_for(mail.message, state.context)
+        kind = verdict.hook_kind
+        if _listened(app, "classify_reply"):
+            kind = first_result(app.pm, "classify_reply", reply=mail.rich)
+            if kind not in classify.KINDS:
+                if kind is not None:
+                    print(f"outreach: classify_reply answered {kind!r}, not one of "
+                          f"{', '.join(classify.KINDS)}; using the built-in answer",
+                          file=sys.stderr)
+                kind = verdict.hook_kind
+        prospect, enrollment_id = match(app, mail.message, verdict, kind, state.domains)
+        prospect_id = _act(app, mail, verdict, kind, prospect, enrollment_id, result, now)
         _record(app, inbound, now, message_id, prospect_id,
                 kind if prospect_id or kind == "unsubscribe" else "unmatched")
     except Exception as exc:
         result.malformed.append({"key": f"{inbound.source} {inbound.key}",
                                  "error": f"{type(exc).__name__}: {exc}"})
         _record(app, inbound, now, message_id, None, "malformed", error=str(exc)[:500])
+
+
+def _concerns_us(app: App, head: Any, state: _Pass) -> bool:
+    """From the headers alone: could this message be about a prospect or our mail?
+
+    A bounce, a reference to a message we sent, a prospect's address or a lone active
+    prospect's domain, or mail to the unsubscribe address: read it whole. Anything else
+    would end `unmatched` anyway. Unreadable headers are read whole, to be reported.
+    """
+    from .classify import address_of, header, looks_like_bounce
+
+    sender = address_of(header(head, "From"))
+    if "@" not in sender or looks_like_bounce(head):
+        return True
+    ids = _MSGID.findall(f"{head.get('In-Reply-To') or ''} {head.get('References') or ''}")
+    if ids and app.store.ledger_match(ids) is not None:
+        return True
+    if len(state.domains.get(domain_of(sender), ())) == 1:
+        return True
+    if app.store.prospect(sender) is not None:
+        return True
+    unsubscribe = state.context.unsubscribe_address
+    return bool(unsubscribe) and any(
+        unsubscribe in str(v).lower() for n in ("To", "Cc", "Delivered-To", "X-Original-To")
+        for v in head.get_all(n) or ())
 
 
 def _record(app: App, inbound: Inbound, now: datetime, message_id: str | None,
@@ -149,10 +284,10 @@ def _first_id(value: str) -> str | None:
 # -- matching -----------------------------------------------------------------------------
 
 
-def match(app: App, message: EmailMessage, verdict: classify.Verdict,
-          kind: str) -> tuple[Prospect | None, int | None]:
+def match(app: App, message: Message, verdict: classify.Verdict, kind: str,
+          domains: dict[str, list[int]]) -> tuple[Prospect | None, int | None]:
     """In-Reply-To/References against our ledger, then the address, then a lone domain."""
-    ids = _MSGID.findall(f"{message.get('In-Reply-To', '')} {message.get('References', '')}")
+    ids = _MSGID.findall(f"{message.get('In-Reply-To') or ''} {message.get('References') or ''}")
     ids.reverse()  # the newest reference is the most specific
     if kind == "bounce":
         ids = verdict.original_ids + ids
@@ -164,7 +299,7 @@ def match(app: App, message: EmailMessage, verdict: classify.Verdict,
         if address and (prospect := app.store.prospect(address)):
             return prospect, None
     if kind != "bounce" and verdict.sender:
-        candidates = app.store.open_prospect_ids_in_domain(domain_of(verdict.sender))
+        candidates = domains.get(domain_of(verdict.sender), [])
         if len(candidates) == 1:
             return app.store.prospect_by_id(candidates[0]), None
     return None, None
@@ -173,17 +308,21 @@ def match(app: App, message: EmailMessage, verdict: classify.Verdict,
 # -- actions ------------------------------------------------------------------------------
 
 
-def _act(app: App, message: EmailMessage, verdict: classify.Verdict, kind: str,
+def _act(app: App, mail: Mail, verdict: classify.Verdict, kind: str,
          prospect: Prospect | None, enrollment_id: int | None, result: PollResult,
          now: datetime) -> int | None:
+    from .classify import header
+    from .lifecycle import change_stage, suppress
+
     store = app.store
     sequence: str | None = None
-    detail = {"subject": str(message.get("Subject", "") or "")[:200],
-              "message_id": _first_id(str(message.get("Message-ID", "") or "")),
+    updated: Prospect | None = None
+    detail = {"subject": header(mail.message, "Subject")[:200],
+              "message_id": _first_id(header(mail.message, "Message-ID")),
               "from": verdict.sender}
     if prospect is None:
         if kind == "unsubscribe" and verdict.sender:
-            # Mail to the unsubscribe address (or "remove me") from anyone: honoured anyway.
+            # Mail to the unsubscribe address from anyone: honoured, prospect or not.
             suppress(app, verdict.sender, reason="unsubscribe", source="poll")
             result.unsubscribes += 1
             return None
@@ -200,7 +339,8 @@ def _act(app: App, message: EmailMessage, verdict: classify.Verdict, kind: str,
         if not permanent and store.soft_bounce_streak(prospect.id) >= SOFT_BOUNCE_LIMIT:
             permanent = True
         if permanent:
-            _end(app, prospect, "bounced", "bounce", now)
+            with store.transaction():
+                _end(app, prospect, "bounced", "bounce", now)
             suppress(app, prospect.email, reason="bounce", source="poll")
     elif kind == "auto_reply":
         result.auto_replies += 1
@@ -228,25 +368,27 @@ def _act(app: App, message: EmailMessage, verdict: classify.Verdict, kind: str,
             store.add_event("reply", at=now, prospect_id=prospect.id, enrollment_id=enrollment_id,
                             not_interested=verdict.not_interested, text=verdict.text[:500],
                             **detail)
-        _end(app, prospect, "replied", "reply", now)
+            _end(app, prospect, "replied", "reply", now)
         if verdict.not_interested and prospect.stage in ("prospect", "lead"):
-            change_stage(app, prospect, "not-interested", cause="reply")
+            updated = change_stage(app, prospect, "not-interested", cause="reply")
         elif prospect.stage == "prospect":
-            change_stage(app, prospect, "lead", cause="reply")
-    updated = store.prospect_by_id(prospect.id) or prospect
-    app.fire("reply_received", prospect=updated, reply=message,
-             kind="reply" if kind == "referral" else kind)
+            updated = change_stage(app, prospect, "lead", cause="reply")
+    if updated is None:
+        updated = store.prospect_by_id(prospect.id) or prospect
+    if has_impls(app.pm, "reply_received"):
+        app.fire("reply_received", prospect=updated, reply=mail.rich,
+                 kind="reply" if kind == "referral" else kind)
     if kind in ("reply", "referral"):
-        _referrals(app, updated, message, verdict, sequence, result, now)
+        _referrals(app, updated, mail, verdict, sequence, result, now)
     return prospect.id
 
 
 def _end(app: App, prospect: Prospect, state: str, reason: str, now: datetime) -> None:
-    with app.store.transaction():
-        for ended in app.store.end_enrollments(prospect.id, state=state, reason=reason, at=now):
-            app.store.add_event("enrollment_ended", at=now, prospect_id=prospect.id,
-                                enrollment_id=ended, state=state)
-        app.store.close_call_tasks(prospect.id, reason=reason, at=now)
+    """End a prospect's open enrollments and call tasks (inside the caller's transaction)."""
+    for ended in app.store.end_enrollments(prospect.id, state=state, reason=reason, at=now):
+        app.store.add_event("enrollment_ended", at=now, prospect_id=prospect.id,
+                            enrollment_id=ended, state=state)
+    app.store.close_call_tasks(prospect.id, reason=reason, at=now)
 
 
 def _pause_until(app: App, prospect: Prospect, verdict: classify.Verdict,
@@ -264,9 +406,11 @@ def _sequence_of(app: App, prospect: Prospect, enrollment_id: int | None) -> str
     return row["sequence"] if row else None
 
 
-def _referrals(app: App, referrer: Prospect, message: EmailMessage, verdict: classify.Verdict,
+def _referrals(app: App, referrer: Prospect, mail: Mail, verdict: classify.Verdict,
                sequence_name: str | None, result: PollResult, now: datetime) -> None:
     """People named at the referrer's company become prospects, enrolled in on_referral."""
+    from . import classify
+
     store = app.store
     domains = {d for d in (domain_of(referrer.email), referrer.domain.lower().lstrip("@")) if d}
     sequence = app.config.sequences.get(sequence_name or "")
@@ -302,4 +446,5 @@ def _referrals(app: App, referrer: Prospect, message: EmailMessage, verdict: cla
                                 enrollment_id=enrollment, sequence=target)
         result.referrals += 1
         app.fire("prospect_imported", prospect=new)
-        app.fire("reply_received", prospect=new, reply=message, kind="referral")
+        if has_impls(app.pm, "reply_received"):
+            app.fire("reply_received", prospect=new, reply=mail.rich, kind="referral")

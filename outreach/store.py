@@ -420,12 +420,14 @@ class Store:
                 return rows[m]
         return None
 
-    def open_prospect_ids_in_domain(self, domain: str) -> list[int]:
-        """Prospects at exactly this domain with an active or paused enrollment."""
-        return [r[0] for r in self.db.execute(
-            "SELECT DISTINCT p.id FROM prospects p JOIN enrollments e ON e.prospect_id = p.id "
-            "WHERE e.state IN ('active', 'paused') AND p.email LIKE ? ESCAPE '\\'",
-            ("%@" + _like(domain.lower()),))]
+    def open_prospects_by_domain(self) -> dict[str, list[int]]:
+        """Email domain -> ids of prospects there with an active or paused enrollment."""
+        out: dict[str, list[int]] = {}
+        for pid, email in self.db.execute(
+            "SELECT DISTINCT p.id, p.email FROM prospects p JOIN enrollments e "
+            "ON e.prospect_id = p.id WHERE e.state IN ('active', 'paused')"):
+            out.setdefault(domain_of(email), []).append(pid)
+        return out
 
     def latest_enrollment(self, prospect_id: int) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM enrollments WHERE prospect_id = ? "
@@ -469,6 +471,15 @@ class Store:
             (source, key, uidvalidity, uid, message_id, prospect_id, kind,
              json.dumps(detail, default=str), iso(at)),
         )
+
+    def add_inbound_many(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Many (source, key, uidvalidity, uid, message_id, prospect_id, kind, detail,
+        received_at) rows in one transaction: mail that needed no action."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO inbound (source, key, uidvalidity, uid, message_id, "
+                "prospect_id, kind, detail, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows)
 
     def inbound(self, *, source: str | None = None) -> list[sqlite3.Row]:
         sql, args = "SELECT * FROM inbound", ()

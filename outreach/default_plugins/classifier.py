@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from email.message import EmailMessage
 
-from outreach import classify
 from outreach.hookspecs import hookimpl
 
 
 @hookimpl(trylast=True)
 def classify_reply(reply: EmailMessage) -> str | None:
+    from outreach import classify  # its regexes compile on import: only when mail arrives
+
     return classify.verdict_for(reply).hook_kind
