@@ -6,14 +6,17 @@ lists the open ones grouped by persona; `outreach call ID --outcome ...` records
 
 from __future__ import annotations
 
+import csv
+import io
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from .app import App
 from .clock import iso
 from .config import Step
+from .errors import OutreachError
 from .models import Prospect
 
 if TYPE_CHECKING:
@@ -123,7 +126,7 @@ class CallItem:
     persona: tuple[str, str]
     sequence: str
 
-    def as_dict(self, zone: Any) -> dict[str, Any]:
+    def as_dict(self, zone: tzinfo) -> dict[str, Any]:
         p = self.prospect
         return {
             "id": self.task.id, "email": p.email, "name": p.name, "company": p.company,
@@ -205,11 +208,8 @@ CSV_COLUMNS = ("id", "due", "name", "email", "phone", "company", "title", "indus
                "persona", "sequence", "step", "script")
 
 
-def to_csv(items: list[CallItem], zone: Any) -> str:
+def to_csv(items: list[CallItem], zone: tzinfo) -> str:
     """One row per call with a header row; CRLF line endings (RFC 4180), as spreadsheets like."""
-    import csv
-    import io
-
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
@@ -251,7 +251,7 @@ def task_uid(task_id: int, domain: str) -> str:
     return f"call-task-{task_id}@{domain}"
 
 
-def table_lines(groups: list[list[CallItem]], zone: Any) -> list[str]:
+def table_lines(groups: list[list[CallItem]], zone: tzinfo) -> list[str]:
     """The call list for a terminal: a heading per persona, then each call and its script."""
     lines: list[str] = []
     for group in groups:
@@ -290,8 +290,7 @@ def record_call(app: App, task_id: int, *, outcome: str, note: str | None = None
     `bad-number` flags the phone and closes the prospect's other call tasks; the others are
     recorded on the timeline.
     """
-    from .errors import OutreachError
-    from .lifecycle import mark
+    from .lifecycle import mark  # lifecycle imports this module: import at call time
 
     if outcome not in OUTCOMES:
         raise OutreachError(f'unknown outcome "{outcome}": use one of {", ".join(OUTCOMES)}')
