@@ -373,3 +373,19 @@ def test_a_task_stays_on_the_list_while_its_sequence_allows(campaign: Campaign, 
         row = app.store.call_task(task.id)
     assert (row["status"], row["note"]) == (("open", None) if listed
                                             else ("closed", f"sequence {state}"))
+
+
+def test_a_call_made_before_the_list_caught_up_is_still_recorded(campaign: Campaign) -> None:
+    """The SDR dialled from a list printed before the prospect replied: the call happened."""
+    enrolled(campaign, [prospect_row(1)])
+    with campaign.app() as app:
+        task = add_task(app, "cfo1@maker1.example")
+        with app.store.transaction():
+            app.store.end_enrollments(task.prospect_id, state="replied", reason="reply",
+                                      at=NOW_DT)
+    assert campaign.run_json("calls") == []  # closed automatically
+    doc = campaign.run_json("call", str(task.id), "--outcome", "connected", "--note", "chat")
+    assert (doc["outcome"], doc["note"]) == ("connected", "chat")
+    with campaign.app() as app:
+        row = app.store.call_task(task.id)
+    assert (row["status"], row["outcome"]) == ("done", "connected")
