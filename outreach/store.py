@@ -143,10 +143,12 @@ class Store:
 
     def update_prospects(self, rows: Iterable[Mapping[str, Any]], *, at: datetime) -> None:
         cols = (*KNOWN_COLUMNS, "custom")
-        sql = (f"UPDATE prospects SET {', '.join(f'{c} = ?' for c in cols)}, updated_at = ? "
-               "WHERE email = ?")
+        # A new phone number clears a `bad-number` flag (SET reads the old row's values).
+        sql = (f"UPDATE prospects SET {', '.join(f'{c} = ?' for c in cols)}, updated_at = ?, "
+               "phone_bad = CASE WHEN phone IS ? THEN phone_bad ELSE 0 END WHERE email = ?")
         stamp = iso(at)
-        self.db.executemany(sql, ([r.get(c) for c in cols] + [stamp, r["email"]] for r in rows))
+        self.db.executemany(sql, ([r.get(c) for c in cols] + [stamp, r.get("phone"), r["email"]]
+                                  for r in rows))
 
     def prospects_in_domain(self, domain: str) -> list[Prospect]:
         """Prospects whose address is at `domain` (or its subdomains)."""

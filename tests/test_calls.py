@@ -389,3 +389,18 @@ def test_a_call_made_before_the_list_caught_up_is_still_recorded(campaign: Campa
     with campaign.app() as app:
         row = app.store.call_task(task.id)
     assert (row["status"], row["outcome"]) == ("done", "connected")
+
+
+def test_a_new_phone_number_clears_the_bad_number_flag(campaign: Campaign) -> None:
+    enrolled(campaign, [prospect_row(1), prospect_row(2)])
+    with campaign.app() as app:
+        one, two = add_task(app, "cfo1@maker1.example"), add_task(app, "cfo2@maker2.example")
+    for task in (one, two):
+        campaign.run_json("call", str(task.id), "--outcome", "bad-number")
+    fixed = campaign.write_csv([prospect_row(1, phone="+1 555 9999"), prospect_row(2)],
+                               name="fixed.csv")
+    assert campaign.run("import", str(fixed)).exit_code == 0
+    with campaign.app() as app:
+        assert not app.store.prospect("cfo1@maker1.example").phone_bad
+        assert app.store.prospect("cfo2@maker2.example").phone_bad  # same number: still bad
+        assert add_task(app, "cfo1@maker1.example", later=1).status == "open"
