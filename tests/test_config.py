@@ -99,7 +99,9 @@ def test_security_none_is_fine_on_loopback(campaign):
 def test_plugin_tables_are_settings_for_that_plugin(campaign):
     campaign.edit_config('paths = ["plugins"]',
                          'paths = ["plugins"]\n[plugins.crm]\npath = "x.jsonl"\ntoken_env = "T"')
-    assert campaign.config().plugin_settings == {"crm": {"path": "x.jsonl", "token_env": "T"}}
+    # Paths are resolved against the config's folder, like every other path in it.
+    assert campaign.config().plugin_settings == {
+        "crm": {"path": str(campaign.root / "x.jsonl"), "token_env": "T"}}
 
 
 def test_missing_and_broken_files(tmp_path):
