@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import median_time  # noqa: E402
+from _util import median_time
 
 
 def main() -> None:

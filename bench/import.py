@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import run_measured, run_measured_cpu  # noqa: E402
+from _util import run_measured, run_measured_cpu
 
 COLUMNS = ["email", "first_name", "last_name", "title", "company", "domain", "industry",
            "employees", "country", "timezone", "phone", "last_activity", "pain_point"]
