@@ -27,7 +27,9 @@ LOG = pathlib.Path(__file__).parent.parent / "hooks.jsonl"
 @hookimpl
 def reply_received(prospect, reply, kind):
     with LOG.open("a") as fh:
-        fh.write(json.dumps({"email": prospect.email, "kind": kind}) + "\\n")
+        fh.write(json.dumps({"email": prospect.email, "kind": kind,
+                             "type": type(reply).__name__,
+                             "subject": str(reply["subject"])}) + "\\n")
 
 @hookimpl
 def classify_reply(reply):
@@ -139,6 +141,12 @@ def test_whole_corpus_in_one_pass(seeded):
 
     hooks = [json.loads(line) for line in
              (seeded.root / "hooks.jsonl").read_text().splitlines()]
+    # Plugins get the full EmailMessage (policy.default): headers decoded.
+    assert {h["type"] for h in hooks} == {"EmailMessage"}
+    assert "Réponse automatique : Who handles month-end close at Maker 34 Inc?" in {
+        h["subject"] for h in hooks}
+    for h in hooks:
+        del h["type"], h["subject"]
     kinds = {}
     for h in hooks:
         kinds[h["kind"]] = kinds.get(h["kind"], 0) + 1
@@ -232,3 +240,46 @@ def test_missing_maildir_is_created_empty(campaign):
     shutil.rmtree(campaign.root / "mail", ignore_errors=True)
     assert campaign.run_json("poll")["processed"] == 0
     assert (campaign.root / "mail" / "new").is_dir()
+
+
+def test_one_poll_at_a_time(seeded):
+    with seeded.app() as app:
+        now = datetime.fromisoformat(NOW)
+        app.store.acquire_lock("poll", owner="test", now=now, until=now + timedelta(hours=1))
+        result = seeded.run("poll")
+        assert result.exit_code == 1
+        assert "another `outreach poll` is running" in result.stderr
+        app.store.release_lock("poll")
+    assert seeded.run("poll").exit_code == 0
+
+
+def test_builtin_classifier_is_a_plugin(campaign):
+    plugins = campaign.run_json("plugins")
+    builtin = next(p for p in plugins if p["name"] == "outreach.default_plugins.classifier")
+    assert builtin["hooks"] == ["classify_reply"] and builtin["builtin"] is True
+
+
+def test_watch_polls_a_maildir_and_stops(seeded):
+    import threading
+
+    from outreach.watch import watch
+
+    stop = threading.Event()
+    passes = []
+
+    def on_pass(result):
+        passes.append(result.processed)
+        if len(passes) == 1:
+            drop(seeded, "reply-apple-mail")  # arrives between two passes
+        elif result.processed:
+            stop.set()
+
+    guard = threading.Timer(20, stop.set)
+    guard.start()
+    try:
+        with seeded.app() as app:
+            total = watch(app, interval=0.5, stop=stop, on_pass=on_pass)
+    finally:
+        guard.cancel()
+    assert passes[0] == 0 and passes[-1] == 1 and total.replies == 1
+    assert state(seeded, "cfo3@maker3.example")["stage"] == "lead"
