@@ -31,7 +31,6 @@ from functools import lru_cache
 from pathlib import Path
 from sqlite3 import Row
 from typing import Any
-from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -248,7 +247,7 @@ _PATHS: dict[tuple[Path, str], Path] = {}
 
 
 def template_path(config: Config, name: str) -> Path:
-    key = (config.root, name)
+    key = (config.path, name)   # config.root builds a new Path on every call
     if key not in _PATHS:
         _PATHS[key] = config.templates_dir / f"{name}.txt"
     return _PATHS[key]
@@ -438,10 +437,10 @@ def compose(config: Config, prospect: Prospect, rendered: Rendered, *, message_i
     compliance = config.compliance
     subject = thread.subject if thread else rendered.subject
     token = unsubscribe_token(prospect.email)
-    subject_param = quote("unsubscribe " + token)
-    unsubscribe = f"<mailto:{compliance.unsubscribe_mailto}?subject={subject_param}>"
+    # The token is hex, so it needs no URL quoting.
+    unsubscribe = f"<mailto:{compliance.unsubscribe_mailto}?subject=unsubscribe%20{token}>"
     if compliance.unsubscribe_url:
-        unsubscribe += f", <{compliance.unsubscribe_url.replace('{token}', quote(token))}>"
+        unsubscribe += f", <{compliance.unsubscribe_url.replace('{token}', token)}>"
     lines = [
         _from_line(sender),
         # formataddr quotes and RFC 2047-encodes display names.
