@@ -11,7 +11,7 @@ import pluggy
 
 from . import clock
 from .config import Config
-from .plugins import fire, make_manager
+from .plugins import activate, fire, make_manager
 from .store import Store
 
 
@@ -27,6 +27,7 @@ class App:
         config.store_path.parent.mkdir(parents=True, exist_ok=True)
         if pm is None:
             pm = make_manager(config.plugin_paths, config.plugin_settings)
+        activate(pm, config.root)  # plugins' settings() and campaign_dir() follow this config
         return cls(config=config, store=Store(config.store_path), pm=pm)
 
     def close(self) -> None:

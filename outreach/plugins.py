@@ -83,6 +83,18 @@ def settings(name: str) -> dict[str, Any]:
     return plugin_settings(pm, name) if pm is not None else {}
 
 
+def activate(pm: pluggy.PluginManager, root: Path) -> None:
+    """Make `pm` the running command's manager, for the config in folder `root`."""
+    pm.outreach_root = root  # type: ignore[attr-defined]
+    _ACTIVE["pm"] = pm
+
+
+def campaign_dir() -> Path:
+    """The running command's config folder, where a plugin's default files belong (the
+    current directory when no campaign is open)."""
+    return Path(getattr(_ACTIVE.get("pm"), "outreach_root", None) or Path.cwd())
+
+
 def plugin_settings(pm: pluggy.PluginManager, name: str) -> dict[str, Any]:
     """The `[plugins.NAME]` table for plugin NAME, with each `*_env` key's secret resolved."""
     raw = dict(getattr(pm, "outreach_settings", {}).get(name, {}))

@@ -26,14 +26,14 @@ from typing import Any
 from outreach import clock, hookimpl
 from outreach.calls import calendar_item
 from outreach.ics import CalendarItem, calendar
-from outreach.plugins import settings
+from outreach.plugins import campaign_dir, settings
 
 NAME = "calendar_ics"
 ENDING_KINDS = {"reply", "bounce", "unsubscribe"}  # `outreach poll` closes their tasks
 
 
 def paths() -> tuple[Path, Path]:
-    ics = Path(settings(NAME).get("path") or "calls.ics")
+    ics = Path(settings(NAME).get("path") or campaign_dir() / "calls.ics")
     return ics, ics.with_name(ics.name + ".json")
 
 

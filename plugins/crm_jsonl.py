@@ -18,13 +18,13 @@ from typing import Any
 
 from outreach import hookimpl
 from outreach.events import record
-from outreach.plugins import settings
+from outreach.plugins import campaign_dir, settings
 
 NAME = "crm_jsonl"
 
 
 def target() -> Path:
-    return Path(settings(NAME).get("path") or "events.jsonl")
+    return Path(settings(NAME).get("path") or campaign_dir() / "events.jsonl")
 
 
 def append(doc: dict[str, Any]) -> None:

@@ -39,6 +39,10 @@ def test_init_offers_the_shipped_plugins_without_loading_them(campaign: Campaign
     listed = {p["name"]: p["hooks"] for p in campaign.run_json("plugins")}
     assert listed["crm_jsonl"] == ["call_task_closed", "call_task_created", "message_sent",
                                    "prospect_imported", "reply_received", "stage_changed"]
+    assert campaign.run("import", str(campaign.write_csv([prospect_row(1)]))).exit_code == 0
+    # by default beside outreach.toml, whatever the current directory
+    [line] = (campaign.root / "events.jsonl").read_text(encoding="utf-8").splitlines()
+    assert json.loads(line)["event"] == "prospect_imported"
 
 
 # -- crm_jsonl ---------------------------------------------------------------------------
@@ -220,3 +224,19 @@ def test_webhook_skips_a_down_endpoint_for_down_for_seconds(
     assert result.stderr.count("plugin webhook failed in prospect_imported") == 1
     assert f"unreachable after 2 attempt(s) (HTTP 503); skipping it for {down_for}s" in (
         result.stderr)
+
+
+def test_calendar_ics_drops_a_prospects_calls_when_they_reply(campaign: Campaign) -> None:
+    from .test_hooks import deliver, sent_message, started
+
+    enable(campaign, "calendar_ics")
+    started(campaign, 2)
+    assert campaign.run("send").exit_code == 0  # creates the day-0 call tasks
+    ics = campaign.root / "calls.ics"  # the default, next to outreach.toml
+    assert len(events_in(ics)) == 2
+    first = sent_message(campaign, "cfo1@maker1.example")
+    deliver(campaign, sender="cfo1@maker1.example", subject=f"Re: {first['Subject']}",
+            body="Happy to talk.", in_reply_to=first["Message-ID"])
+    assert campaign.run("poll").exit_code == 0
+    [left] = events_in(ics).values()
+    assert "cfo2@maker2.example" in str(left["DESCRIPTION"])
