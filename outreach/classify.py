@@ -104,8 +104,7 @@ def classify(message: Message, context: Context | None = None) -> Verdict:
         return Verdict(kind="auto_reply", sender=sender, text=body[:2000],
                        return_date=return_date(subject + "\n" + body, today=context.today))
     text = new_text(body, context)
-    recipients = {a for _, a in _addresses(message, "To", "Cc", "Delivered-To", "X-Original-To")}
-    if context.unsubscribe_address and context.unsubscribe_address in recipients:
+    if context.unsubscribe_address and _addressed_to(message, context.unsubscribe_address):
         return Verdict(kind="unsubscribe", sender=sender, text=text)
     own_subject = "" if _is_own_subject(subject) else subject
     if asks_to_unsubscribe(own_subject) or asks_to_unsubscribe(text):
@@ -136,6 +135,16 @@ def _addresses(message: Message, *names: str) -> list[tuple[str, str]]:
     values = [str(v) for n in names for v in (message.get_all(n) or [])]
     return [(_decoded(name), addr.strip().lower()) for name, addr in getaddresses(values)
             if "@" in addr]
+
+
+def _addressed_to(message: Message, address: str) -> bool:
+    """Whether `address` is among the recipients (To, Cc, Delivered-To, X-Original-To)."""
+    for name in ("To", "Cc", "Delivered-To", "X-Original-To"):
+        for value in message.get_all(name) or ():
+            if address in str(value).lower() and any(
+                    a == address for _, a in getaddresses([str(value).lower()])):
+                return True
+    return False
 
 
 def header(message: Message, name: str) -> str:
