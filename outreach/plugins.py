@@ -7,13 +7,12 @@ comma-separated list of plugin names, limits the first two to those names ("" lo
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import importlib.util
 import inspect
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -104,9 +103,9 @@ def plugin_settings(pm: pluggy.PluginManager, name: str) -> dict[str, Any]:
 
 
 def _load_entry_points(pm: pluggy.PluginManager, allow: set[str] | None) -> None:
-    from importlib.metadata import entry_points
+    from .entrypoints import entry_points
 
-    for ep in entry_points(group="outreach"):
+    for ep in entry_points():
         if allow is not None and ep.name not in allow:
             continue
         if pm.get_plugin(ep.name) is not None:
@@ -116,7 +115,7 @@ def _load_entry_points(pm: pluggy.PluginManager, allow: set[str] | None) -> None
         except Exception as exc:
             raise PluginError(f"plugin {ep.name} ({ep.value}) failed to load: {exc}") from None
         pm.register(plugin, name=ep.name)
-        _versions(pm)[ep.name] = ep.dist.version if ep.dist else None
+        _versions(pm)[ep.name] = ep.version
 
 
 def _load_folder(pm: pluggy.PluginManager, folder: Path, allow: set[str] | None) -> None:
@@ -145,24 +144,16 @@ def fire(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> list[Any]:
     in its own try, a failure is reported on stderr with the plugin's name, and the others
     still get the event. Async implementations are awaited. Returns the non-None results.
     """
-    results = []
-    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
-        try:
-            result = impl.function(**{a: kwargs[a] for a in impl.argnames})
-            if inspect.isawaitable(result):
-                result = _run(result)
-        except Exception as exc:
-            report_failure(impl.plugin_name, hook, exc)
-            continue
-        if os.environ.get("OUTREACH_TRACE_PLUGINS"):
-            _trace(hook, impl, kwargs, result)
-        if result is not None:
-            results.append(result)
-    return results
+    return list(_answers(pm, hook, kwargs))
 
 
 def first_result(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> Any:
     """Call a decision hook: the first non-None answer wins; a raising plugin is skipped."""
+    return next(_answers(pm, hook, kwargs), None)
+
+
+def _answers(pm: pluggy.PluginManager, hook: str, kwargs: dict[str, Any]) -> Iterator[Any]:
+    """Each implementation's non-None result in pluggy's call order, lazily, isolated."""
     for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
         try:
             result = impl.function(**{a: kwargs[a] for a in impl.argnames})
@@ -174,8 +165,7 @@ def first_result(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> Any:
         if os.environ.get("OUTREACH_TRACE_PLUGINS"):
             _trace(hook, impl, kwargs, result)
         if result is not None:
-            return result
-    return None
+            yield result
 
 
 def has_impls(pm: pluggy.PluginManager, hook: str) -> bool:
@@ -190,6 +180,8 @@ def report_failure(plugin: str, hook: str, exc: BaseException) -> None:
 
 def _run(awaitable: Any) -> Any:
     """Await an async hook from sync code, or from inside a running loop via a thread."""
+    import asyncio  # only when a plugin is async: asyncio costs start-up time
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
