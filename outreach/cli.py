@@ -472,28 +472,15 @@ def watch(app: Any, interval: float) -> None:
         for bad in result.malformed:
             click.echo(f"skipped malformed message {bad['key']}: {bad['error']}", err=True)
 
-    with _poll_lock(app, hours=24 * 365):
+    with _poll_lock(app):
         watch_(app, interval=interval, on_pass=report)
     click.echo("outreach watch: stopped", err=True)
 
 
-def _poll_lock(app: Any, hours: float = 1) -> Any:
-    """One poll or watch at a time per database: two would race on the same messages."""
-    from contextlib import contextmanager
-    from datetime import timedelta
+def _poll_lock(app: Any) -> Any:
+    from .replies import poll_lock
 
-    from .clock import iso
-
-    @contextmanager
-    def held() -> Any:
-        now = app.now()
-        app.store.acquire_lock("poll", owner=iso(now), now=now, until=now + timedelta(hours=hours))
-        try:
-            yield
-        finally:
-            app.store.release_lock("poll")
-
-    return held()
+    return poll_lock(app)
 
 
 def _poll_line(result: Any) -> str:

@@ -25,6 +25,10 @@ from .store import Store
 BATCH = 200
 
 
+class MailboxRefused(MailboxError):
+    """The server answered but said no (login refused, no such folder): retrying won't help."""
+
+
 @dataclass(frozen=True)
 class Inbound:
     """One new message as raw bytes, with the key that makes it seen once."""
@@ -134,7 +138,7 @@ class ImapSource:
         except IMAPClientAbortError:
             raise  # the connection dropped: `watch` reconnects, `poll` reports it
         except IMAPClientError as exc:
-            raise MailboxError(f"{self.where}: cannot open folder \"{folder}\": {_text(exc)}; "
+            raise MailboxRefused(f"{self.where}: cannot open folder \"{folder}\": {_text(exc)}; "
                                "check [imap] folders") from None
         uidvalidity = int(info.get(b"UIDVALIDITY", 0))
         uidnext = info.get(b"UIDNEXT")
@@ -183,7 +187,7 @@ def connect(imap: Imap, *, timeout: float = 60) -> Any:
         client.login(imap.username, password)
     except LoginError as exc:
         _quietly_close(client)
-        raise MailboxError(f"{where}: login as \"{imap.username}\" refused ({_text(exc)}); "
+        raise MailboxRefused(f"{where}: login as \"{imap.username}\" refused ({_text(exc)}); "
                            f"check [imap] username and the password in ${imap.password_env}"
                            ) from None
     except (OSError, IMAPClientError) as exc:
@@ -217,7 +221,7 @@ def check_login(imap: Imap, *, timeout: float = 15) -> list[str]:
             try:
                 client.select_folder(folder, readonly=True)
             except IMAPClientError as exc:
-                raise MailboxError(f"imap {imap.host}:{imap.port}: cannot open folder "
+                raise MailboxRefused(f"imap {imap.host}:{imap.port}: cannot open folder "
                                    f"\"{folder}\": {_text(exc)}; check [imap] folders") from None
     finally:
         _quietly_close(client)

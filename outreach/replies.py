@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import re
 import sys
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from zoneinfo import ZoneInfo
 from .app import App
 from .clock import iso
 from .config import valid_timezone
+from .errors import LockedError
 from .inbox import Inbound, Source, open_source
 from .plugins import first_result, has_impls
 from .store import domain_of
@@ -63,6 +65,29 @@ class PollResult:
                      "referrals", "unmatched", "duplicates"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.malformed.extend(other.malformed)
+
+
+@contextmanager
+def poll_lock(app: App) -> Iterator[None]:
+    """One `poll` or `watch` per database at a time: two would race on the same messages.
+
+    An flock on a file beside the database: released by the kernel however the process
+    ends, and no database write (so a pass with nothing new writes nothing at all).
+    """
+    import fcntl
+
+    path = app.config.store_path.with_name(app.config.store_path.name + ".poll-lock")
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockedError(f"{app.config.store_path}: another `outreach poll` or `outreach "
+                              "watch` is running on it; let it finish (or stop it), then run "
+                              "again.") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def context_for(app: App) -> classify.Context:

@@ -17,21 +17,27 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponent
 from .app import App
 from .config import Imap
 from .errors import MailboxError
-from .inbox import ImapSource, MaildirSource, connect
+from .inbox import ImapSource, MailboxRefused, MaildirSource, connect
 from .replies import PollResult, poll
 
 IDLE_RENEW = 540.0  # re-issue IDLE well before the 29-minute timeout servers may apply
 
 
 def _transient(exc: BaseException) -> bool:
-    """Connection trouble is retried; a refused login or a missing folder is not."""
-    if isinstance(exc, MailboxError):
-        text = str(exc)
-        return "refused" not in text and "cannot open folder" not in text \
-            and "environment variable" not in text
+    """Connection trouble is retried; a refused login, a missing folder or a config error
+    is not (it needs the user)."""
     from imapclient.exceptions import IMAPClientError
 
-    return isinstance(exc, OSError | EOFError | IMAPClientError)
+    if isinstance(exc, MailboxRefused):
+        return False
+    return isinstance(exc, MailboxError | OSError | EOFError | IMAPClientError)
+
+
+def _retrying(stop: threading.Event, max_backoff: float, **kwargs: Any) -> Retrying:
+    """Exponential backoff (0.5 s doubling up to `max_backoff`) that a stop cuts short."""
+    return Retrying(retry=retry_if_exception(_transient),
+                    wait=wait_exponential(multiplier=0.5, max=max_backoff),
+                    stop=lambda state: stop.is_set(), sleep=stop.wait, reraise=True, **kwargs)
 
 
 def watch(app: App, *, interval: float = 300, stop: threading.Event | None = None,
@@ -53,21 +59,14 @@ def watch(app: App, *, interval: float = 300, stop: threading.Event | None = Non
                 source.close()  # reconnect on the next try
                 raise
 
-        retrying = Retrying(
-            retry=retry_if_exception(_transient),
-            wait=wait_exponential(multiplier=0.5, max=max_backoff),
-            stop=lambda state: stop.is_set(),
-            sleep=stop.wait,
-            before_sleep=_report_retry,
-            reraise=True,
-        )
+        retrying = _retrying(stop, max_backoff, before_sleep=_report_retry)
         first = True
         while not stop.is_set():
             wake.clear()
             try:
                 result = retrying(one_pass)
-            except MailboxError:
-                if stop.is_set():
+            except Exception:
+                if stop.is_set():  # interrupted while retrying: a clean stop, not an error
                     break
                 raise
             total.add(result)
@@ -100,13 +99,7 @@ def _idle(imap: Imap, folder: str, wake: threading.Event, stop: threading.Event,
     """Keep one IDLE connection on `folder`; set `wake` when anything arrives."""
     import time
 
-    retrying = Retrying(
-        retry=retry_if_exception(_transient),
-        wait=wait_exponential(multiplier=0.5, max=max_backoff),
-        stop=lambda state: stop.is_set(),
-        sleep=stop.wait,
-        reraise=True,
-    )
+    retrying = _retrying(stop, max_backoff, before_sleep=_report_retry)
 
     def session() -> None:
         client = connect(imap, timeout=30)

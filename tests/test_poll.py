@@ -243,13 +243,12 @@ def test_missing_maildir_is_created_empty(campaign):
 
 
 def test_one_poll_at_a_time(seeded):
-    with seeded.app() as app:
-        now = datetime.fromisoformat(NOW)
-        app.store.acquire_lock("poll", owner="test", now=now, until=now + timedelta(hours=1))
+    from outreach.replies import poll_lock
+
+    with seeded.app() as app, poll_lock(app):  # as a running `outreach watch` holds it
         result = seeded.run("poll")
         assert result.exit_code == 1
-        assert "another `outreach poll` is running" in result.stderr
-        app.store.release_lock("poll")
+        assert "another `outreach poll` or `outreach watch` is running" in result.stderr
     assert seeded.run("poll").exit_code == 0
 
 
