@@ -3,7 +3,9 @@
 A bounce suppresses (hard) or counts toward suppression (soft); an auto-reply pauses the
 sequence until the sender is back; an unsubscribe suppresses for good; a reply stops the
 sequence and makes a lead, and the people it names at the same company become referral
-prospects. Every action is idempotent, so a message handled twice changes nothing twice.
+prospects. Each message is recorded once handled (and recognised by its Message-ID), and the
+actions themselves are idempotent: suppressing, ending a sequence or moving a stage twice
+changes nothing twice.
 """
 
 from __future__ import annotations

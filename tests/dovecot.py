@@ -62,11 +62,16 @@ class Dovecot:
                 os.chown(self.root / sub, uid, gid)
         self.mail_uid, self.mail_gid = uid, gid
         (self.root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n", encoding="utf-8")
-        root_only = ""
         if os.getuid() == 0:
             # As root Dovecot wants unprivileged users for its login and internal processes.
-            root_only = "default_login_user = dovenull\ndefault_internal_user = dovecot\n"
+            users = "default_login_user = dovenull\ndefault_internal_user = dovecot\n"
             os.chmod(self.root, 0o755)
+        else:
+            # Unprivileged, every Dovecot process runs as us.
+            import pwd
+
+            me = pwd.getpwuid(os.getuid()).pw_name
+            users = f"default_login_user = {me}\ndefault_internal_user = {me}\n"
         self.conf.write_text(f"""\
 base_dir = {self.root}/run
 state_dir = {self.root}/state
@@ -81,7 +86,7 @@ login_trusted_networks = 127.0.0.0/8
 mail_location = maildir:{self.mail}/%u
 mail_max_userip_connections = 50
 imap_idle_notify_interval = 1 secs
-{root_only}
+{users}
 passdb {{
   driver = passwd-file
   args = {self.root}/passwd
