@@ -163,3 +163,12 @@ def test_watch_uses_idle_recovers_from_a_dropped_connection_and_stops_on_sigterm
     assert b"outreach watch: stopped" in err
     assert b"processed 1: 1 replies" in out
     assert b"reconnecting" in err
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_tls_against_a_plain_server_is_a_clear_error(imap, security):
+    imap.edit_config('security = "none"', f'security = "{security}"')
+    result = imap.run("poll")
+    assert result.exit_code == 1
+    assert "cannot connect" in result.stderr and "check [imap] host, port and security" in \
+        result.stderr
