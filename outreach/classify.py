@@ -526,8 +526,10 @@ def _with_year(day: int, month: int, year: str | None, today: date) -> date:
 
 _UNSUBSCRIBE = re.compile(
     r"\bunsubscribe\b|\bremove me\b|\bremove (?:us|my (?:e-?mail|address|name))\b|"
-    r"\btake me off\b|\bstop (?:e-?mailing|contacting|sending|writing)\b|"
-    r"\b(?:do not|don't|dont|never) (?:e-?mail|contact|write)\b|\bopt(?:-| )?out\b|"
+    r"\btake me off\b|\bstop (?:e-?mailing|contacting|spamming)\b|"
+    r"\bstop (?:sending|writing) (?:me|us)\b|"
+    r"\b(?:do not|don't|dont|never) (?:e-?mail|contact|write(?: to)?) (?:me|us)"
+    r"(?:\s+(?:again|anymore|any more|ever))?[ \t]*(?:[.!;\n]|$)|\bopt(?:-| )?out\b|"
     r"\bno more e-?mails\b|\boff (?:your|the) (?:mailing )?list\b|"
     r"\babmelden\b|\baustragen\b|\bkeine (?:weiteren )?e-?mails\b|\bnicht mehr (?:kontaktieren|"
     r"anschreiben)\b|\bdésabonner\b|\bdesabonner\b|\bdésinscri|\bretirez-moi\b|"
