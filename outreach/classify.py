@@ -540,7 +540,8 @@ _UNSUBSCRIBE = re.compile(
 )
 _NOT_INTERESTED = re.compile(
     r"\bnot interested\b|\bno interest\b|\bno,? thanks?\b|\bno thank you\b|\bwe(?:'re| are) "
-    r"(?:all set|good|covered)\b|\bnot a (?:fit|priority)\b|\bnot (?:for us|relevant)\b|"
+    r"(?:all set|covered)\b|\bwe(?:'re| are) good(?:,? thanks?)?[ \t]*(?:[.!;\n]|$)|"
+    r"\bnot a (?:fit|priority)\b|\bnot (?:for us|relevant)\b|"
     r"\bpass on this\b|\bkein(?:e)? interesse\b|\bnicht interessiert\b|"
     r"\bpas intéress|\bpas interess|\bnon merci\b|\bno (?:estamos|estoy) interesad|"
     r"\bno me interesa\b|\bno nos interesa\b",

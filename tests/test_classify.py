@@ -192,6 +192,8 @@ def test_asks_to_unsubscribe(text, expected):
     ("Not interested, thanks.", True),
     ("No thanks.", True),
     ("We're all set.", True),
+    ("We're good, thanks.", True),
+    ("We're good to go for Thursday.", False),
     ("kein Interesse", True),
     ("Pas intéressé.", True),
     ("No me interesa.", True),
