@@ -19,13 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
 
 from .config import Config, Smtp, secret
 from .errors import TransportError
@@ -175,8 +168,16 @@ class SmtpConnection:
             try:
                 await self._once(envelope)
             except _Temporary:
-                # Only a failed first try pays for the retry machinery. tenacity waits only
-                # between its own attempts, so the first backoff is taken here.
+                # Only a failed first try pays for the retry machinery (and its import).
+                # tenacity waits only between its own attempts, so the first backoff is here.
+                from tenacity import (
+                    AsyncRetrying,
+                    retry_if_exception_type,
+                    stop_after_attempt,
+                    wait_exponential,
+                    wait_random,
+                )
+
                 await asyncio.sleep(RETRY_INITIAL + random.uniform(0, RETRY_INITIAL))
                 async for attempt in AsyncRetrying(
                     stop=stop_after_attempt(RETRY_ATTEMPTS - 1),
