@@ -282,3 +282,26 @@ def test_watch_polls_a_maildir_and_stops(seeded):
         guard.cancel()
     assert passes[0] == 0 and passes[-1] == 1 and total.replies == 1
     assert state(seeded, "cfo3@maker3.example")["stage"] == "lead"
+
+
+def test_our_own_footer_pasted_back_unquoted_is_not_an_unsubscribe(seeded):
+    from outreach.replies import context_for
+
+    with seeded.app() as app:
+        context = context_for(app)
+        cfg = app.config
+        footer = (cfg.root / "templates" / "footer.txt").read_text(encoding="utf-8")
+    assert context.footer_lines, "the footer's fixed lines are known"
+    rendered = (footer.replace("{{ sender.name }}", cfg.sender.name)
+                .replace("{{ sender.company }}", cfg.sender.company)
+                .replace("{{ sender.postal_address }}", cfg.sender.postal_address)
+                .replace("{{ unsubscribe_mailto }}", cfg.compliance.unsubscribe_mailto))
+    rendered = rendered.split("--\n", 1)[-1]  # without the "--" line that would cut it anyway
+    raw = (b"From: First5 Last5 <cfo5@maker5.example>\nTo: dana@acme.example\n"
+           b"Subject: Re: hello\nMessage-ID: <pasted-5@maker5.example>\n"
+           b"In-Reply-To: <m5@acme.example>\nContent-Type: text/plain; charset=utf-8\n\n"
+           + f"Sounds good, call me Tuesday.\n\n{rendered}".encode())
+    drop(seeded, raw=raw)
+    doc = seeded.run_json("poll")
+    assert doc["replies"] == 1 and doc["unsubscribes"] == 0
+    assert not state(seeded, "cfo5@maker5.example")["suppressed"]
