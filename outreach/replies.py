@@ -207,14 +207,21 @@ def parse_headers(raw: bytes) -> HeaderBlock:
 
 
 def parse_fast(raw: bytes) -> Message:
-    """compat32 parsing: headers stay text until read, several times faster than `default`."""
+    """compat32 parsing: headers stay text until read, several times faster than `default`.
+
+    A single-part message (most replies) is complete after the header block: its body is
+    the payload as it stands. Only a multipart or message/* one is parsed part by part.
+    """
     global _PARSER
     if _PARSER is None:
         from email import policy
         from email.parser import BytesParser
 
         _PARSER = BytesParser(policy=policy.compat32)
-    return _PARSER.parsebytes(raw)
+    message = _PARSER.parsebytes(raw, headersonly=True)
+    if message.get_content_maintype() in ("multipart", "message"):
+        message = _PARSER.parsebytes(raw)
+    return message
 
 
 class Mail:
