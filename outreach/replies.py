@@ -10,6 +10,7 @@ changes nothing twice.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -257,7 +258,9 @@ def handle(app: App, inbound: Inbound, result: PollResult, state: _Pass) -> None
     message_id = None
     try:
         head = parse_headers(inbound.raw)
-        message_id = _first_id(classify.header(head, "Message-ID"))
+        # No Message-ID: a digest of the bytes stands in, so a rescan still knows it.
+        message_id = _first_id(classify.header(head, "Message-ID")) or \
+            f"<sha1-{hashlib.sha1(inbound.raw).hexdigest()}@inbound>"
         if message_id and app.store.inbound_has_message_id(message_id):
             # Seen before (another folder, or a UIDVALIDITY rescan): never act twice.
             result.duplicates += 1
@@ -268,7 +271,7 @@ def handle(app: App, inbound: Inbound, result: PollResult, state: _Pass) -> None
             # recorded in bulk at the end of the batch.
             result.unmatched += 1
             state.pending.append((inbound.source, inbound.key, inbound.uidvalidity, inbound.uid,
-                                  message_id or f"<{inbound.key}@inbound>", None, "unmatched",
+                                  message_id, None, "unmatched",
                                   "{}", iso(now)))
             return
         mail = Mail(inbound.raw)
