@@ -349,8 +349,14 @@ def render_call_script(app: Any, prospect: Prospect, enrollment: Row | Mapping[s
 def _spoken_date(config: Config, prospect: Prospect, sent_at: str | None) -> str | None:
     if not sent_at:
         return None
-    zone = zone_for(prospect.timezone, config.sender.timezone, config.sending.window_timezone)
-    day = datetime.fromisoformat(sent_at).astimezone(zone)
+    return _say_date(sent_at, prospect.timezone, config.sender.timezone,
+                     config.sending.window_timezone)
+
+
+@lru_cache(maxsize=256)
+def _say_date(sent_at: str, prospect_zone: str, sender_zone: str, mode: str) -> str:
+    """"Tuesday, March 3": the day an email went, in the prospect's (or sender's) time."""
+    day = datetime.fromisoformat(sent_at).astimezone(zone_for(prospect_zone, sender_zone, mode))
     return f"{day:%A}, {day:%B} {day.day}"
 
 

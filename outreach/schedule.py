@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from .config import WEEKDAYS, Window, valid_timezone
@@ -17,6 +18,7 @@ from .config import WEEKDAYS, Window, valid_timezone
 MIDNIGHT = time(0, 0)
 
 
+@lru_cache(maxsize=1024)
 def zone_for(prospect_timezone: str, sender_timezone: str, mode: str) -> ZoneInfo:
     """The zone a prospect's windows are read in: theirs (else the sender's), or the sender's."""
     if mode == "prospect" and valid_timezone(prospect_timezone):

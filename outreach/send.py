@@ -171,6 +171,7 @@ class _Run:
         from .calls import create_task
 
         store = self.app.store
+        advanced: list[tuple[int, int]] = []
         for action in actions:
             e, step = action.enrollment, action.step
             if e["id"] in blocked:
@@ -201,7 +202,9 @@ class _Run:
                 continue
             create_task(self.app, enrollment_id=e["id"], prospect=prospect, step=step,
                         due=action.due, script=script)
-            store.advance_enrollment(e["id"], past_step=step.number)
+            advanced.append((e["id"], step.number))
+        if advanced:   # committed with the tasks: a crash in between redoes both
+            store.advance_enrollments(advanced)
 
     # -- choosing the emails ----------------------------------------------------------
 

@@ -617,6 +617,13 @@ class Store:
             "SELECT m.*, e.prospect_id FROM messages m JOIN enrollments e "
             "ON e.id = m.enrollment_id WHERE m.status = 'intent' ORDER BY m.id").fetchall()
 
+    def advance_enrollments(self, steps: Iterable[tuple[int, int]]) -> None:
+        """`advance_enrollment` for many (enrollment id, step) pairs at once."""
+        self.db.executemany(
+            "UPDATE enrollments SET next_step = max(next_step, ?), state = 'active', "
+            "paused_until = NULL WHERE id = ? AND state IN ('active', 'paused')",
+            [(step + 1, enrollment_id) for enrollment_id, step in steps])
+
     def advance_enrollment(self, enrollment_id: int, *, past_step: int) -> None:
         """Move an open enrollment past a step (never backwards); a paused one that was due
         is active again."""
