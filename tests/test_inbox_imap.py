@@ -69,20 +69,26 @@ def test_poll_over_imap_classifies_and_leaves_flags_alone(imap, dovecot):
 def test_uidvalidity_change_rescans_without_acting_twice(campaign, dovecot):
     seed(campaign)
     use_imap(campaign, dovecot, folders=("INBOX", "Replies"))
+    no_id = eml("auto-de").replace(b"Message-ID: <reply-33@mail.maker33.example>\r\n", b"")
+    assert b"Message-ID" not in no_id
     dovecot.append(eml("reply-gmail-interested"), folder="Replies")
     dovecot.append(eml("unsubscribe-plain"), folder="Replies")
-    assert campaign.run_json("poll")["processed"] == 2
+    dovecot.append(no_id, folder="Replies")
+    assert campaign.run_json("poll")["processed"] == 3
     old = dovecot.uidvalidity("Replies")
     with dovecot.client() as client:  # the folder is rebuilt: new UIDVALIDITY, same mail
         client.delete_folder("Replies")
     dovecot.append(eml("reply-gmail-interested"), folder="Replies")
     dovecot.append(eml("unsubscribe-plain"), folder="Replies")
+    dovecot.append(no_id, folder="Replies")
     dovecot.append(eml("reply-apple-mail"), folder="Replies")
     assert dovecot.uidvalidity("Replies") != old
     doc = campaign.run_json("poll")
-    assert doc["processed"] == 3 and doc["duplicates"] == 2 and doc["replies"] == 1
+    assert doc["processed"] == 4 and doc["duplicates"] == 3 and doc["replies"] == 1
     events = campaign.run_json("status", "cfo23@maker23.example")["events"]
     assert [e["kind"] for e in events].count("unsubscribe") == 1
+    events = campaign.run_json("status", "cfo33@maker33.example")["events"]
+    assert [e["kind"] for e in events].count("auto_reply") == 1
 
 
 def test_wrong_password_is_a_clear_error(imap, monkeypatch):
