@@ -10,6 +10,7 @@ one transaction per chunk so the safety costs little throughput.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -399,6 +400,21 @@ class _Run:
                 await asyncio.sleep(FLUSH_SECONDS)
                 self.flush()
 
+        def interrupted(name: str) -> None:
+            # Ctrl-C or a cron timeout's SIGTERM: finish what is on the wire, send nothing more.
+            if not stop.is_set():
+                stop.set()
+                self.result.stopped = (f"stopped by {name}: the messages in flight were "
+                                       "finished; the rest were not sent and stay due")
+
+        loop = asyncio.get_running_loop()
+        signals = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, interrupted, sig.name)
+                signals.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass   # not the main thread, or no signals here: keep the default behaviour
         workers = [asyncio.create_task(worker(c)) for c in conns]
         flushing = asyncio.create_task(flusher())
         try:
@@ -416,6 +432,8 @@ class _Run:
                 await queue.put(None)
             await asyncio.gather(*workers)
         finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
             flushing.cancel()
             self.flush()
         if unsent:

@@ -35,6 +35,8 @@ def statuses(campaign):
 
 
 def enroll(campaign, n):
+    campaign.edit_config("daily_limit = 75 ", "daily_limit = 500 ")
+    campaign.edit_config("per_run_limit = 50 ", "per_run_limit = 500 ")
     campaign.now("2026-03-05T07:30:00-06:00")
     campaign.run_json("import", str(campaign.write_csv([prospect_row(i) for i in range(n)])))
     assert campaign.run_json("enroll", "referral")["enrolled"] == n
@@ -98,3 +100,27 @@ def test_two_concurrent_senders_deliver_each_message_once(campaign, smtp_server)
         else:   # the loser of the race is told why, and sent nothing
             assert "another `outreach send` is running" in err
     assert sent == 40
+
+
+def test_sigterm_finishes_what_is_in_flight_and_stops(campaign, smtp_server):
+    slow = Slow(delay=0.05)
+    server = smtp_server(slow)
+    use_smtp(campaign, server.port, concurrency=2)
+    enroll(campaign, 60)
+
+    run = start_send(campaign)
+    slow.wait_for(6)
+    run.send_signal(signal.SIGTERM)
+    out, err = run.communicate(timeout=20)
+    assert run.returncode == 1, err
+    summary = json.loads(out)
+    assert summary["stopped"].startswith("stopped by SIGTERM")
+    assert 6 <= summary["sent"] < 60 and summary["unknown"] == 0
+    assert statuses(campaign) == {"sent": summary["sent"]}   # no intent left behind
+    assert len(slow.recipients()) == summary["sent"]
+
+    slow.delay = 0
+    rest = start_send(campaign)
+    out, err = rest.communicate(timeout=60)
+    assert json.loads(out)["sent"] == 60 - summary["sent"], err
+    assert sorted(Counter(slow.recipients()).values()) == [1] * 60
