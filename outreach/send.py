@@ -34,6 +34,7 @@ STOP_AFTER_FAILURES = 5      # consecutive failed messages that stop the run
 # batch the writes, few enough that a killed run leaves only a handful of messages `unknown`.
 CHUNK_PER_CONNECTION = 2
 MIN_CHUNK = 8
+COMPLETE_AFTER_DAYS = 14     # days after its last step a sequence without recycle completes
 ACT_BATCH = 200              # call tasks and enrollment ends per transaction
 FLUSH_SECONDS = 0.1          # how often accepted messages are marked sent
 
@@ -126,7 +127,10 @@ class _Run:
             actions.append(_Action(enrollment, step, due))
             if step.kind == "recycle":
                 return None
-        actions.append(_Action(enrollment, None, self.now))
+        # Past its last step the sequence stays open a while for late replies, then completes
+        # (a completed prospect may be enrolled again, so not the moment the last email goes).
+        if due_at(started, sequence.steps[-1].day + COMPLETE_AFTER_DAYS, zone) <= self.now:
+            actions.append(_Action(enrollment, None, self.now))
         return None
 
     def plan(self, rows: list[Row]) -> tuple[list[_Action], list[_Due]]:

@@ -453,3 +453,19 @@ def test_message_sent_hook_gets_the_message_as_sent(campaign, smtp_server):
                                                      "cfo1@maker1.example"]
     for _, message_id, content in seen:
         assert content == delivered[message_id].get_payload(decode=True).decode()
+
+
+def test_a_sequence_without_recycle_completes_after_a_grace_period(campaign):
+    campaign.edit_config("\n[plugins]", '\n[sequences.short]\nicp = "cfo-manufacturing"\n'
+                         'steps = [{ day = 0, email = "referral" }]\n\n[plugins]')
+    enrolled(campaign, [prospect_row(1)], sequence="short")
+    assert campaign.run_json("send")["sent"] == 1
+    assert sql(campaign, "SELECT state FROM enrollments") == [("active",)]   # replies may come
+    campaign.now("2026-03-18T07:30:00-05:00")    # day 13
+    assert campaign.run_json("send")["completed"] == 0
+    campaign.now("2026-03-19T07:30:00-05:00")    # day 14
+    assert campaign.run_json("send")["completed"] == 1
+    assert sql(campaign, "SELECT state, ended_at IS NOT NULL FROM enrollments") == \
+        [("completed", 1)]
+    kinds = [e["kind"] for e in campaign.run_json("status", "cfo1@maker1.example")["events"]]
+    assert kinds[-1] == "enrollment_ended"
