@@ -59,12 +59,6 @@ MAX_WORDS = 120
 # -- compiled templates -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Piece:
-    template: jinja2.Template
-    line: int
-
-
 # Between the rendered header values and the body: a value that produces it is refused.
 _SEP = "\x1e\x1f"
 # Variables whose values are the same for every prospect: a footer using only these is
@@ -80,12 +74,8 @@ class Compiled:
     name: str
     path: Path
     headers: tuple[tuple[str, int], ...]   # (name, line)
-    whole: _Piece
+    template: jinja2.Template
     constant: bool                          # uses only _CONSTANT_VARIABLES
-
-    @property
-    def has_header_block(self) -> bool:
-        return bool(self.headers)
 
 
 class _Sandbox(SandboxedEnvironment):
@@ -106,7 +96,7 @@ _ENV = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailin
 _CACHE: dict[tuple[str, int, bool], Compiled] = {}
 
 
-def _compile(path: Path, source: str) -> tuple[_Piece, bool]:
+def _compile(path: Path, source: str) -> tuple[jinja2.Template, bool]:
     try:
         ast = _ENV.parse(source, name=path.name, filename=str(path))
         code = _ENV.compile(ast, name=path.name, filename=str(path))
@@ -114,7 +104,7 @@ def _compile(path: Path, source: str) -> tuple[_Piece, bool]:
         raise TemplateError(f"{_where(path)} line {exc.lineno}: {exc.message}; fix the "
                             "template") from None
     constant = meta.find_undeclared_variables(ast) <= _CONSTANT_VARIABLES
-    return _Piece(_ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None)), 1), constant
+    return _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None)), constant
 
 
 def _at_line(line: int, current: int) -> str:
@@ -161,23 +151,23 @@ def load(path: Path, *, email: bool) -> Compiled:
         else:
             body_line = len(lines) + 1
     combined += _at_line(body_line, current) + "\n".join(lines[body_line - 1:])
-    whole, constant = _compile(path, combined)
-    compiled = Compiled(name=path.stem, path=path, headers=tuple(headers), whole=whole,
+    template, constant = _compile(path, combined)
+    compiled = Compiled(name=path.stem, path=path, headers=tuple(headers), template=template,
                         constant=constant)
     _CACHE[key] = compiled
     return compiled
 
 
-def _render(compiled: Compiled, piece: _Piece, context: Mapping[str, Any], who: str) -> str:
+def _render(compiled: Compiled, context: Mapping[str, Any], who: str) -> str:
     try:
-        return piece.template.render(context)
+        return compiled.template.render(context)
     except jinja2.TemplateError as exc:
         error: Exception = exc
         problem = exc.message or type(exc).__name__
     except Exception as exc:  # a filter or a plugin's value blew up while rendering
         error = exc
         problem = f"{type(exc).__name__}: {exc}"
-    line = _error_line(error, compiled.path) or piece.line
+    line = _error_line(error, compiled.path) or 1
     raise TemplateError(f"{_where(compiled.path)} line {line}: {problem} (prospect {who}); "
                         "fix the template or the prospect's data")
 
@@ -257,7 +247,7 @@ def render_template_email(config: Config, name: str, ctx: Mapping[str, Any], *, 
                           variant: str = "A") -> Rendered:
     """Render an email template plus the footer; raise TemplateError naming file, line and who."""
     compiled = load(template_path(config, name), email=True)
-    parts = _render(compiled, compiled.whole, ctx, who).split(_SEP)
+    parts = _render(compiled, ctx, who).split(_SEP)
     if len(parts) != len(compiled.headers) + 1:
         raise TemplateError(f"{_where(compiled.path)}: a variable holds control characters "
                             f"(prospect {who}); clean the prospect's data")
@@ -288,7 +278,7 @@ def _footer(config: Config, ctx: Mapping[str, Any], who: str) -> str:
     key = (id(footer), config.sender, config.compliance.unsubscribe_mailto)
     if footer.constant and key in _FOOTERS:
         return _FOOTERS[key]
-    text = _render(footer, footer.whole, ctx, who).strip("\n")
+    text = _render(footer, ctx, who).strip("\n")
     if footer.constant:
         _FOOTERS[key] = text
     return text
@@ -296,7 +286,7 @@ def _footer(config: Config, ctx: Mapping[str, Any], who: str) -> str:
 
 def render_script(config: Config, name: str, ctx: Mapping[str, Any], *, who: str) -> str:
     compiled = load(template_path(config, name), email=False)
-    return _render(compiled, compiled.whole, ctx, who).strip("\n") + "\n"
+    return _render(compiled, ctx, who).strip("\n") + "\n"
 
 
 def variant_letter(step: Step, template: str) -> str:
