@@ -436,10 +436,16 @@ def test_message_sent_hook_gets_the_message_as_sent(campaign, smtp_server):
     enrolled(campaign, [prospect_row(i) for i in range(2)])
     seen = []
 
+    tasks = []
+
     class Listener:
         @hookimpl
         def message_sent(self, prospect, message):
             seen.append((prospect.email, message["Message-ID"], message.get_content()))
+
+        @hookimpl
+        def call_task_created(self, prospect, task):
+            tasks.append((prospect.email, task.id, task.script))
 
     with campaign.app() as app:
         app.pm.register(Listener(), name="listener")
@@ -453,6 +459,10 @@ def test_message_sent_hook_gets_the_message_as_sent(campaign, smtp_server):
                                                      "cfo1@maker1.example"]
     for _, message_id, content in seen:
         assert content == delivered[message_id].get_payload(decode=True).decode()
+    assert sorted(email for email, _, _ in tasks) == ["cfo0@maker0.example",
+                                                      "cfo1@maker1.example"]
+    assert all(script.startswith("Hi First") and "Thursday, March 5" in script
+               for _, _, script in tasks)
 
 
 def test_a_sequence_without_recycle_completes_after_a_grace_period(campaign):
