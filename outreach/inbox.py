@@ -38,7 +38,6 @@ class Inbound:
     raw: bytes
     uidvalidity: int | None = None
     uid: int | None = None
-    rescan: bool = False  # UIDVALIDITY changed: the message may have been handled already
 
 
 class Source(Protocol):
@@ -49,7 +48,7 @@ class Source(Protocol):
 
 def open_source(config: Config) -> Source:
     if config.imap.source == "maildir":
-        return MaildirSource(config.imap.maildir)
+        return MaildirSource(config.imap.maildir, config.imap.folders)
     return ImapSource(config.imap)
 
 
@@ -57,20 +56,31 @@ def open_source(config: Config) -> Source:
 
 
 class MaildirSource:
-    """A local Maildir (new/ and cur/); its file keys are remembered once handled."""
+    """A local Maildir (new/ and cur/ of each folder); file keys are remembered once handled.
 
-    def __init__(self, path: Path) -> None:
+    INBOX is the Maildir itself; another folder NAME is its Maildir++ subfolder `.NAME`.
+    """
+
+    def __init__(self, path: Path, folders: tuple[str, ...] = ("INBOX",)) -> None:
         self.path = Path(path)
-        self.name = f"maildir:{self.path}"
+        self.folders = folders
+
+    def folder_path(self, folder: str) -> Path:
+        return self.path if folder.upper() == "INBOX" else self.path / f".{folder}"
 
     def batches(self, store: Store) -> Iterator[list[Inbound]]:
+        for folder in self.folders:
+            yield from self._folder(store, self.folder_path(folder))
+
+    def _folder(self, store: Store, path: Path) -> Iterator[list[Inbound]]:
+        name = f"maildir:{path}"
         try:
-            box = mailbox.Maildir(self.path, factory=None, create=True)
+            box = mailbox.Maildir(path, factory=None, create=True)
             keys = sorted(box.keys())
         except OSError as exc:
-            raise MailboxError(f"{self.path}: cannot read the Maildir: {exc.strerror or exc}; "
-                               "check [imap] maildir") from None
-        seen = store.inbound_keys(self.name)
+            raise MailboxError(f"{path}: cannot read the Maildir: {exc.strerror or exc}; "
+                               "check [imap] maildir and folders") from None
+        seen = store.inbound_keys(name)
         new = [k for k in keys if k not in seen]
         for start in range(0, len(new), BATCH):
             batch = []
@@ -79,7 +89,7 @@ class MaildirSource:
                     raw = box.get_bytes(key)
                 except (KeyError, FileNotFoundError):  # moved or deleted by the mail client
                     continue
-                batch.append(Inbound(self.name, key, raw))
+                batch.append(Inbound(name, key, raw))
             yield batch
 
     def close(self) -> None:
@@ -156,7 +166,7 @@ class ImapSource:
             # A batch keeps the UID list in the command short (imapclient fails past ~64 kB).
             data = client.fetch(chunk, ["BODY.PEEK[]"])
             batch = [Inbound(name, f"{uidvalidity}:{uid}", data[uid][b"BODY[]"] or b"",
-                             uidvalidity, uid, rescan)
+                             uidvalidity, uid)
                      for uid in chunk if uid in data and b"BODY[]" in data[uid]]
             yield batch
             store.set_mailbox_state(name, uidvalidity=uidvalidity, last_uid=chunk[-1])

@@ -17,7 +17,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponent
 from .app import App
 from .config import Imap
 from .errors import MailboxError
-from .inbox import ImapSource, MailboxRefused, MaildirSource, connect
+from .inbox import MailboxRefused, connect, open_source
 from .replies import PollResult, poll
 
 IDLE_RENEW = 540.0  # re-issue IDLE well before the 29-minute timeout servers may apply
@@ -49,7 +49,7 @@ def watch(app: App, *, interval: float = 300, stop: threading.Event | None = Non
     total = PollResult()
     wake = threading.Event()
     imap = app.config.imap
-    source: Any = MaildirSource(imap.maildir) if imap.source == "maildir" else ImapSource(imap)
+    source: Any = open_source(app.config)
     idlers: list[threading.Thread] = []
     try:
         def one_pass() -> PollResult:

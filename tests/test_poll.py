@@ -305,3 +305,13 @@ def test_our_own_footer_pasted_back_unquoted_is_not_an_unsubscribe(seeded):
     doc = seeded.run_json("poll")
     assert doc["replies"] == 1 and doc["unsubscribes"] == 0
     assert not state(seeded, "cfo5@maker5.example")["suppressed"]
+
+
+def test_maildir_subfolders(seeded):
+    seeded.edit_config('folders = ["INBOX"]', 'folders = ["INBOX", "Replies"]')
+    box = mailbox.Maildir(seeded.root / "mail", create=True)
+    box.add_folder("Replies").add((CORPUS / "reply-apple-mail.eml").read_bytes())
+    drop(seeded, "auto-de")
+    doc = seeded.run_json("poll")
+    assert doc["processed"] == 2 and doc["replies"] == 1 and doc["auto_replies"] == 1
+    assert seeded.run_json("poll")["processed"] == 0
