@@ -9,13 +9,17 @@ port. Registered in tests/conftest.py through `pytest_plugins`.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,6 +50,7 @@ class Recorder:
 
     messages: list[Received] = field(default_factory=list)
     connections: int = 0
+    tls: list[bool] = field(default_factory=list)   # per message: did it arrive over TLS?
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
@@ -56,6 +61,8 @@ class Recorder:
         return responses
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            self.tls.append(server.transport.get_extra_info("ssl_object") is not None)
         return self.accept(envelope)
 
     def accept(self, envelope: Any) -> str:
@@ -167,10 +174,30 @@ def _authenticator(username: str, password: str) -> Callable[..., AuthResult]:
     return check
 
 
-def start_server(handler: Recorder | None = None, *, auth: tuple[str, str] | None = None) -> Server:
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate and key for "localhost" (skips the test when openssl is missing)."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    return cert, key
+
+
+def start_server(handler: Recorder | None = None, *, auth: tuple[str, str] | None = None,
+                 certificate: tuple[Path, Path] | None = None, implicit_tls: bool = False
+                 ) -> Server:
+    """Start a server; with `certificate` it offers STARTTLS, or speaks TLS from the first
+    byte with `implicit_tls`."""
     handler = handler or Recorder()
     port = free_port()
     kwargs: dict[str, Any] = {}
+    if certificate:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*certificate)
+        kwargs["ssl_context" if implicit_tls else "tls_context"] = context
     if auth:
         kwargs.update(authenticator=_authenticator(*auth), auth_require_tls=False,
                       auth_required=True)

@@ -22,6 +22,7 @@ from tests.smtp_server import (
     RejectRecipient,
     Slow,
     TempFailOnce,
+    self_signed_certificate,
     use_smtp,
 )
 
@@ -479,3 +480,21 @@ def test_a_sequence_without_recycle_completes_after_a_grace_period(campaign):
         [("completed", 1)]
     kinds = [e["kind"] for e in campaign.run_json("status", "cfo1@maker1.example")["events"]]
     assert kinds[-1] == "enrollment_ended"
+
+
+@pytest.mark.parametrize(("security", "implicit"), [("starttls", False), ("tls", True)])
+def test_tls_and_starttls_verify_the_certificate(campaign, smtp_server, tmp_path, monkeypatch,
+                                                  security, implicit):
+    certificate = self_signed_certificate(tmp_path)
+    server = smtp_server(certificate=certificate, implicit_tls=implicit)
+    use_smtp(campaign, server.port)
+    campaign.edit_config('security = "none"', f'security = "{security}"')
+    campaign.edit_config('host = "127.0.0.1"', 'host = "localhost"')
+    enrolled(campaign, [prospect_row(1)])
+    untrusted = campaign.run("send")
+    assert untrusted.exit_code == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+    assert server.handler.messages == [] and ledger(campaign) == []
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))   # trust the test certificate
+    assert campaign.run_json("send")["sent"] == 1
+    assert server.handler.tls == [True]
