@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from sqlite3 import Row
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -39,6 +40,12 @@ ACT_BATCH = 200              # call tasks and enrollment ends per transaction
 FLUSH_SECONDS = 0.1          # how often accepted messages are marked sent
 
 Progress = Callable[[int, int, int], None]   # (sent, failed, total)
+
+
+def lease_clock() -> datetime:
+    """The real time, for the `send` lease only: a lease guards real processes, so it must not
+    follow OUTREACH_NOW (a run planned "as of" another day would lapse a live run's lease)."""
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -318,7 +325,7 @@ class _Run:
                 if len(step.templates) > 1:
                     store.record_variant(env.meta["enrollment_id"], step.number,
                                          env.meta["template"])
-            store.renew_lock("send", until=now + LEASE)
+            store.renew_lock("send", until=lease_clock() + LEASE)
         self.result.sent += len(sent)
         stamp = iso(now)
         for m in sent:
@@ -400,9 +407,14 @@ class _Run:
                 await conn.close()
 
         async def flusher() -> None:
+            renewed = time.monotonic()
             while True:
                 await asyncio.sleep(FLUSH_SECONDS)
                 self.flush()
+                if time.monotonic() - renewed > LEASE.total_seconds() / 4:
+                    # Even when nothing completes (a very slow server), keep the lease ours.
+                    self.app.store.renew_lock("send", until=lease_clock() + LEASE)
+                    renewed = time.monotonic()
 
         def interrupted(name: str) -> None:
             # Ctrl-C or a cron timeout's SIGTERM: finish what is on the wire, send nothing more.
@@ -474,7 +486,8 @@ def send(app: App, *, dry_run: bool = False, limit: int | None = None,
                progress=progress)
     store = app.store
     if not dry_run:
-        store.acquire_lock("send", owner=iso(run.now), now=run.now, until=run.now + LEASE)
+        started = lease_clock()
+        store.acquire_lock("send", owner=iso(started), now=started, until=started + LEASE)
     try:
         if not dry_run:
             run.settle_stale()

@@ -417,9 +417,11 @@ def test_smtp_login_with_password_from_env(campaign, smtp_server, monkeypatch):
 def test_second_sender_is_refused_while_one_holds_the_lease(campaign):
     enrolled(campaign, [prospect_row(1)])
     with campaign.app() as app:
-        now = app.now()
         from datetime import timedelta
 
+        from outreach.send import lease_clock
+
+        now = lease_clock()   # leases follow the real clock, whatever OUTREACH_NOW says
         app.store.acquire_lock("send", owner="test", now=now, until=now + timedelta(hours=1))
         result = campaign.run("send")
         assert result.exit_code == 1
