@@ -5,9 +5,12 @@
 
 from __future__ import annotations
 
-from email.message import EmailMessage
+from typing import TYPE_CHECKING
 
 from outreach.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # loaded on every start-up: keep the email package out of `--help`
+    from email.message import EmailMessage
 
 
 @hookimpl(trylast=True)
