@@ -42,15 +42,19 @@ def enroll(campaign, n):
     assert campaign.run_json("enroll", "referral")["enrolled"] == n
 
 
-def test_sigkill_mid_run_then_rerun_sends_nobody_twice(campaign, smtp_server):
+def signalled_mid_run(campaign, smtp_server, sig, *, after):
+    """60 due emails to a slow server; `sig` once `after` of them arrived."""
     slow = Slow(delay=0.05)
-    server = smtp_server(slow)
-    use_smtp(campaign, server.port, concurrency=2)
+    use_smtp(campaign, smtp_server(slow).port, concurrency=2)
     enroll(campaign, 60)
+    run = start_send(campaign)
+    slow.wait_for(after)
+    run.send_signal(sig)
+    return slow, run
 
-    first = start_send(campaign)
-    slow.wait_for(8)
-    first.send_signal(signal.SIGKILL)
+
+def test_sigkill_mid_run_then_rerun_sends_nobody_twice(campaign, smtp_server):
+    slow, first = signalled_mid_run(campaign, smtp_server, signal.SIGKILL, after=8)
     first.wait(timeout=10)
     assert first.returncode == -signal.SIGKILL
     killed_at = len(slow.messages)
@@ -103,14 +107,7 @@ def test_two_concurrent_senders_deliver_each_message_once(campaign, smtp_server)
 
 
 def test_sigterm_finishes_what_is_in_flight_and_stops(campaign, smtp_server):
-    slow = Slow(delay=0.05)
-    server = smtp_server(slow)
-    use_smtp(campaign, server.port, concurrency=2)
-    enroll(campaign, 60)
-
-    run = start_send(campaign)
-    slow.wait_for(6)
-    run.send_signal(signal.SIGTERM)
+    slow, run = signalled_mid_run(campaign, smtp_server, signal.SIGTERM, after=6)
     out, err = run.communicate(timeout=20)
     assert run.returncode == 1, err
     summary = json.loads(out)
