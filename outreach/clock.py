@@ -16,6 +16,12 @@ def now() -> datetime:
     return parse_now(raw)
 
 
+def wall_now() -> datetime:
+    """The real time, whatever OUTREACH_NOW says: for leases between live processes only.
+    A run planned "as of" another day must not make a running sender's lease look expired."""
+    return datetime.now(UTC)
+
+
 def parse_now(raw: str) -> datetime:
     """Parse an OUTREACH_NOW value; it must carry an offset so it names one instant."""
     try:

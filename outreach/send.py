@@ -14,12 +14,12 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from sqlite3 import Row
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import render
+from . import clock, render
 from .app import App
 from .clock import iso
 from .config import Sequence, Step
@@ -40,12 +40,6 @@ ACT_BATCH = 200              # call tasks and enrollment ends per transaction
 FLUSH_SECONDS = 0.1          # how often accepted messages are marked sent
 
 Progress = Callable[[int, int, int], None]   # (sent, failed, total)
-
-
-def lease_clock() -> datetime:
-    """The real time, for the `send` lease only: a lease guards real processes, so it must not
-    follow OUTREACH_NOW (a run planned "as of" another day would lapse a live run's lease)."""
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -212,8 +206,10 @@ class _Run:
             self.result.calls += 1
             if self.dry_run:
                 continue
+            # Due from when this run found it (right after the day's email), not from the
+            # midnight it became due in the prospect's zone, which reads as "yesterday".
             create_task(self.app, enrollment_id=e["id"], prospect=prospect, step=step,
-                        due=action.due, script=script)
+                        due=self.now, script=script)
             advanced.append((e["id"], step.number))
         if advanced:   # committed with the tasks: a crash in between redoes both
             store.advance_enrollments(advanced)
@@ -325,7 +321,7 @@ class _Run:
                 if len(step.templates) > 1:
                     store.record_variant(env.meta["enrollment_id"], step.number,
                                          env.meta["template"])
-            store.renew_lock("send", until=lease_clock() + LEASE)
+            store.renew_lock("send", until=clock.wall_now() + LEASE)
         self.result.sent += len(sent)
         stamp = iso(now)
         for m in sent:
@@ -413,7 +409,7 @@ class _Run:
                 self.flush()
                 if time.monotonic() - renewed > LEASE.total_seconds() / 4:
                     # Even when nothing completes (a very slow server), keep the lease ours.
-                    self.app.store.renew_lock("send", until=lease_clock() + LEASE)
+                    self.app.store.renew_lock("send", until=clock.wall_now() + LEASE)
                     renewed = time.monotonic()
 
         def interrupted(name: str) -> None:
@@ -486,7 +482,7 @@ def send(app: App, *, dry_run: bool = False, limit: int | None = None,
                progress=progress)
     store = app.store
     if not dry_run:
-        started = lease_clock()
+        started = clock.wall_now()
         store.acquire_lock("send", owner=iso(started), now=started, until=started + LEASE)
     try:
         if not dry_run:

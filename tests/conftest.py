@@ -94,4 +94,5 @@ def campaign(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Campaign:
     monkeypatch.delenv("OUTREACH_NOW", raising=False)
     monkeypatch.delenv("OUTREACH_LOAD_PLUGINS", raising=False)
     monkeypatch.delenv("OUTREACH_TRACE_PLUGINS", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # entry-point cache
     return Campaign(root=root, monkeypatch=monkeypatch)

@@ -419,9 +419,9 @@ def test_second_sender_is_refused_while_one_holds_the_lease(campaign):
     with campaign.app() as app:
         from datetime import timedelta
 
-        from outreach.send import lease_clock
+        from outreach.clock import wall_now
 
-        now = lease_clock()   # leases follow the real clock, whatever OUTREACH_NOW says
+        now = wall_now()   # leases follow the real clock, whatever OUTREACH_NOW says
         app.store.acquire_lock("send", owner="test", now=now, until=now + timedelta(hours=1))
         result = campaign.run("send")
         assert result.exit_code == 1
