@@ -4,7 +4,7 @@ Points per event (a meeting counts once, through its stage change to `opportunit
 
     reply                       +10   any answer that is not an auto-reply or a bounce
     stage -> lead               +10   the reply was a positive one (poll or `mark lead`)
-    referral                     +5   they named a colleague
+    referral                     +5   they named a colleague (not: they were named)
     call connected / meeting    +15   a live conversation
     stage -> opportunity        +40   a meeting was booked
     stage -> client / champion  +20
@@ -40,7 +40,8 @@ def event_points(event: Mapping[str, Any]) -> int:
     if kind == "reply":
         return REPLY_POINTS
     if kind == "referral":
-        return REFERRAL_POINTS
+        # Recorded on both sides: only the prospect who named a colleague earns points.
+        return REFERRAL_POINTS if event.get("referred") else 0
     if kind == "call":
         return CONNECT_POINTS if event.get("outcome") in CONNECT_OUTCOMES else 0
     if kind == "stage":

@@ -22,7 +22,8 @@ from zoneinfo import ZoneInfo
 from .errors import OutreachError
 
 GROUPINGS = ("sequence", "template", "variant", "persona")
-EVENT_KINDS = ("reply", "referral", "auto_reply", "bounce", "unsubscribe", "stage", "call")
+# A referral is also recorded as the referrer's reply, so "referral" events are not counted.
+EVENT_KINDS = ("reply", "auto_reply", "bounce", "unsubscribe", "stage", "call")
 NO_EMAIL = "(no email)"
 ALPHA = 0.05
 POWER = 0.8
@@ -147,7 +148,7 @@ def compute(messages: Iterable[Mapping[str, Any]], events: Iterable[Mapping[str,
     loose: list[tuple[dict[str, Any], str]] = []  # outcomes after no email, and calls
     for row in events:
         kind = row["kind"]
-        flag = {"reply": "replied", "referral": "replied", "auto_reply": "auto_replies",
+        flag = {"reply": "replied", "auto_reply": "auto_replies",
                 "bounce": "bounced", "unsubscribe": "unsubscribed"}.get(kind)
         if kind == "stage":
             flag = "meetings" if row.get("new") == "opportunity" else None

@@ -19,7 +19,8 @@ def ev(kind: str, days_ago: float, **detail):
         ([ev("auto_reply", 1), ev("bounce", 1)], 0.0),
         ([ev("reply", 1)], 10.0),
         ([ev("reply", 1), ev("stage", 1, old="prospect", new="lead")], 20.0),  # positive reply
-        ([ev("reply", 1), ev("referral", 1)], 15.0),
+        ([ev("reply", 1), ev("referral", 1, referred="jane@maker1.example")], 15.0),
+        ([ev("referral", 1, referrer="bob@maker1.example")], 0.0),      # being named: no points
         ([ev("call", 2, outcome="no-answer"), ev("call", 1, outcome="voicemail")], 0.0),
         ([ev("call", 1, outcome="connected")], 15.0),
         # A meeting booked on a call: the connect plus the stage change, counted once each.

@@ -66,6 +66,10 @@ def test_compare_verdicts(a, b, significant, needed, verdict):
 # -- the funnel over a store ----------------------------------------------------------------
 
 
+def email_of(n):
+    return f"cfo{n}@maker{n}.example"
+
+
 def stage(store, pid, new, at):
     old = store.set_stage(pid, new, cause="test", at=at)
     store.add_event("stage", at=at, prospect_id=pid, old=old, new=new, cause="test")
@@ -101,6 +105,8 @@ def build_world(campaign):
         stage(s, pid[7], "opportunity", day(12))
         s.add_event("reply", at=day(10), prospect_id=pid[8])
         stage(s, pid[8], "not-interested", day(10))
+        # Being named in someone's referral is not a reply (the referrer's reply is).
+        s.add_event("referral", at=day(10), prospect_id=pid[9], referrer=email_of(1))
         s.add_event("call", at=day(11), prospect_id=pid[9], outcome="meeting")
         stage(s, pid[9], "opportunity", day(11))
     return campaign
