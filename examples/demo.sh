@@ -126,3 +126,6 @@ step "outreach poll again: each message is handled once"
 step "outreach status of the person named in the referral (new prospect, referrer set, enrolled)"
 referred="$("$outreach" prospects --json | python3 -c 'import json, sys; print([p["email"] for p in json.load(sys.stdin) if p["referrer_id"]][0])')"
 "$outreach" status "$referred"
+
+step "outreach stats --by variant --html report.html (the funnel; open report.html in a browser)"
+"$outreach" stats --by variant --html report.html

@@ -356,7 +356,9 @@ def text_lines(doc: Mapping[str, Any]) -> list[str]:
          f"{t['meetings_per_call']:.2f} meetings per call" if t["calls"] else ""),
     ]
     lines += [f"{name:<14}{n:>7}   {note}".rstrip() for name, n, note in rows]
-    if doc.get("groups") is not None:
+    if doc.get("groups") == []:
+        lines += ["", f"(nothing to group by {doc['by']} yet)"]
+    elif doc.get("groups") is not None:
         head = (doc["by"].upper(), "SENT", "REPLIED", "REPLY%", "POSITIVE", "MEETINGS",
                 "/100 SENT", "BOUNCED", "UNSUB", "CALLS", "CONNECTS")
         table = [head] + [
@@ -372,8 +374,6 @@ def text_lines(doc: Mapping[str, Any]) -> list[str]:
             cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in
                                                 zip(r[1:], widths[1:], strict=True)]
             lines.append("  ".join(cells))
-        if not doc["groups"]:
-            lines.append(f"(nothing to group by {doc['by']} yet)")
     for test in doc.get("ab_tests", []):
         lines.append("")
         rates = ", ".join(f"{v['variant']} {v['replied']}/{v['sent']}" for v in test["variants"])
