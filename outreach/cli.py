@@ -596,7 +596,7 @@ def load_startup_plugins(argv: Sequence[str]) -> None:
     Uses the config the command line names when it loads; a broken config is left for
     the command itself to report.
     """
-    from .config import find_config, load_config
+    from .configpath import find_config
     from .plugins import fire, make_manager
 
     explicit = None
@@ -607,7 +607,9 @@ def load_startup_plugins(argv: Sequence[str]) -> None:
             explicit = arg.split("=", 1)[1]
     path = find_config(explicit)
     config = None
-    if path.is_file():
+    if path.is_file():  # outside a campaign folder the config module is never imported
+        from .config import load_config
+
         try:
             config = load_config(path)
         except OutreachError:

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .configpath import CONFIG_NAME as CONFIG_NAME  # re-exported
+from .configpath import find_config
 from .errors import ConfigError
 from .models import is_email
 
-CONFIG_NAME = "outreach.toml"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 TEMPLATES_DIR = "templates"
 
@@ -148,15 +149,6 @@ class Config:
     @property
     def templates_dir(self) -> Path:
         return self.root / TEMPLATES_DIR
-
-
-def find_config(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """Where the config is: --config, else $OUTREACH_CONFIG, else ./outreach.toml."""
-    if explicit:
-        return Path(explicit)
-    if env := os.environ.get("OUTREACH_CONFIG"):
-        return Path(env)
-    return Path(CONFIG_NAME)
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

@@ -8,20 +8,18 @@ modification time of the folders on sys.path, so that is the cache key.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
 import sys
-from dataclasses import dataclass
+import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 GROUP = "outreach"
 
 
-@dataclass(frozen=True)
-class EntryPoint:
+class EntryPoint(NamedTuple):  # not a dataclass: start-up need not import dataclasses
     name: str
     value: str
     version: str | None
@@ -35,21 +33,29 @@ class EntryPoint:
         return target
 
 
+# Answers kept per key: `outreach` and `python -m outreach` (from any folder) have different
+# sys.path[0], and must not evict each other's answer on every start.
+KEEP = 8
+
+
 def entry_points() -> list[EntryPoint]:
     key = _fingerprint()
     cache = _cache_file()
     try:
-        data = json.loads(cache.read_text(encoding="utf-8"))
-        if data["key"] == key:
-            return [EntryPoint(*item) for item in data["entry_points"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+        known = json.loads(cache.read_text(encoding="utf-8"))["keys"]
+        if key in known:
+            return [EntryPoint(*item) for item in known[key]]
+        known = {k: v for k, v in known.items() if isinstance(v, list)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        known = {}
     found = _scan()
+    known.pop(key, None)
+    kept = dict(list(known.items())[-(KEEP - 1):])  # oldest first: drop the oldest
+    kept[key] = [[ep.name, ep.value, ep.version] for ep in found]
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "entry_points": [
-            [ep.name, ep.value, ep.version] for ep in found]}), encoding="utf-8")
+        tmp.write_text(json.dumps({"keys": kept}), encoding="utf-8")
         os.replace(tmp, cache)
     except OSError:
         pass  # a read-only home only costs the rescan next time
@@ -64,16 +70,17 @@ def _scan() -> list[EntryPoint]:
 
 
 def _fingerprint() -> str:
+    # The text itself is the key (hashlib's import alone costs ~2 ms of every start-up).
     parts = [sys.prefix]
     for entry in sys.path:
         try:
             parts.append(f"{entry}:{os.stat(entry or '.').st_mtime_ns}")
         except OSError:
             parts.append(f"{entry}:-")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    return "\n".join(parts)
 
 
 def _cache_file() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    tag = hashlib.sha256(sys.prefix.encode()).hexdigest()[:12]
+    tag = f"{zlib.crc32(sys.prefix.encode()):08x}"
     return Path(base) / "outreach" / f"entry-points-{tag}.json"
