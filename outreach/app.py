@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,6 +22,8 @@ class App:
     config: Config
     store: Store
     pm: pluggy.PluginManager
+    # Hook calls held back by `hooks_after`, in order; None when hooks fire at once.
+    _held: list[tuple[str, dict[str, Any]]] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def open(cls, config: Config, pm: pluggy.PluginManager | None = None) -> App:
@@ -47,4 +51,24 @@ class App:
         return ZoneInfo(self.config.sender.timezone)
 
     def fire(self, hook: str, **kwargs: Any) -> list[Any]:
+        if self._held is not None:
+            self._held.append((hook, kwargs))
+            return []
         return fire(self.pm, hook, **kwargs)
+
+    @contextmanager
+    def hooks_after(self) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+        """Hold back side-effect hooks fired inside the block, then fire them in order once
+        it ends without error (a batch's hooks after its commit, never under the write lock).
+        The caller may drop the tail of the yielded list (work that was rolled back)."""
+        if self._held is not None:  # already held by an outer block: it fires them
+            yield self._held
+            return
+        held: list[tuple[str, dict[str, Any]]] = []
+        self._held = held
+        try:
+            yield held
+        finally:
+            self._held = None
+        for hook, kwargs in held:
+            fire(self.pm, hook, **kwargs)

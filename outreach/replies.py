@@ -116,12 +116,35 @@ class _Pass:
 
     context: classify.Context
     domains: dict[str, list[int]]
-    pending: list[tuple[Any, ...]] = field(default_factory=list)
+    pending: list[tuple[Any, ...]] = field(default_factory=list)  # inbound rows to write
+    ids: set[str] = field(default_factory=set)  # Message-IDs recorded in this pass
+    ledger: dict[str, Any] = field(default_factory=dict)  # the batch's references we sent
+    senders: set[str] = field(default_factory=set)  # the batch's senders who are prospects
+
+    def record(self, inbound: Inbound, now: datetime, message_id: str | None,
+               prospect_id: int | None, kind: str, **detail: Any) -> None:
+        """Queue the message's inbound row: written with the batch, in its transaction."""
+        message_id = message_id or f"<{inbound.key}@inbound>"
+        self.ids.add(message_id)
+        self.pending.append((inbound.source, inbound.key, inbound.uidvalidity, inbound.uid,
+                             message_id, prospect_id, kind,
+                             json.dumps(detail, default=str) if detail else "{}", iso(now)))
 
     def flush(self, app: App) -> None:
         if self.pending:
             app.store.add_inbound_many(self.pending)
             self.pending.clear()
+
+
+@dataclass
+class _Item:
+    """A message about a prospect or our mail, classified and waiting to be acted on."""
+
+    inbound: Inbound
+    message_id: str
+    mail: Mail
+    verdict: classify.Verdict
+    kind: str
 
 
 _EXPR = re.compile(r"\{\{\s*([\w.]+)\s*(?:\|[^}]*)?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
@@ -151,19 +174,42 @@ def poll(app: App, *, source: Source | None = None) -> PollResult:
     try:
         with ExitStack() as stack:
             for batch in source.batches(app.store):
-                for inbound in batch:
-                    if state is None:  # built on the first message: nothing new is fast
-                        from . import classify
+                if not batch:
+                    continue
+                if state is None:  # built on the first message: nothing new is fast
+                    from . import classify
 
-                        state = _Pass(context_for(app), app.store.open_prospects_by_domain())
-                        stack.enter_context(classify.using(state.context))
-                    handle(app, inbound, result, state)
-                if state is not None:
-                    state.flush(app)  # before the source records the batch as seen
+                    state = _Pass(context_for(app), app.store.open_prospects_by_domain())
+                    stack.enter_context(classify.using(state.context))
+                # Before the source records the batch as seen: a pass that dies here
+                # leaves the batch unseen and unacted, and reads it again next time.
+                handle_batch(app, batch, result, state)
     finally:
         if own:
             source.close()
     return result
+
+
+def handle_batch(app: App, batch: list[Inbound], result: PollResult, state: _Pass) -> None:
+    """Classify a batch (no write lock held), then act on it and record it in ONE
+    transaction; the hooks its actions fire run in order after that commit."""
+    now = app.now()
+    items = _prepare(app, batch, result, state, now)
+    with app.hooks_after() as held, app.store.transaction():
+        for item in items:
+            mark = len(held)
+            one = PollResult()
+            try:
+                with app.store.transaction():  # a savepoint: a failure undoes this message only
+                    prospect_id = _act(app, item, one, state, now)
+            except Exception as exc:
+                del held[mark:]  # its hooks were never committed either
+                _malformed(item.inbound, item.message_id, exc, result, state, now)
+                continue
+            result.add(one)
+            state.record(item.inbound, now, item.message_id, prospect_id,
+                         item.kind if prospect_id or item.kind == "unsubscribe" else "unmatched")
+        state.flush(app)
 
 
 def parse(raw: bytes) -> EmailMessage:
@@ -249,82 +295,92 @@ def _listened(app: App, hook: str) -> bool:
                for impl in getattr(app.pm.hook, hook).get_hookimpls())
 
 
-def handle(app: App, inbound: Inbound, result: PollResult, state: _Pass) -> None:
-    """Handle one message; a malformed one is recorded and reported, never fatal."""
+def _prepare(app: App, batch: list[Inbound], result: PollResult, state: _Pass,
+             now: datetime) -> list[_Item]:
+    """Parse and classify a batch; duplicates, mail about nobody and malformed messages are
+    recorded at once. What the headers need from the store is read once per batch."""
     from . import classify
 
-    result.processed += 1
-    now = app.now()
-    message_id = None
-    try:
-        head = parse_headers(inbound.raw)
-        # No Message-ID: a digest of the bytes stands in, so a rescan still knows it.
-        message_id = _first_id(classify.header(head, "Message-ID")) or \
-            f"<sha1-{hashlib.sha1(inbound.raw).hexdigest()}@inbound>"
-        if message_id and app.store.inbound_has_message_id(message_id):
-            # Seen before (another folder, or a UIDVALIDITY rescan): never act twice.
-            result.duplicates += 1
-            _record(app, inbound, now, message_id, None, "duplicate")
-            return
-        if not _concerns_us(app, head, state):
-            # Most of an inbox: from nobody we wrote to, about nothing we sent. Left alone,
-            # recorded in bulk at the end of the batch.
-            result.unmatched += 1
-            state.pending.append((inbound.source, inbound.key, inbound.uidvalidity, inbound.uid,
-                                  message_id, None, "unmatched",
-                                  "{}", iso(now)))
-            return
-        mail = Mail(inbound.raw)
-        verdict = classify.verdict_for(mail.message, state.context)
-        kind = verdict.hook_kind
-        if _listened(app, "classify_reply"):
-            kind = first_result(app.pm, "classify_reply", reply=mail.rich)
-            if kind not in classify.KINDS:
-                if kind is not None:
-                    print(f"outreach: classify_reply answered {kind!r}, not one of "
-                          f"{', '.join(classify.KINDS)}; using the built-in answer",
-                          file=sys.stderr)
-                kind = verdict.hook_kind
-        prospect, enrollment_id = match(app, mail.message, verdict, kind, state.domains)
-        prospect_id = _act(app, mail, verdict, kind, prospect, enrollment_id, result, now)
-        _record(app, inbound, now, message_id, prospect_id,
-                kind if prospect_id or kind == "unsubscribe" else "unmatched")
-    except Exception as exc:
-        result.malformed.append({"key": f"{inbound.source} {inbound.key}",
-                                 "error": f"{type(exc).__name__}: {exc}"})
-        _record(app, inbound, now, message_id, None, "malformed", error=str(exc)[:500])
+    heads: list[tuple[Inbound, HeaderBlock, str, list[str], str]] = []
+    for inbound in batch:
+        result.processed += 1
+        try:
+            head = parse_headers(inbound.raw)
+            # No Message-ID: a digest of the bytes stands in, so a rescan still knows it.
+            message_id = _first_id(classify.header(head, "Message-ID")) or \
+                f"<sha1-{hashlib.sha1(inbound.raw).hexdigest()}@inbound>"
+            refs = _MSGID.findall(f"{head.get('In-Reply-To') or ''} "
+                                  f"{head.get('References') or ''}")
+            sender = classify.address_of(classify.header(head, "From"))
+        except Exception as exc:
+            _malformed(inbound, None, exc, result, state, now)
+            continue
+        heads.append((inbound, head, message_id, refs, sender))
+    store = app.store
+    known = store.inbound_message_ids([h[2] for h in heads])
+    state.ledger = store.ledger_rows([ref for h in heads for ref in h[3]])
+    state.senders = set(store.prospects_by_email([h[4] for h in heads if "@" in h[4]]))
+    classifiers = _listened(app, "classify_reply")
+    items = []
+    for inbound, head, message_id, refs, sender in heads:
+        try:
+            if message_id in known or message_id in state.ids:
+                # Seen before (another folder, a UIDVALIDITY rescan): never act twice.
+                result.duplicates += 1
+                state.record(inbound, now, message_id, None, "duplicate")
+                continue
+            if not _concerns_us(head, sender, refs, state):
+                # Most of an inbox: from nobody we wrote to, about nothing we sent.
+                result.unmatched += 1
+                state.record(inbound, now, message_id, None, "unmatched")
+                continue
+            mail = Mail(inbound.raw)
+            verdict = classify.verdict_for(mail.message, state.context)
+            kind = verdict.hook_kind
+            if classifiers:
+                kind = first_result(app.pm, "classify_reply", reply=mail.rich)
+                if kind not in classify.KINDS:
+                    if kind is not None:
+                        print(f"outreach: classify_reply answered {kind!r}, not one of "
+                              f"{', '.join(classify.KINDS)}; using the built-in answer",
+                              file=sys.stderr)
+                    kind = verdict.hook_kind
+            state.ids.add(message_id)  # a second copy later in the batch is a duplicate
+            items.append(_Item(inbound, message_id, mail, verdict, kind))
+        except Exception as exc:
+            _malformed(inbound, message_id, exc, result, state, now)
+    return items
 
 
-def _concerns_us(app: App, head: Any, state: _Pass) -> bool:
+def _malformed(inbound: Inbound, message_id: str | None, exc: Exception, result: PollResult,
+               state: _Pass, now: datetime) -> None:
+    """A message that could not be read or acted on: reported with its key, never fatal."""
+    result.malformed.append({"key": f"{inbound.source} {inbound.key}",
+                             "error": f"{type(exc).__name__}: {exc}"})
+    state.record(inbound, now, message_id, None, "malformed", error=str(exc)[:500])
+
+
+def _concerns_us(head: HeaderBlock, sender: str, refs: list[str], state: _Pass) -> bool:
     """From the headers alone: could this message be about a prospect or our mail?
 
     A bounce, a reference to a message we sent, a prospect's address or a lone active
     prospect's domain, or mail to the unsubscribe address: read it whole. Anything else
     would end `unmatched` anyway. Unreadable headers are read whole, to be reported.
     """
-    from .classify import address_of, header, looks_like_bounce
+    from .classify import looks_like_bounce
 
-    sender = address_of(header(head, "From"))
     if "@" not in sender or looks_like_bounce(head):
         return True
-    ids = _MSGID.findall(f"{head.get('In-Reply-To') or ''} {head.get('References') or ''}")
-    if ids and app.store.ledger_match(ids) is not None:
+    if any(ref in state.ledger for ref in refs):
         return True
     if len(state.domains.get(domain_of(sender), ())) == 1:
         return True
-    if app.store.prospect(sender) is not None:
+    if sender in state.senders:
         return True
     unsubscribe = state.context.unsubscribe_address
     return bool(unsubscribe) and any(
         unsubscribe in str(v).lower() for n in ("To", "Cc", "Delivered-To", "X-Original-To")
         for v in head.get_all(n) or ())
-
-
-def _record(app: App, inbound: Inbound, now: datetime, message_id: str | None,
-            prospect_id: int | None, kind: str, **detail: Any) -> None:
-    app.store.add_inbound(inbound.source, inbound.key, at=now, uidvalidity=inbound.uidvalidity,
-                          uid=inbound.uid, message_id=message_id or f"<{inbound.key}@inbound>",
-                          prospect_id=prospect_id, kind=kind, **detail)
 
 
 def _first_id(value: str) -> str | None:
@@ -336,21 +392,24 @@ def _first_id(value: str) -> str | None:
 
 
 def match(app: App, message: Message, verdict: classify.Verdict, kind: str,
-          domains: dict[str, list[int]]) -> tuple[Prospect | None, int | None]:
-    """In-Reply-To/References against our ledger, then the address, then a lone domain."""
+          state: _Pass) -> tuple[Prospect | None, Any]:
+    """In-Reply-To/References against our ledger, then the address, then a lone domain.
+    Returns the prospect and the ledger row it was matched by (None otherwise)."""
     ids = _MSGID.findall(f"{message.get('In-Reply-To') or ''} {message.get('References') or ''}")
     ids.reverse()  # the newest reference is the most specific
-    if kind == "bounce":
-        ids = verdict.original_ids + ids
-    row = app.store.ledger_match(ids)
+    # A bounce names the message it returns in its body: that decides first.
+    row = app.store.ledger_match(verdict.original_ids) \
+        if kind == "bounce" and verdict.original_ids else None
+    if row is None:
+        row = next((state.ledger[m] for m in ids if m in state.ledger), None)
     if row is not None:
-        return app.store.prospect_by_id(row["prospect_id"]), row["enrollment_id"]
+        return app.store.prospect_by_id(row["prospect_id"]), row
     addresses = verdict.recipients if kind == "bounce" else [verdict.sender]
     for address in addresses:
         if address and (prospect := app.store.prospect(address)):
             return prospect, None
     if kind != "bounce" and verdict.sender:
-        candidates = domains.get(domain_of(verdict.sender), [])
+        candidates = state.domains.get(domain_of(verdict.sender), [])
         if len(candidates) == 1:
             return app.store.prospect_by_id(candidates[0]), None
     return None, None
@@ -359,18 +418,18 @@ def match(app: App, message: Message, verdict: classify.Verdict, kind: str,
 # -- actions ------------------------------------------------------------------------------
 
 
-def _act(app: App, mail: Mail, verdict: classify.Verdict, kind: str,
-         prospect: Prospect | None, enrollment_id: int | None, result: PollResult,
+def _act(app: App, item: _Item, result: PollResult, state: _Pass,
          now: datetime) -> int | None:
+    """Match the message and do what its kind asks; returns the prospect's id, if matched.
+    Runs inside the caller's transaction, so a message's actions commit together."""
     from .classify import header
     from .lifecycle import change_stage, suppress
 
     store = app.store
-    sequence: str | None = None
+    mail, verdict, kind = item.mail, item.verdict, item.kind
+    prospect, row = match(app, mail.message, verdict, kind, state)
+    enrollment_id = row["enrollment_id"] if row is not None else None
     updated: Prospect | None = None
-    detail = {"subject": header(mail.message, "Subject")[:200],
-              "message_id": _first_id(header(mail.message, "Message-ID")),
-              "from": verdict.sender}
     if prospect is None:
         if kind == "unsubscribe" and verdict.sender:
             # Mail to the unsubscribe address from anyone: honoured, prospect or not.
@@ -379,57 +438,56 @@ def _act(app: App, mail: Mail, verdict: classify.Verdict, kind: str,
             return None
         result.unmatched += 1
         return None
+    detail = {"subject": header(mail.message, "Subject")[:200],
+              "message_id": _first_id(header(mail.message, "Message-ID")),
+              "from": verdict.sender}
 
     if kind == "bounce":
         result.bounces += 1
         permanent = verdict.permanent
-        with store.transaction():
-            store.add_event("bounce", at=now, prospect_id=prospect.id,
-                            enrollment_id=enrollment_id, status=verdict.status or "5.0.0",
-                            permanent=permanent, **detail)
+        store.add_event("bounce", at=now, prospect_id=prospect.id, enrollment_id=enrollment_id,
+                        status=verdict.status or "5.0.0", permanent=permanent, **detail)
         if not permanent and store.soft_bounce_streak(prospect.id) >= SOFT_BOUNCE_LIMIT:
             permanent = True
         if permanent:
-            with store.transaction():
-                _end(app, prospect, "bounced", "bounce", now)
+            _end(app, prospect, "bounced", "bounce", now)
             suppress(app, prospect.email, reason="bounce", source="poll")
+            updated = store.prospect_by_id(prospect.id)  # now suppressed
     elif kind == "auto_reply":
         result.auto_replies += 1
         until = _pause_until(app, prospect, verdict, now)
-        with store.transaction():
-            store.add_event("auto_reply", at=now, prospect_id=prospect.id,
-                            enrollment_id=enrollment_id,
-                            return_date=verdict.return_date.isoformat()
-                            if verdict.return_date else None, **detail)
-            for paused in store.pause_enrollments(prospect.id, until=until):
-                store.add_event("paused", at=now, prospect_id=prospect.id,
-                                enrollment_id=paused, until=iso(until))
+        store.add_event("auto_reply", at=now, prospect_id=prospect.id,
+                        enrollment_id=enrollment_id,
+                        return_date=verdict.return_date.isoformat()
+                        if verdict.return_date else None, **detail)
+        for paused in store.pause_enrollments(prospect.id, until=until):
+            store.add_event("paused", at=now, prospect_id=prospect.id,
+                            enrollment_id=paused, until=iso(until))
     elif kind == "unsubscribe":
         result.unsubscribes += 1
-        with store.transaction():
-            store.add_event("unsubscribe", at=now, prospect_id=prospect.id,
-                            enrollment_id=enrollment_id, **detail)
+        store.add_event("unsubscribe", at=now, prospect_id=prospect.id,
+                        enrollment_id=enrollment_id, **detail)
         for address in dict.fromkeys((prospect.email, verdict.sender)):
             if address:
                 suppress(app, address, reason="unsubscribe", source="poll")
+        updated = store.prospect_by_id(prospect.id)  # now suppressed
     else:  # reply, referral
         result.replies += 1
-        sequence = _sequence_of(app, prospect, enrollment_id)
-        with store.transaction():
-            store.add_event("reply", at=now, prospect_id=prospect.id, enrollment_id=enrollment_id,
-                            not_interested=verdict.not_interested, text=verdict.text[:500],
-                            **detail)
-            _end(app, prospect, "replied", "reply", now)
+        store.add_event("reply", at=now, prospect_id=prospect.id, enrollment_id=enrollment_id,
+                        not_interested=verdict.not_interested, text=verdict.text[:500],
+                        **detail)
+        _end(app, prospect, "replied", "reply", now)
         if verdict.not_interested and prospect.stage in ("prospect", "lead"):
             updated = change_stage(app, prospect, "not-interested", cause="reply")
         elif prospect.stage == "prospect":
             updated = change_stage(app, prospect, "lead", cause="reply")
-    if updated is None:
-        updated = store.prospect_by_id(prospect.id) or prospect
+    # Otherwise nothing the prospect shows has changed since `match` loaded it.
+    updated = updated or prospect
     if has_impls(app.pm, "reply_received"):
         app.fire("reply_received", prospect=updated, reply=mail.rich,
                  kind="reply" if kind == "referral" else kind)
-    if kind in ("reply", "referral"):
+    if kind in ("reply", "referral") and verdict.referrals:
+        sequence = row["sequence"] if row is not None else _sequence_of(app, prospect)
         _referrals(app, updated, mail, verdict, sequence, result, now)
     return prospect.id
 
@@ -451,9 +509,8 @@ def _pause_until(app: App, prospect: Prospect, verdict: classify.Verdict,
     return datetime.combine(verdict.return_date + timedelta(days=1), time(0), zone)
 
 
-def _sequence_of(app: App, prospect: Prospect, enrollment_id: int | None) -> str | None:
-    row = app.store.enrollment(enrollment_id) if enrollment_id else None
-    row = row or app.store.latest_enrollment(prospect.id)
+def _sequence_of(app: App, prospect: Prospect) -> str | None:
+    row = app.store.latest_enrollment(prospect.id)
     return row["sequence"] if row else None
 
 
@@ -472,29 +529,27 @@ def _referrals(app: App, referrer: Prospect, mail: Mail, verdict: classify.Verdi
                 domain == d or domain.endswith("." + d) for d in domains):
             continue
         if store.is_suppressed(address) or store.prospect(address) is not None:
-            with store.transaction():
-                store.add_event("referral", at=now, prospect_id=referrer.id, referred=address,
-                                created=False)
+            store.add_event("referral", at=now, prospect_id=referrer.id, referred=address,
+                            created=False)
             continue
         first, last = classify.split_name(name)
-        with store.transaction():
-            store.insert_prospects([{
-                "email": address, "first_name": first, "last_name": last, "title": "",
-                "phone": "", "last_activity": None, "company": referrer.company,
-                "domain": referrer.domain,
-                "industry": referrer.industry, "employees": referrer.employees,
-                "country": referrer.country, "timezone": referrer.timezone,
-                "custom": json.dumps({}), "referrer_id": referrer.id,
-            }], at=now)
-            new = store.prospect(address)
-            assert new is not None
-            store.add_event("referral", at=now, prospect_id=referrer.id, referred=address,
-                            created=True)
-            store.add_event("referral", at=now, prospect_id=new.id, referrer=referrer.email)
-            if target:
-                enrollment = store.enroll(new.id, target, at=now)
-                store.add_event("enrolled", at=now, prospect_id=new.id,
-                                enrollment_id=enrollment, sequence=target)
+        store.insert_prospects([{
+            "email": address, "first_name": first, "last_name": last, "title": "",
+            "phone": "", "last_activity": None, "company": referrer.company,
+            "domain": referrer.domain,
+            "industry": referrer.industry, "employees": referrer.employees,
+            "country": referrer.country, "timezone": referrer.timezone,
+            "custom": json.dumps({}), "referrer_id": referrer.id,
+        }], at=now)
+        new = store.prospect(address)
+        assert new is not None
+        store.add_event("referral", at=now, prospect_id=referrer.id, referred=address,
+                        created=True)
+        store.add_event("referral", at=now, prospect_id=new.id, referrer=referrer.email)
+        if target:
+            enrollment = store.enroll(new.id, target, at=now)
+            store.add_event("enrolled", at=now, prospect_id=new.id,
+                            enrollment_id=enrollment, sequence=target)
         result.referrals += 1
         app.fire("prospect_imported", prospect=new)
         if has_impls(app.pm, "reply_received"):

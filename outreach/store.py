@@ -410,17 +410,21 @@ class Store:
     def ledger_match(self, message_ids: Sequence[str]) -> sqlite3.Row | None:
         """The ledger row (with prospect_id) for the first of these Message-IDs we sent."""
         ids = [m for m in message_ids if m][:50]
-        if not ids:
-            return None
-        marks = ",".join("?" * len(ids))
-        rows = {r["message_id"]: r for r in self.db.execute(
-            "SELECT m.message_id, m.enrollment_id, e.prospect_id, e.sequence FROM messages m "
-            f"JOIN enrollments e ON e.id = m.enrollment_id WHERE m.message_id IN ({marks})",
-            ids)}
-        for m in ids:
-            if m in rows:
-                return rows[m]
-        return None
+        rows = self.ledger_rows(ids)
+        return next((rows[m] for m in ids if m in rows), None)
+
+    def ledger_rows(self, message_ids: Iterable[str]) -> dict[str, sqlite3.Row]:
+        """Message-ID -> ledger row (with prospect_id, sequence) for those we sent: a poll
+        batch's references, in one query per 500."""
+        ids = list(dict.fromkeys(m for m in message_ids if m))
+        out: dict[str, sqlite3.Row] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            out.update((r["message_id"], r) for r in self.db.execute(
+                "SELECT m.message_id, m.enrollment_id, e.prospect_id, e.sequence FROM messages m"
+                " JOIN enrollments e ON e.id = m.enrollment_id WHERE m.message_id IN "
+                f"({','.join('?' * len(chunk))})", chunk))
+        return out
 
     def open_prospects_by_domain(self) -> dict[str, list[int]]:
         """Email domain -> ids of prospects there with an active or paused enrollment."""
@@ -459,24 +463,20 @@ class Store:
         return {r[0] for r in self.db.execute("SELECT key FROM inbound WHERE source = ?",
                                               (source,))}
 
-    def inbound_has_message_id(self, message_id: str) -> bool:
-        return self.db.execute("SELECT 1 FROM inbound WHERE message_id = ? LIMIT 1",
-                               (message_id,)).fetchone() is not None
-
-    def add_inbound(self, source: str, key: str, *, at: datetime, uidvalidity: int | None = None,
-                    uid: int | None = None, message_id: str | None = None,
-                    prospect_id: int | None = None, kind: str | None = None,
-                    **detail: Any) -> None:
-        self.db.execute(
-            "INSERT OR IGNORE INTO inbound (source, key, uidvalidity, uid, message_id, "
-            "prospect_id, kind, detail, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (source, key, uidvalidity, uid, message_id, prospect_id, kind,
-             json.dumps(detail, default=str), iso(at)),
-        )
+    def inbound_message_ids(self, message_ids: Sequence[str]) -> set[str]:
+        """Which of these Message-IDs an earlier poll recorded."""
+        ids = list(dict.fromkeys(message_ids))
+        out: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            out.update(r[0] for r in self.db.execute(
+                "SELECT message_id FROM inbound WHERE message_id IN "
+                f"({','.join('?' * len(chunk))})", chunk))
+        return out
 
     def add_inbound_many(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Many (source, key, uidvalidity, uid, message_id, prospect_id, kind, detail,
-        received_at) rows in one transaction: mail that needed no action."""
+        received_at) rows: a poll batch's messages, in the batch's transaction."""
         with self.transaction() as db:
             db.executemany(
                 "INSERT OR IGNORE INTO inbound (source, key, uidvalidity, uid, message_id, "
