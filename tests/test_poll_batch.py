@@ -1,0 +1,143 @@
+"""`outreach poll` acts on a batch in one transaction: hooks after the commit, in order, and a
+pass that dies half-way leaves the batch unacted and unseen."""
+
+from __future__ import annotations
+
+import mailbox
+import sqlite3
+
+import pytest
+
+from outreach import hookimpl
+from outreach.replies import poll
+from outreach.store import Store
+from tests.test_poll import drop, seed, state
+
+# The three messages and the hooks each one fires, in the order it fires them.
+MESSAGES = {
+    "cfo3@maker3.example": [("stage_changed", "cfo3@maker3.example", "lead"),
+                            ("reply_received", "cfo3@maker3.example", "reply")],
+    "cfo17@maker17.example": [("stage_changed", "cfo17@maker17.example", "lead"),
+                              ("reply_received", "cfo17@maker17.example", "reply"),
+                              ("prospect_imported", "jane.smith@maker17.example", None),
+                              ("reply_received", "jane.smith@maker17.example", "referral")],
+    "cfo8@maker8.example": [("stage_changed", "cfo8@maker8.example", "not-interested"),
+                            ("reply_received", "cfo8@maker8.example", "reply")],
+}
+
+
+class Probe:
+    """Records each hook call and what another connection to the database sees then."""
+
+    def __init__(self, db_path) -> None:
+        self.db_path = db_path
+        self.calls: list[tuple[str, str, str | None]] = []
+        self.seen: list[tuple[bool, int]] = []
+
+    def _look(self) -> None:
+        other = sqlite3.connect(self.db_path, timeout=0, isolation_level=None)
+        try:
+            try:  # `outreach send` would take the write lock now: it must be free
+                other.execute("BEGIN IMMEDIATE")
+                other.execute("ROLLBACK")
+                free = True
+            except sqlite3.OperationalError:
+                free = False
+            committed = other.execute("SELECT count(*) FROM inbound").fetchone()[0]
+        finally:
+            other.close()
+        self.seen.append((free, committed))
+
+    @hookimpl
+    def stage_changed(self, prospect, old, new):
+        self._look()
+        self.calls.append(("stage_changed", prospect.email, new))
+
+    @hookimpl
+    def reply_received(self, prospect, reply, kind):
+        self._look()
+        self.calls.append(("reply_received", prospect.email, kind))
+
+    @hookimpl
+    def prospect_imported(self, prospect):
+        self._look()
+        self.calls.append(("prospect_imported", prospect.email, None))
+
+
+@pytest.fixture
+def batch(campaign):
+    seeded = seed(campaign)
+    drop(seeded, "reply-apple-mail", "referral-name-and-address", "reply-not-interested")
+    box = mailbox.Maildir(seeded.root / "mail")
+    # The order the pass reads them in: the Maildir's keys, sorted.
+    order = [box.get_message(k)["From"].split("<")[1].rstrip(">") for k in sorted(box.keys())]
+    return seeded, order
+
+
+def run_poll(campaign, probe: Probe):
+    with campaign.app() as app:
+        app.pm.register(probe, name="probe")
+        try:
+            return poll(app)
+        finally:
+            app.pm.unregister(name="probe")
+
+
+def test_hooks_fire_after_the_commit_in_order(batch):
+    campaign, order = batch
+    probe = Probe(campaign.root / "outreach.db")
+    result = run_poll(campaign, probe)
+    assert (result.processed, result.replies, result.referrals) == (3, 3, 1)
+    assert probe.calls == [call for sender in order for call in MESSAGES[sender]]
+    # Every hook ran with the write lock free and the whole batch already committed.
+    assert probe.seen == [(True, 3)] * len(probe.calls)
+
+
+def test_a_failing_action_undoes_that_message_only(batch, monkeypatch):
+    campaign, order = batch
+
+    def broken(self, rows, *, at):
+        raise RuntimeError("disk on fire")
+
+    # Fails in cfo17's reply after its stage moved and two of its hooks were queued.
+    monkeypatch.setattr(Store, "insert_prospects", broken)
+    probe = Probe(campaign.root / "outreach.db")
+    result = run_poll(campaign, probe)
+    assert (result.processed, result.replies, result.referrals) == (3, 2, 0)
+    assert [m["error"] for m in result.malformed] == ["RuntimeError: disk on fire"]
+    assert probe.calls == [call for sender in order if sender != "cfo17@maker17.example"
+                           for call in MESSAGES[sender]]
+    s17 = state(campaign, "cfo17@maker17.example")
+    assert s17["stage"] == "prospect" and s17["stages"] == []
+    assert s17["enrollments"][0]["state"] == "active"
+    assert not [e for e in s17["events"] if e["kind"] in ("reply", "enrollment_ended")]
+    assert state(campaign, "cfo3@maker3.example")["stage"] == "lead"
+    with campaign.app() as app:
+        kinds = sorted(r["kind"] for r in app.store.inbound())
+    assert kinds == ["malformed", "reply", "reply"]
+
+
+def test_a_pass_that_dies_mid_batch_leaves_it_unacted_and_unseen(batch, monkeypatch):
+    campaign, order = batch
+
+    def killed(self, rows, *, at):
+        raise KeyboardInterrupt  # not a bad message: the process is going away
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Store, "insert_prospects", killed)
+        probe = Probe(campaign.root / "outreach.db")
+        with pytest.raises(KeyboardInterrupt):
+            run_poll(campaign, probe)
+    assert probe.calls == []  # nothing committed, so nothing announced
+    for sender in order:
+        s = state(campaign, sender)
+        assert s["stage"] == "prospect" and s["enrollments"][0]["state"] == "active"
+        assert not [e for e in s["events"] if e["kind"] == "reply"]
+    with campaign.app() as app:
+        assert app.store.inbound() == []
+
+    # The next pass reads the whole batch again and acts on it once.
+    probe = Probe(campaign.root / "outreach.db")
+    result = run_poll(campaign, probe)
+    assert (result.processed, result.replies, result.referrals) == (3, 3, 1)
+    assert probe.calls == [call for sender in order for call in MESSAGES[sender]]
