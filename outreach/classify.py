@@ -62,6 +62,46 @@ class MalformedMessage(ValueError):
     """The bytes do not make a message we can read (no header block, no sender)."""
 
 
+class IndexedMessage(Message):
+    """A compat32 `Message` that finds headers through a name index built on first use.
+
+    Classifying reads some twenty headers per message, each a scan of every header with
+    `str.lower()` in the stock class; the index makes each one a dict lookup. Values still
+    go through the policy, so what `get` returns is unchanged.
+    """
+
+    _index: dict[str, list[tuple[str, Any]]] | None = None
+    _indexed = -1
+
+    def _by_name(self) -> dict[str, list[tuple[str, Any]]]:
+        # Appending changes the length; deleting and replacing drop the index below.
+        if self._index is None or self._indexed != len(self._headers):
+            index: dict[str, list[tuple[str, Any]]] = {}
+            for name, value in self._headers:
+                index.setdefault(name.lower(), []).append((name, value))
+            self._index, self._indexed = index, len(self._headers)
+        return self._index
+
+    def get(self, name: str, failobj: Any = None) -> Any:
+        found = self._by_name().get(name.lower())
+        return self.policy.header_fetch_parse(*found[0]) if found else failobj
+
+    def get_all(self, name: str, failobj: Any = None) -> Any:
+        found = self._by_name().get(name.lower())
+        return [self.policy.header_fetch_parse(*f) for f in found] if found else failobj
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._by_name()
+
+    def __delitem__(self, name: str) -> None:
+        super().__delitem__(name)
+        self._index = None
+
+    def replace_header(self, _name: str, _value: Any) -> None:
+        super().replace_header(_name, _value)
+        self._index = None
+
+
 _current: ContextVar[Context | None] = ContextVar("outreach_classify_context", default=None)
 
 

@@ -264,7 +264,9 @@ def parse_fast(raw: bytes) -> Message:
         from email import policy
         from email.parser import BytesParser
 
-        _PARSER = BytesParser(policy=policy.compat32)
+        from .classify import IndexedMessage
+
+        _PARSER = BytesParser(IndexedMessage, policy=policy.compat32)
     message = _PARSER.parsebytes(raw, headersonly=True)
     if message.get_content_maintype() in ("multipart", "message"):
         message = _PARSER.parsebytes(raw)
@@ -369,9 +371,9 @@ def _concerns_us(head: HeaderBlock, sender: str, refs: list[str], state: _Pass) 
     """
     from .classify import looks_like_bounce
 
-    if "@" not in sender or looks_like_bounce(head):
+    if any(ref in state.ledger for ref in refs):  # the cheapest test first
         return True
-    if any(ref in state.ledger for ref in refs):
+    if "@" not in sender or looks_like_bounce(head):
         return True
     if len(state.domains.get(domain_of(sender), ())) == 1:
         return True
