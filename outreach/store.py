@@ -22,10 +22,32 @@ from .errors import LockedError, StoreError
 from .migrations import MIGRATIONS
 from .models import KNOWN_COLUMNS, Prospect
 
-_SUPPRESSED_SQL = (
-    "EXISTS (SELECT 1 FROM suppressions s WHERE s.target = p.email "
-    "OR s.target = '@' || substr(p.email, instr(p.email, '@') + 1))"
-)
+# A suppression is an address or "@domain"; "@domain" also covers its subdomains. The
+# address, its domain and that many parent domains are checked, in SQL and in Python alike.
+SUPPRESSION_DEPTH = 4
+
+
+def _suppressed_sql() -> str:
+    domain = "substr(p.email, instr(p.email, '@') + 1)"
+    levels = [domain]
+    for _ in range(SUPPRESSION_DEPTH - 1):
+        levels.append(f"substr({levels[-1]}, instr({levels[-1]}, '.') + 1)")
+    targets = ", ".join(["p.email", *(f"'@' || {d}" for d in levels)])
+    return f"EXISTS (SELECT 1 FROM suppressions s WHERE s.target IN ({targets}))"
+
+
+def suppression_targets(email: str) -> list[str]:
+    """The suppression entries that would cover `email`: itself, its domain, parent domains."""
+    email = email.strip().lower()
+    domain = domain_of(email)
+    targets = [email, "@" + domain]
+    for _ in range(SUPPRESSION_DEPTH - 1):
+        domain = domain.partition(".")[2] or domain
+        targets.append("@" + domain)
+    return list(dict.fromkeys(targets))
+
+
+_SUPPRESSED_SQL = _suppressed_sql()
 _PROSPECT_SELECT = f"SELECT p.*, {_SUPPRESSED_SQL} AS suppressed FROM prospects p"
 OPEN_STATES = ("active", "paused")
 _BLANK: dict[str, Any] = {c: "" for c in KNOWN_COLUMNS} | {
@@ -193,16 +215,14 @@ class Store:
         return cur.rowcount == 1
 
     def is_suppressed(self, email: str) -> bool:
-        email = email.strip().lower()
-        return self.db.execute(
-            "SELECT 1 FROM suppressions WHERE target IN (?, ?)", (email, "@" + domain_of(email))
-        ).fetchone() is not None
+        return self.suppression(email) is not None
 
     def suppression(self, email: str) -> sqlite3.Row | None:
-        email = email.strip().lower()
+        """The earliest suppression covering `email` (address, domain or parent domain)."""
+        targets = suppression_targets(email)
         return self.db.execute(
-            "SELECT * FROM suppressions WHERE target IN (?, ?) ORDER BY created_at LIMIT 1",
-            (email, "@" + domain_of(email)),
+            f"SELECT * FROM suppressions WHERE target IN ({','.join('?' * len(targets))}) "
+            "ORDER BY created_at LIMIT 1", targets,
         ).fetchone()
 
     def suppressions(self) -> list[sqlite3.Row]:

@@ -90,3 +90,17 @@ def test_user_errors_never_print_a_traceback(seeded):
     assert proc.stdout == ""
     assert proc.stderr.startswith('Error: OUTREACH_NOW "tomorrow" is not an ISO 8601 timestamp')
     assert "Traceback" not in proc.stderr
+
+
+def test_a_suppressed_domain_covers_its_subdomains_everywhere(campaign):
+    rows = [prospect_row(1, email="ann@eu.bigco.example"), prospect_row(2, email="bo@bigco.example"),
+            prospect_row(3, email="cy@notbigco.example")]
+    campaign.run_json("import", str(campaign.write_csv(rows)))
+    assert campaign.run("suppress", "@bigco.example").stdout == (
+        "suppressed @bigco.example (2 prospects stopped)\n")
+    listed = {p["email"]: p["suppressed"] for p in campaign.run_json("prospects")}
+    assert listed == {"ann@eu.bigco.example": True, "bo@bigco.example": True,
+                      "cy@notbigco.example": False}
+    assert campaign.run_json("status", "ann@eu.bigco.example")["suppressed"] is True
+    assert campaign.run_json("enroll", "referral") == {
+        "enrolled": 1, "skipped": {"suppressed": 2}, "dry_run": False}
