@@ -12,8 +12,10 @@ from .models import STAGES, Prospect, is_email
 from .score import lead_score
 
 MARK_STAGES = (*STAGES[1:], "meeting")
-# Enrollment end states per cause, so `status` reads as what happened.
-_END_STATE = {"meeting": "won", "not-interested": "stopped"}
+# Every marked stage means the cold sequence is over; the enrollment's end state says how,
+# so `status` reads as what happened.
+_END_STATE = {"lead": "replied", "meeting": "won", "opportunity": "won", "client": "won",
+              "champion": "won", "not-interested": "stopped"}
 
 
 def require_prospect(app: App, email: str) -> Prospect:
@@ -41,23 +43,22 @@ def change_stage(app: App, prospect: Prospect, new: str, *, cause: str) -> Prosp
 
 
 def mark(app: App, email: str, stage: str, *, cause: str | None = None) -> Prospect:
-    """`outreach mark`: `meeting` ends the sequence as won (stage opportunity);
-    `not-interested` stops it; other stages just move. `cause` defaults to "mark STAGE"
-    (a call outcome passes "call meeting")."""
+    """`outreach mark`: every stage ends the open sequence and its call tasks (`meeting` as
+    won, with stage opportunity; `not-interested` as stopped; `lead` as replied). `cause`
+    defaults to "mark STAGE" (a call outcome passes "call meeting")."""
     if stage not in MARK_STAGES:
         raise OutreachError(f'unknown stage "{stage}": use one of {", ".join(MARK_STAGES)}')
     prospect = require_prospect(app, email)
     cause = cause or f"mark {stage}"
-    if stage in _END_STATE:
-        tasks = app.store.open_call_task_ids(prospect.id)
-        with app.store.transaction():
-            ended = app.store.end_enrollments(prospect.id, state=_END_STATE[stage],
-                                              reason=cause, at=app.now())
-            app.store.close_call_tasks(prospect.id, reason=cause, at=app.now())
-            for enrollment in ended:
-                app.store.add_event("enrollment_ended", at=app.now(), prospect_id=prospect.id,
-                                    enrollment_id=enrollment, state=_END_STATE[stage])
-        announce_closed(app, tasks)
+    state = _END_STATE[stage]
+    tasks = app.store.open_call_task_ids(prospect.id)
+    with app.store.transaction():
+        ended = app.store.end_enrollments(prospect.id, state=state, reason=cause, at=app.now())
+        app.store.close_call_tasks(prospect.id, reason=cause, at=app.now())
+        for enrollment in ended:
+            app.store.add_event("enrollment_ended", at=app.now(), prospect_id=prospect.id,
+                                enrollment_id=enrollment, state=state)
+    announce_closed(app, tasks)
     new = "opportunity" if stage == "meeting" else stage
     return change_stage(app, prospect, new, cause=cause)
 

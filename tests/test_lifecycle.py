@@ -104,3 +104,18 @@ def test_a_suppressed_domain_covers_its_subdomains_everywhere(campaign):
     assert campaign.run_json("status", "ann@eu.bigco.example")["suppressed"] is True
     assert campaign.run_json("enroll", "referral") == {
         "enrolled": 1, "skipped": {"suppressed": 2}, "dry_run": False}
+
+
+@pytest.mark.parametrize(("stage", "state"), [
+    ("lead", "replied"), ("opportunity", "won"), ("client", "won"), ("champion", "won"),
+    ("not-interested", "stopped"), ("meeting", "won"),
+])
+def test_every_mark_ends_the_cold_sequence(seeded, stage, state):
+    seeded.run("mark", "cfo1@maker1.example", stage)
+    status = seeded.run_json("status", "cfo1@maker1.example")
+    assert [e["state"] for e in status["enrollments"]] == [state]
+    # Nothing is due for them any more: a send on day 4 writes to the others only.
+    seeded.now("2026-12-01T07:30:00-06:00")
+    sent = seeded.run_json("send", "--ignore-window", "--dry-run")
+    assert "cfo1@maker1.example" not in [m["email"] for m in sent["messages"]]
+    assert sent["sent"] == 2
