@@ -255,12 +255,14 @@ class Store:
         return self.db.execute(sql + " ORDER BY id", args).fetchall()
 
     def enrollment_facts(self) -> dict[int, dict[str, Any]]:
-        """Per prospect: has an open enrollment, last recycle end, ever replied. For enroll."""
+        """Per prospect: has an open enrollment, when a sequence last ran out without an
+        answer (recycled, or completed with no recycle step), ever replied. For enroll."""
         facts: dict[int, dict[str, Any]] = {}
         for row in self.db.execute(
             "SELECT prospect_id, "
             "max(state IN ('active', 'paused')) AS open, "
-            "max(CASE WHEN state = 'recycled' THEN ended_at END) AS recycled_at, "
+            "max(CASE WHEN state IN ('recycled', 'completed') THEN ended_at END) "
+            "AS recycled_at, "
             "max(state IN ('replied', 'won')) AS replied "
             "FROM enrollments GROUP BY prospect_id"
         ):

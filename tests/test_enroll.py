@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import prospect_row
 
 
@@ -36,13 +38,14 @@ def test_dry_run_writes_nothing_and_limit_caps(campaign):
     assert campaign.run_json("status", "cfo3@maker3.example")["enrollments"] == []
 
 
-def test_recycled_prospects_wait_for_the_cooldown(campaign):
+@pytest.mark.parametrize("ended_as", ["recycled", "completed"])
+def test_recycled_prospects_wait_for_the_cooldown(campaign, ended_as):
     seed(campaign, n=1)
     campaign.now("2026-01-05T08:00:00+00:00")
     campaign.run_json("enroll", "referral")
     with campaign.app() as app:
         pid = app.store.prospect("cfo1@maker1.example").id
-        app.store.end_enrollments(pid, state="recycled", reason="day 21",
+        app.store.end_enrollments(pid, state=ended_as, reason="day 21",
                                   at=app.now().replace(day=26))
     campaign.now("2026-04-25T08:00:00+00:00")  # 89 days after recycling
     assert campaign.run_json("enroll", "referral")["skipped"] == {"cooldown": 1}

@@ -93,7 +93,8 @@ def test_user_errors_never_print_a_traceback(seeded):
 
 
 def test_a_suppressed_domain_covers_its_subdomains_everywhere(campaign):
-    rows = [prospect_row(1, email="ann@eu.bigco.example"), prospect_row(2, email="bo@bigco.example"),
+    rows = [prospect_row(1, email="ann@eu.bigco.example"),
+            prospect_row(2, email="bo@bigco.example"),
             prospect_row(3, email="cy@notbigco.example")]
     campaign.run_json("import", str(campaign.write_csv(rows)))
     assert campaign.run("suppress", "@bigco.example").stdout == (
