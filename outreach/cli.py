@@ -24,13 +24,18 @@ _startup: dict[str, Any] = {}
 
 
 class OutreachGroup(click.Group):
-    """Turns OutreachError into a clean message on stderr and exit code 1, no traceback."""
+    """Turns OutreachError into a clean message on stderr and exit code 1, no traceback.
+    So is an OSError (a folder that cannot be created, a disk that is full): the user's
+    machine, not a bug, and the message names the file."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except OutreachError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
 
 
 @click.group(cls=OutreachGroup)
@@ -362,7 +367,7 @@ def calls(app: Any, all_: bool, hour: bool, format_: str, json_: bool) -> None:
 
 
 @cli.command()
-@click.argument("task_id", metavar="ID", type=int)
+@click.argument("task_id", metavar="ID", type=click.IntRange(min=1, max=2**63 - 1))
 @click.option("--outcome", required=True, type=click.Choice(
     ["no-answer", "voicemail", "connected", "meeting", "not-interested", "bad-number"]),
     help="meeting ends the sequence as won; not-interested stops it; bad-number skips the "

@@ -114,7 +114,7 @@ def _load_entry_points(pm: pluggy.PluginManager, allow: set[str] | None) -> None
             plugin = ep.load()
         except Exception as exc:
             raise PluginError(f"plugin {ep.name} ({ep.value}) failed to load: {exc}") from None
-        pm.register(plugin, name=ep.name)
+        _register(pm, plugin, ep.name)
         _versions(pm)[ep.name] = ep.version
 
 
@@ -134,7 +134,17 @@ def _load_folder(pm: pluggy.PluginManager, folder: Path, allow: set[str] | None)
             spec.loader.exec_module(module)
         except Exception as exc:
             raise PluginError(f"{path}: plugin {name} failed to load: {exc!r}") from None
-        pm.register(module, name=name)
+        _register(pm, module, name)
+
+
+def _register(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
+    """Register, turning pluggy's complaint (a hook taking arguments the spec does not
+    have) into an error that names the plugin."""
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {name}: {exc}. See docs/plugins.md for each hook's "
+                          "arguments.") from None
 
 
 def fire(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> list[Any]:

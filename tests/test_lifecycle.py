@@ -120,3 +120,19 @@ def test_every_mark_ends_the_cold_sequence(seeded, stage, state):
     sent = seeded.run_json("send", "--ignore-window", "--dry-run")
     assert "cfo1@maker1.example" not in [m["email"] for m in sent["messages"]]
     assert sent["sent"] == 2
+
+
+def test_folders_that_cannot_be_made_are_clear_errors(campaign, tmp_path):
+    from click.testing import CliRunner
+
+    from outreach.cli import cli
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("x", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["init", str(blocker / "campaign")])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: {blocker / 'campaign'}: ")
+    campaign.edit_config('path = "outreach.db"', f'path = "{blocker}/o.db"')
+    result = campaign.run("status", "x@y.example")
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert str(blocker) in result.stderr

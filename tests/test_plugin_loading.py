@@ -65,3 +65,13 @@ def test_plugin_that_fails_to_import_is_named(campaign):
     assert proc.returncode == 1
     assert "plugin broken failed to load" in proc.stderr
     assert "nonexistent_module_xyz" in proc.stderr
+
+
+def test_hook_with_arguments_the_spec_lacks_is_named(campaign):
+    (campaign.root / "plugins" / "extra.py").write_text(
+        "from outreach import hookimpl\n@hookimpl\ndef message_sent(prospect, message, extra):\n"
+        "    pass\n", encoding="utf-8")
+    proc = run_outreach(campaign, "plugins")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: plugin extra: ")
+    assert "extra" in proc.stderr and "Traceback" not in proc.stderr
