@@ -396,7 +396,13 @@ class _Parser:
         for i, text in enumerate(self.strings(t, "sending", "windows",
                                               ("07:00-09:00", "17:00-19:00"))):
             windows.append(self.window(text, f"[sending] windows[{i}]"))
+        if not windows:
+            raise self.fail("[sending] windows", 'is empty: nothing could ever be sent. List at '
+                            'least one, e.g. ["07:00-09:00"]')
         days = self.strings(t, "sending", "days", WEEKDAYS[:5])
+        if not days:
+            raise self.fail("[sending] days", 'is empty: nothing could ever be sent. List at '
+                            'least one, e.g. ["mon", "tue", "wed", "thu", "fri"]')
         for i, day in enumerate(days):
             if day.lower() not in WEEKDAYS:
                 raise self.fail(f"[sending] days[{i}]",
