@@ -162,7 +162,8 @@ def check(app: Any, connect: bool, json_: bool) -> None:
     if json_:
         echo_json(report)
     else:
-        click.echo(f"{report['config']}: OK ({len(report['sequences'])} sequences, "
+        verdict = f"{len(report['errors'])} error(s)" if report["errors"] else "OK"
+        click.echo(f"{report['config']}: {verdict} ({len(report['sequences'])} sequences, "
                    f"{len(report['icps'])} ICPs, {report['prospects']} prospects)")
         click.echo(deliverability.summary())
         for problem in deliverability.problems:
@@ -532,7 +533,7 @@ def send(app: Any, dry_run: bool, limit: int | None, ignore_window: bool, force:
     from .guard import check_before_send
     from .send import send as send_
 
-    check_before_send(app, force=force)
+    check_before_send(app, force=force)  # a dry run shows that refusal too, as a real run would
 
     bar: Any = None
 
@@ -557,12 +558,12 @@ def send(app: Any, dry_run: bool, limit: int | None, ignore_window: bool, force:
     if json_:
         echo_json(result.as_dict())
     else:
-        _send_report(result)
-    if result.stopped:
+        _send_report(result, app.sender_zone)
+    if result.stopped or result.errors:  # cron must notice a run that could not do its job
         raise click.exceptions.Exit(1)
 
 
-def _send_report(result: Any) -> None:
+def _send_report(result: Any, zone: Any) -> None:
     verb = "would send" if result.dry_run else "sent"
     line = f"{verb} {result.sent}, failed {result.failed}, deferred {result.deferred}"
     if result.unknown:
@@ -574,8 +575,8 @@ def _send_report(result: Any) -> None:
     for m in result.as_dict().get("messages", []):
         click.echo(f"  {m['email']}  step {m['step']}  {m['template']}  {m['subject']}")
     if not result.window_open and result.next_window:
-        opens = result.next_window.strftime("%Y-%m-%d %H:%M")
-        click.echo(f"outside the sending window; the next opens {opens} UTC "
+        opens = result.next_window.astimezone(zone).strftime("%a %d %b %H:%M %Z")
+        click.echo(f"outside the sending window; the next opens {opens} "
                    "(or use --ignore-window)")
     for problem in result.errors:
         click.echo(f"not sent: {problem['email']} step {problem['step']}: {problem['error']}",
