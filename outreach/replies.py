@@ -120,6 +120,12 @@ class _Pass:
     ids: set[str] = field(default_factory=set)  # Message-IDs recorded in this pass
     ledger: dict[str, Any] = field(default_factory=dict)  # the batch's references we sent
     senders: set[str] = field(default_factory=set)  # the batch's senders who are prospects
+    # The prospects the batch's references point to, loaded at once inside its transaction
+    # and kept current by each action (nothing else writes while it holds the lock).
+    prospects: dict[int, Prospect] = field(default_factory=dict)
+
+    def prospect(self, app: App, prospect_id: int) -> Prospect | None:
+        return self.prospects.get(prospect_id) or app.store.prospect_by_id(prospect_id)
 
     def record(self, inbound: Inbound, now: datetime, message_id: str | None,
                prospect_id: int | None, kind: str, **detail: Any) -> None:
@@ -196,6 +202,8 @@ def handle_batch(app: App, batch: list[Inbound], result: PollResult, state: _Pas
     now = app.now()
     items = _prepare(app, batch, result, state, now)
     with app.hooks_after() as held, app.store.transaction():
+        state.prospects = app.store.prospects_by_ids(
+            {row["prospect_id"] for row in state.ledger.values()}) if items else {}
         for item in items:
             mark = len(held)
             one = PollResult()
@@ -410,7 +418,7 @@ def match(app: App, message: Message, verdict: classify.Verdict, kind: str,
     if row is None:
         row = next((state.ledger[m] for m in ids if m in state.ledger), None)
     if row is not None:
-        return app.store.prospect_by_id(row["prospect_id"]), row
+        return state.prospect(app, row["prospect_id"]), row
     addresses = verdict.recipients if kind == "bounce" else [verdict.sender]
     for address in addresses:
         if address and (prospect := app.store.prospect(address)):
@@ -418,7 +426,7 @@ def match(app: App, message: Message, verdict: classify.Verdict, kind: str,
     if kind != "bounce" and verdict.sender:
         candidates = state.domains.get(domain_of(verdict.sender), [])
         if len(candidates) == 1:
-            return app.store.prospect_by_id(candidates[0]), None
+            return state.prospect(app, candidates[0]), None
     return None, None
 
 
@@ -490,6 +498,9 @@ def _act(app: App, item: _Item, result: PollResult, state: _Pass,
             updated = change_stage(app, prospect, "lead", cause="reply")
     # Otherwise nothing the prospect shows has changed since `match` loaded it.
     updated = updated or prospect
+    if kind in ("bounce", "unsubscribe"):
+        state.prospects.clear()  # a suppressed address may be another loaded prospect's
+    state.prospects[prospect.id] = updated
     if has_impls(app.pm, "reply_received"):
         app.fire("reply_received", prospect=updated, reply=mail.rich,
                  kind="reply" if kind == "referral" else kind)
