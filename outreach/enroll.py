@@ -29,10 +29,16 @@ class EnrollResult:
 
 
 def skip_reason(prospect: Prospect, facts: dict[str, Any] | None, sequence: Sequence, *,
-                now: datetime) -> str | None:
-    """Why an ICP-matching prospect may not be enrolled now, or None if it may."""
+                now: datetime, for_referrals: bool = False) -> str | None:
+    """Why an ICP-matching prospect may not be enrolled now, or None if it may.
+
+    A sequence that is some sequence's `on_referral` speaks of the referrer ("Jane suggested
+    I reach out"), so only referred prospects may start it: anyone else would be lied to.
+    """
     if prospect.suppressed:
         return "suppressed"
+    if for_referrals and prospect.referrer_id is None:
+        return "not_referred"
     facts = facts or {}
     if facts.get("open"):
         return "active"
@@ -61,11 +67,13 @@ def enroll(app: App, sequence_name: str, *, limit: int | None = None,
     today = now.astimezone(app.sender_zone).date()
     result = EnrollResult(dry_run=dry_run)
     facts = app.store.enrollment_facts()
+    for_referrals = any(s.on_referral == sequence.name for s in app.config.sequences.values())
     with app.store.transaction():
         for prospect in app.store.prospects():
             if not in_icp(prospect, icp, today=today):
                 continue
-            reason = skip_reason(prospect, facts.get(prospect.id), sequence, now=now)
+            reason = skip_reason(prospect, facts.get(prospect.id), sequence, now=now,
+                                 for_referrals=for_referrals)
             if reason is None and limit is not None and result.enrolled >= limit:
                 reason = "limit"
             if reason:

@@ -66,3 +66,16 @@ def test_unknown_sequence_is_a_clear_error(campaign):
     result = campaign.run("enroll", "referal")
     assert result.exit_code == 1
     assert 'no sequence "referal" in outreach.toml (known: referral, referred)' in result.stderr
+
+
+def test_a_referral_sequence_takes_only_referred_prospects(campaign):
+    seed(campaign, n=2)
+    # `referred` is the on_referral of `referral`: its first email names the referrer.
+    assert campaign.run_json("enroll", "referred") == {
+        "enrolled": 0, "skipped": {"not_referred": 3}, "dry_run": False}
+    with campaign.app() as app:
+        ann = app.store.prospect("cfo1@maker1.example")
+        app.store.db.execute("UPDATE prospects SET referrer_id = ? WHERE email = ?",
+                             (ann.id, "cfo2@maker2.example"))
+    assert campaign.run_json("enroll", "referred") == {
+        "enrolled": 1, "skipped": {"not_referred": 2}, "dry_run": False}
