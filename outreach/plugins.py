@@ -55,8 +55,6 @@ def make_manager(
                           "`outreach plugins` and docs/plugins.md.") from None
     pm.outreach_settings = dict(settings or {})  # type: ignore[attr-defined]
     _ACTIVE["pm"] = pm
-    if os.environ.get("OUTREACH_TRACE_PLUGINS"):
-        pm.add_hookcall_monitoring(_trace_before, _trace_after)
     return pm
 
 
@@ -217,16 +215,6 @@ def _short(value: Any) -> str:
         return f"<{type(value).__name__} {email}>"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _trace_before(hook_name: str, hook_impls: list[Any], kwargs: dict[str, Any]) -> None:
-    names = ", ".join(i.plugin_name for i in hook_impls)
-    print(f"outreach: hook {hook_name}({', '.join(kwargs)}) -> [{names}]", file=sys.stderr)
-
-
-def _trace_after(outcome: Any, hook_name: str, hook_impls: list[Any],
-                 kwargs: dict[str, Any]) -> None:
-    print(f"outreach: hook {hook_name} returned {outcome.get_result()!r}", file=sys.stderr)
 
 
 def describe(pm: pluggy.PluginManager) -> list[dict[str, Any]]:

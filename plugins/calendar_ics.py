@@ -23,10 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from outreach import clock, hookimpl
+from outreach import campaign_dir, clock, hookimpl, settings
 from outreach.calls import calendar_item
 from outreach.ics import CalendarItem, calendar
-from outreach.plugins import campaign_dir, settings
 
 NAME = "calendar_ics"
 ENDING_KINDS = {"reply", "bounce", "unsubscribe"}  # `outreach poll` closes their tasks

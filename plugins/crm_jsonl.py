@@ -16,9 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from outreach import hookimpl
-from outreach.events import record
-from outreach.plugins import campaign_dir, settings
+from outreach import campaign_dir, hookimpl, settings
+from outreach import event_record as record
 
 NAME = "crm_jsonl"
 

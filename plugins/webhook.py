@@ -31,9 +31,8 @@ from tenacity import (
     wait_exponential,
 )
 
-from outreach import hookimpl
-from outreach.events import record
-from outreach.plugins import settings
+from outreach import event_record as record
+from outreach import hookimpl, settings
 
 NAME = "webhook"
 _down: dict[str, float] = {}  # endpoint -> time.monotonic() until which it is skipped

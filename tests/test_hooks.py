@@ -425,7 +425,7 @@ def test_trace_prints_each_hook_call_and_result(campaign: Campaign,
 
 def test_plugin_settings_reach_the_plugin_with_env_secrets(campaign: Campaign) -> None:
     (campaign.root / "plugins" / "crm.py").write_text(
-        "import json\nfrom outreach import hookimpl\nfrom outreach.plugins import settings\n\n"
+        "import json\nfrom outreach import hookimpl, settings\n\n"
         "@hookimpl\ndef prospect_imported(prospect):\n"
         "    conf = settings('crm')\n"
         "    with open(conf['log_path'], 'a') as fh:\n"
