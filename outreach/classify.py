@@ -72,6 +72,7 @@ class IndexedMessage(Message):
 
     _index: dict[str, list[tuple[str, Any]]] | None = None
     _indexed = -1
+    _params: dict[str, Any]  # set with the index
 
     def _by_name(self) -> dict[str, list[tuple[str, Any]]]:
         # Appending changes the length; deleting and replacing drop the index below.
@@ -79,8 +80,17 @@ class IndexedMessage(Message):
             index: dict[str, list[tuple[str, Any]]] = {}
             for name, value in self._headers:
                 index.setdefault(name.lower(), []).append((name, value))
-            self._index, self._indexed = index, len(self._headers)
+            self._index, self._indexed, self._params = index, len(self._headers), {}
         return self._index
+
+    def _get_params_preserve(self, failobj: Any, header: str) -> Any:
+        # Content-Type's parameters, parsed once per message (type, charset, report-type).
+        self._by_name()  # after an edit, forgets what it parsed
+        key = header.lower()
+        if key not in self._params:
+            self._params[key] = super()._get_params_preserve(None, header)
+        found = self._params[key]
+        return failobj if found is None else list(found)
 
     def get(self, name: str, failobj: Any = None) -> Any:
         found = self._by_name().get(name.lower())
@@ -526,7 +536,10 @@ _RETURN_HINT = re.compile(
 
 def return_date(text: str, *, today: date | None = None) -> date | None:
     """The last date an out-of-office text names (its return), in a common format, or None."""
-    today = today or date.today()
+    if today is None:  # a caller without a Context (the bare hook): the one clock decides
+        from .clock import now
+
+        today = now().date()
     found: list[date] = []
     for pattern, order in _DATE_PATTERNS:
         for m in pattern.finditer(text):

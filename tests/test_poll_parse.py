@@ -37,7 +37,7 @@ SHAPES = [
 
 
 def state(message) -> dict:
-    fields = {k: v for k, v in vars(message).items() if k not in ("_index", "_indexed")}
+    fields = {k: v for k, v in vars(message).items() if k not in ("_index", "_indexed", "_params")}
     fields["defects"] = [type(d).__name__ for d in fields.get("defects", [])]
     return fields
 
