@@ -63,21 +63,25 @@ def create_task(app: App, *, enrollment_id: int, prospect: Prospect, step: Step,
     """Record the call task of a due call step and tell plugins; idempotent per (enrollment,
     step): a task that already exists is returned unchanged and nothing fires again."""
     template = step.templates[0] if step.templates else ""
+    due_at = iso(due)
     with app.store.transaction():
-        row = app.store.call_task_for(enrollment_id, step.number)
-        if row is not None:
-            return to_task(row)
+        # One statement both checks and inserts: UNIQUE (enrollment_id, step) decides.
         task_id = app.store.insert_call_task(
             enrollment_id=enrollment_id, prospect_id=prospect.id, step=step.number,
             template=template, due=due, script=script)
+        if task_id is None:
+            return to_task(app.store.call_task_for(enrollment_id, step.number))
         if prospect.phone_bad:  # `bad-number` skips the prospect's later calls
             app.store.finish_call_task(task_id, status="closed", outcome=None,
                                        note="bad number", at=app.now())
             return to_task(app.store.call_task(task_id))
         app.store.add_event("call_task", at=app.now(), prospect_id=prospect.id,
                             enrollment_id=enrollment_id, task_id=task_id, step=step.number,
-                            due=iso(due))
-    task = to_task(app.store.call_task(task_id))
+                            due=due_at)
+    # The row as written (no read back): what to_task would make of it.
+    task = CallTask(id=task_id, enrollment_id=enrollment_id, prospect_id=prospect.id,
+                    step=step.number, template=template, due=datetime.fromisoformat(due_at),
+                    script=script)
     app.fire("call_task_created", prospect=prospect, task=task)
     return task
 

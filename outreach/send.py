@@ -37,6 +37,7 @@ CHUNK_PER_CONNECTION = 2
 MIN_CHUNK = 8
 COMPLETE_AFTER_DAYS = 14     # days after its last step a sequence without recycle completes
 ACT_BATCH = 200              # call tasks and enrollment ends per transaction
+FOLLOW_UP_SLICE = 16         # steps after a sent email done between deliveries, per turn
 FLUSH_SECONDS = 0.1          # how often accepted messages are marked sent
 
 Progress = Callable[[int, int, int], None]   # (sent, failed, total)
@@ -110,6 +111,11 @@ class _Run:
         self.pending: list[tuple[render.Envelope, Delivery]] = []
         self.hooks = has_impls(app.pm, "message_sent")
         self.sent_at: dict[int, str] = {}   # enrollment id -> when this run's email went
+        # The steps right after this run's emails (a day-0 call after the day-0 email), found
+        # as each batch is recorded and done while later messages are on the wire.
+        self.follow_ups: list[_Action] = []
+        self.followed: set[int] = set()     # enrollments whose follow-ups were looked up
+        self.follow_blocked: set[int] = set()
 
     # -- planning ---------------------------------------------------------------------
 
@@ -162,10 +168,12 @@ class _Run:
 
     # -- steps without a message ------------------------------------------------------
 
-    def act(self, actions: list[_Action]) -> None:
+    def act(self, actions: list[_Action], blocked: set[int] | None = None) -> None:
         """Create due call tasks and end recycled or finished enrollments, committing in
-        batches (create_task's own transaction nests as a savepoint)."""
-        blocked: set[int] = set()   # an enrollment whose step failed to render goes no further
+        batches (create_task's own transaction nests as a savepoint). `blocked` holds the
+        enrollments whose step failed to render: they go no further (shared by the calls
+        that together do one list of actions)."""
+        blocked = set() if blocked is None else blocked
         for start in range(0, len(actions), ACT_BATCH):
             if self.dry_run:
                 self._act(actions[start:start + ACT_BATCH], blocked)
@@ -326,6 +334,7 @@ class _Run:
         stamp = iso(now)
         for m in sent:
             self.sent_at[m["enrollment_id"]] = stamp
+        self.find_follow_ups([env.meta["enrollment_id"] for env, _ in batch])
         for prospect in bounced:
             from .lifecycle import suppress
 
@@ -337,6 +346,14 @@ class _Run:
                                   message=env.as_email_message())
         if self.progress:
             self.progress(self.result.sent, self.result.failed, self.total)
+
+    def find_follow_ups(self, enrollment_ids: list[int]) -> None:
+        """Queue the due steps after these enrollments' recorded emails (read back as they
+        are now: advanced, bounced or left at a step to retry)."""
+        self.followed.update(enrollment_ids)
+        for row in self.app.store.send_candidates(enrollment_ids):
+            self.walk(row, self.config.sequences[row["sequence"]], row["next_step"],
+                      self.follow_ups)
 
     @staticmethod
     def _sent(env: render.Envelope) -> dict[str, Any]:
@@ -407,6 +424,11 @@ class _Run:
             while True:
                 await asyncio.sleep(FLUSH_SECONDS)
                 self.flush()
+                # A few follow-ups per turn of the loop, so the connections keep sending.
+                while self.follow_ups:
+                    self.act(self.follow_ups[:FOLLOW_UP_SLICE], self.follow_blocked)
+                    del self.follow_ups[:FOLLOW_UP_SLICE]   # (if it failed, the run redoes it)
+                    await asyncio.sleep(0)
                 if time.monotonic() - renewed > LEASE.total_seconds() / 4:
                     # Even when nothing completes (a very slow server), keep the lease ours.
                     self.app.store.renew_lock("send", until=clock.wall_now() + LEASE)
@@ -499,13 +521,15 @@ def send(app: App, *, dry_run: bool = False, limit: int | None = None,
         else:
             if chosen:
                 asyncio.run(run.deliver(chosen))
-            advanced = {item.enrollment["id"] for item in chosen}
-            after = [(r, r["next_step"]) for r in store.send_candidates() if r["id"] in advanced]
+            run.act(run.follow_ups, run.follow_blocked)   # those delivery did not get to
+            advanced = [item.enrollment["id"] for item in chosen
+                        if item.enrollment["id"] not in run.followed]
+            after = [(r, r["next_step"]) for r in store.send_candidates(advanced)]
         # Steps right after this run's emails (a day-0 call after the day-0 email) are due now.
         later: list[_Action] = []
         for row, start in after:
             run.walk(row, app.config.sequences[row["sequence"]], start, later)
-        run.act(later)
+        run.act(later, run.follow_blocked)
     finally:
         if not dry_run:
             store.release_lock("send")

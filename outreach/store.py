@@ -298,13 +298,14 @@ class Store:
                                (enrollment_id, step)).fetchone()
 
     def insert_call_task(self, *, enrollment_id: int, prospect_id: int, step: int,
-                         template: str, due: datetime, script: str) -> int:
-        cur = self.db.execute(
+                         template: str, due: datetime, script: str) -> int | None:
+        """The new task's id, or None when the (enrollment, step) already has a task."""
+        row = self.db.execute(
             "INSERT INTO call_tasks (enrollment_id, prospect_id, step, template, due_at, script) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (enrollment_id, step) DO NOTHING RETURNING id",
             (enrollment_id, prospect_id, step, template, iso(due), script),
-        )
-        return int(cur.lastrowid or 0)
+        ).fetchone()
+        return None if row is None else int(row[0])
 
     def open_call_tasks(self, *, due_by: datetime | None = None) -> list[sqlite3.Row]:
         """Open tasks (due by `due_by` when given), oldest first."""
@@ -546,13 +547,20 @@ class Store:
         self.db.execute("UPDATE locks SET expires_at = ? WHERE name = ? AND pid = ?",
                         (iso(until), name, os.getpid()))
 
-    def send_candidates(self) -> list[sqlite3.Row]:
-        """Open enrollments with their prospect's address, time zone and suppression."""
-        return self.db.execute(
-            f"SELECT e.*, p.email, p.timezone AS prospect_timezone, {_SUPPRESSED_SQL} "
-            "AS suppressed FROM enrollments e JOIN prospects p ON p.id = e.prospect_id "
-            "WHERE e.state IN ('active', 'paused') ORDER BY e.id"
-        ).fetchall()
+    def send_candidates(self, ids: Sequence[int] | None = None) -> list[sqlite3.Row]:
+        """Open enrollments (all, or those among `ids`) with their prospect's address, time
+        zone and suppression, by enrollment id."""
+        sql = (f"SELECT e.*, p.email, p.timezone AS prospect_timezone, {_SUPPRESSED_SQL} "
+               "AS suppressed FROM enrollments e JOIN prospects p ON p.id = e.prospect_id "
+               "WHERE e.state IN ('active', 'paused')")
+        if ids is None:
+            return self.db.execute(sql + " ORDER BY e.id").fetchall()
+        rows: list[sqlite3.Row] = []
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows += self.db.execute(f"{sql} AND e.id IN ({marks}) ORDER BY e.id", chunk)
+        return sorted(rows, key=lambda r: r["id"])
 
     def prospects_by_ids(self, ids: Iterable[int]) -> dict[int, Prospect]:
         out: dict[int, Prospect] = {}

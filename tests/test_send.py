@@ -470,6 +470,38 @@ def test_message_sent_hook_gets_the_message_as_sent(campaign, smtp_server):
                for _, _, script in tasks)
 
 
+def test_day0_calls_are_made_while_later_emails_are_on_the_wire(campaign, smtp_server,
+                                                                monkeypatch):
+    from outreach import send as send_module
+
+    monkeypatch.setattr(send_module, "FLUSH_SECONDS", 0.01)
+    server = smtp_server(Slow(delay=0.03))
+    use_smtp(campaign, server.port, concurrency=2)
+    enrolled(campaign, [prospect_row(i) for i in range(12)])
+    created = []   # (prospect, messages the server had received by then)
+
+    class Listener:
+        @hookimpl
+        def call_task_created(self, prospect, task):
+            created.append((prospect.email, len(server.handler.messages), task.script))
+
+    with campaign.app() as app:
+        app.pm.register(Listener(), name="listener")
+        try:
+            result = send(app)
+        finally:
+            app.pm.unregister(name="listener")
+    assert result.sent == 12 and result.calls == 12
+    assert sorted(email for email, _, _ in created) == sorted(
+        f"cfo{i}@maker{i}.example" for i in range(12))
+    assert min(seen for _, seen, _ in created) < 12   # not only after the last email
+    assert all("Thursday, March 5" in script for _, _, script in created)
+    assert sql(campaign, "SELECT count(*), count(DISTINCT enrollment_id) FROM call_tasks "
+                         "WHERE step = 1") == [(12, 12)]
+    assert sql(campaign, "SELECT DISTINCT next_step FROM enrollments") == [(2,)]
+    assert campaign.run_json("send")["calls"] == 0   # none twice
+
+
 def test_a_sequence_without_recycle_completes_after_a_grace_period(campaign):
     campaign.edit_config("\n[plugins]", '\n[sequences.short]\nicp = "cfo-manufacturing"\n'
                          'steps = [{ day = 0, email = "referral" }]\n\n[plugins]')
