@@ -65,6 +65,16 @@ def header(msg, name):
     return str(make_header(decode_header(msg[name])))
 
 
+def send_listening(campaign, listener):
+    """One send with `listener` registered as a plugin."""
+    with campaign.app() as app:
+        app.pm.register(listener, name="listener")
+        try:
+            return send(app)
+        finally:
+            app.pm.unregister(name="listener")
+
+
 # -- the happy path -----------------------------------------------------------------------
 
 
@@ -452,12 +462,7 @@ def test_message_sent_hook_gets_the_message_as_sent(campaign, smtp_server):
         def call_task_created(self, prospect, task):
             tasks.append((prospect.email, task.id, task.script))
 
-    with campaign.app() as app:
-        app.pm.register(Listener(), name="listener")
-        try:
-            result = send(app)
-        finally:
-            app.pm.unregister(name="listener")
+    result = send_listening(campaign, Listener())
     assert result.sent == 2
     delivered = {m.message["Message-ID"]: m.message for m in server.handler.messages}
     assert sorted(email for email, _, _ in seen) == ["cfo0@maker0.example",
@@ -485,12 +490,7 @@ def test_day0_calls_are_made_while_later_emails_are_on_the_wire(campaign, smtp_s
         def call_task_created(self, prospect, task):
             created.append((prospect.email, len(server.handler.messages), task.script))
 
-    with campaign.app() as app:
-        app.pm.register(Listener(), name="listener")
-        try:
-            result = send(app)
-        finally:
-            app.pm.unregister(name="listener")
+    result = send_listening(campaign, Listener())
     assert result.sent == 12 and result.calls == 12
     assert sorted(email for email, _, _ in created) == sorted(
         f"cfo{i}@maker{i}.example" for i in range(12))
