@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -226,9 +227,13 @@ def main() -> None:
             write_maildir(server, messages, f"s{next_uid}")
             with server.client() as c:
                 c.select_folder("INBOX", readonly=True)
-            snapshot = work / "seen.db"
-            with sqlite3.connect(db) as conn, sqlite3.connect(snapshot) as copy:
+            # A fresh snapshot per scenario, both connections closed: `with connect()` only
+            # commits, and a still-open copy keeps its pages in its -wal, which copyfile
+            # below would miss (the previous scenario's mail then counted as new again).
+            snapshot = work / f"seen-{next_uid}.db"
+            with closing(sqlite3.connect(db)) as conn, closing(sqlite3.connect(snapshot)) as copy:
                 conn.backup(copy)
+                before = conn.execute("SELECT count(*) FROM inbound").fetchone()[0]
 
             def restore(snapshot: Path = snapshot) -> None:
                 for suffix in ("-wal", "-shm"):
@@ -239,10 +244,12 @@ def main() -> None:
                           str(next_uid)]
             (ours, ours_cpu), (bare, bare_cpu) = timed(poll, bare_fetch, args.repeat, env,
                                                        before=restore)
-            with sqlite3.connect(db) as conn:
+            with closing(sqlite3.connect(db)) as conn:
                 handled = conn.execute("SELECT count(*) FROM inbound WHERE uid >= ?",
                                        (next_uid,)).fetchone()[0]
+                total = conn.execute("SELECT count(*) FROM inbound").fetchone()[0]
             assert handled == len(messages), f"only {handled} of {len(messages)} handled"
+            assert total - before == len(messages), f"{total - before} handled, not {len(messages)}"
             next_uid += len(messages)
             print(f"\n{title} (median of {args.repeat}):")
             print(f"  outreach poll         {ours:.3f}s wall  {ours_cpu:.3f}s cpu")
