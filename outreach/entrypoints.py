@@ -3,7 +3,8 @@
 `importlib.metadata.entry_points()` reads the metadata of every installed distribution,
 and importing it pulls in the `email` package: together most of `outreach --help`'s time.
 The answer only changes when packages are installed or removed, which changes the
-modification time of the folders on sys.path, so that is the cache key.
+modification time of the folders on sys.path, so that is the cache key (for the current
+folder, its own distributions' names and times).
 """
 
 from __future__ import annotations
@@ -72,12 +73,26 @@ def _scan() -> list[EntryPoint]:
 def _fingerprint() -> str:
     # The text itself is the key (hashlib's import alone costs ~2 ms of every start-up).
     parts = [sys.prefix]
+    cwd = os.getcwd()
     for entry in sys.path:
         try:
-            parts.append(f"{entry}:{os.stat(entry or '.').st_mtime_ns}")
+            if entry in ("", cwd):
+                # `python -m outreach` in a campaign folder: the database's -wal and -shm
+                # files change the folder's time on every run, so only its own distributions
+                # count.
+                parts.append(f"{entry}:{_distributions(entry or '.')}")
+            else:
+                parts.append(f"{entry}:{os.stat(entry or '.').st_mtime_ns}")
         except OSError:
             parts.append(f"{entry}:-")
     return "\n".join(parts)
+
+
+def _distributions(folder: str) -> str:
+    """The *.dist-info and *.egg-info entries of a folder, each with its modification time."""
+    with os.scandir(folder) as entries:
+        return ",".join(sorted(f"{e.name}@{e.stat().st_mtime_ns}" for e in entries
+                               if e.name.lower().endswith((".dist-info", ".egg-info"))))
 
 
 def _cache_file() -> Path:
