@@ -268,7 +268,7 @@ class _Run:
                                            step=step.number, now=self.now)
         envelope = render.compose(self.config, prospect, rendered, message_id=message_id,
                                   now=self.now, thread=thread)
-        envelope.meta.update(enrollment_id=e["id"], prospect=prospect, step=step,
+        envelope.meta.update(enrollment_id=e["id"], enrollment=e, prospect=prospect, step=step,
                              template=rendered.template, variant=rendered.variant)
         return envelope
 
@@ -334,7 +334,7 @@ class _Run:
         stamp = iso(now)
         for m in sent:
             self.sent_at[m["enrollment_id"]] = stamp
-        self.find_follow_ups([env.meta["enrollment_id"] for env, _ in batch])
+        self.find_follow_ups([env.meta["enrollment"] for env, _ in batch])
         for prospect in bounced:
             from .lifecycle import suppress
 
@@ -347,13 +347,16 @@ class _Run:
         if self.progress:
             self.progress(self.result.sent, self.result.failed, self.total)
 
-    def find_follow_ups(self, enrollment_ids: list[int]) -> None:
-        """Queue the due steps after these enrollments' recorded emails (read back as they
-        are now: advanced, bounced or left at a step to retry)."""
-        self.followed.update(enrollment_ids)
-        for row in self.app.store.send_candidates(enrollment_ids):
-            self.walk(row, self.config.sequences[row["sequence"]], row["next_step"],
-                      self.follow_ups)
+    def find_follow_ups(self, enrollments: list[Row]) -> None:
+        """Queue the due steps after these enrollments' recorded emails, from the step each
+        is at now (advanced, or left at a step to retry); ended ones have none."""
+        ids = [e["id"] for e in enrollments]
+        self.followed.update(ids)
+        steps = self.app.store.open_next_steps(ids)
+        for e in sorted(enrollments, key=lambda e: e["id"]):
+            if e["id"] in steps:
+                self.walk(e, self.config.sequences[e["sequence"]], steps[e["id"]],
+                          self.follow_ups)
 
     @staticmethod
     def _sent(env: render.Envelope) -> dict[str, Any]:
@@ -522,9 +525,10 @@ def send(app: App, *, dry_run: bool = False, limit: int | None = None,
             if chosen:
                 asyncio.run(run.deliver(chosen))
             run.act(run.follow_ups, run.follow_blocked)   # those delivery did not get to
-            advanced = [item.enrollment["id"] for item in chosen
-                        if item.enrollment["id"] not in run.followed]
-            after = [(r, r["next_step"]) for r in store.send_candidates(advanced)]
+            rest = sorted((item.enrollment for item in chosen
+                           if item.enrollment["id"] not in run.followed), key=lambda e: e["id"])
+            steps = store.open_next_steps([e["id"] for e in rest])
+            after = [(e, steps[e["id"]]) for e in rest if e["id"] in steps]
         # Steps right after this run's emails (a day-0 call after the day-0 email) are due now.
         later: list[_Action] = []
         for row, start in after:

@@ -547,20 +547,24 @@ class Store:
         self.db.execute("UPDATE locks SET expires_at = ? WHERE name = ? AND pid = ?",
                         (iso(until), name, os.getpid()))
 
-    def send_candidates(self, ids: Sequence[int] | None = None) -> list[sqlite3.Row]:
-        """Open enrollments (all, or those among `ids`) with their prospect's address, time
-        zone and suppression, by enrollment id."""
-        sql = (f"SELECT e.*, p.email, p.timezone AS prospect_timezone, {_SUPPRESSED_SQL} "
-               "AS suppressed FROM enrollments e JOIN prospects p ON p.id = e.prospect_id "
-               "WHERE e.state IN ('active', 'paused')")
-        if ids is None:
-            return self.db.execute(sql + " ORDER BY e.id").fetchall()
-        rows: list[sqlite3.Row] = []
+    def send_candidates(self) -> list[sqlite3.Row]:
+        """Open enrollments with their prospect's address, time zone and suppression."""
+        return self.db.execute(
+            f"SELECT e.*, p.email, p.timezone AS prospect_timezone, {_SUPPRESSED_SQL} "
+            "AS suppressed FROM enrollments e JOIN prospects p ON p.id = e.prospect_id "
+            "WHERE e.state IN ('active', 'paused') ORDER BY e.id"
+        ).fetchall()
+
+    def open_next_steps(self, ids: Sequence[int]) -> dict[int, int]:
+        """{enrollment id: next step} of those among `ids` still open (active or paused)."""
+        out: dict[int, int] = {}
         for start in range(0, len(ids), 500):
             chunk = list(ids[start:start + 500])
             marks = ",".join("?" * len(chunk))
-            rows += self.db.execute(f"{sql} AND e.id IN ({marks}) ORDER BY e.id", chunk)
-        return sorted(rows, key=lambda r: r["id"])
+            out.update(self.db.execute(
+                "SELECT id, next_step FROM enrollments WHERE state IN ('active', 'paused') "
+                f"AND id IN ({marks})", chunk).fetchall())
+        return out
 
     def prospects_by_ids(self, ids: Iterable[int]) -> dict[int, Prospect]:
         out: dict[int, Prospect] = {}
