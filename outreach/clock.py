@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from .errors import OutreachError
 
@@ -38,6 +39,7 @@ def parse_now(raw: str) -> datetime:
     return value
 
 
+@lru_cache(maxsize=256)  # a poll or send writes the same few instants thousands of times
 def iso(moment: datetime) -> str:
     """How instants are stored: UTC, seconds precision, sortable as text."""
     return moment.astimezone(UTC).isoformat(timespec="seconds")
