@@ -141,3 +141,28 @@ def test_a_pass_that_dies_mid_batch_leaves_it_unacted_and_unseen(batch, monkeypa
     result = run_poll(campaign, probe)
     assert (result.processed, result.replies, result.referrals) == (3, 3, 1)
     assert probe.calls == [call for sender in order for call in MESSAGES[sender]]
+
+
+@pytest.mark.dovecot
+def test_imap_position_moves_only_after_the_batch_is_saved(campaign, dovecot, monkeypatch):
+    from tests.test_inbox_imap import eml, use_imap
+
+    seed(campaign)
+    use_imap(campaign, dovecot)
+    for name in ("reply-apple-mail", "referral-name-and-address", "reply-not-interested"):
+        dovecot.append(eml(name))
+
+    def killed(self, rows, *, at):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Store, "insert_prospects", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_poll(campaign, Probe(campaign.root / "outreach.db"))
+    with campaign.app() as app:
+        assert app.store.inbound() == []
+        assert app.store.db.execute("SELECT count(*) FROM mailbox_state WHERE last_uid > 0"
+                                    ).fetchone()[0] == 0  # the UIDs read are not yet seen
+    result = run_poll(campaign, Probe(campaign.root / "outreach.db"))
+    assert (result.processed, result.replies, result.referrals) == (3, 3, 1)
+    assert campaign.run_json("poll")["processed"] == 0
