@@ -257,7 +257,9 @@ def parse_head(raw: bytes) -> Message:
         bare = line[:-2] if line.endswith("\r\n") else line.rstrip("\n")
         if "\r" in bare or line.startswith(("From ", ":")) or not _HEADER_LINE.match(line) \
                 or (line[0] in " \t" and not fields):
-            fields = []  # a bare CR, an mbox From_ line, no field name, no blank line
+            # A bare CR, an mbox From_ line, no field name, a body with no blank line
+            # before it, a fold with nothing to fold: the parser's own defect rules.
+            fields = []
             break
         if line[0] in " \t":
             fields[-1].append(line)
@@ -280,7 +282,7 @@ def parse_fast(raw: bytes, head: Message | None = None) -> Message:
     the caller has it): its body is the payload as it stands. Only a multipart or message/*
     one is parsed part by part.
     """
-    message = head or parse_head(raw)
+    message = head if head is not None else parse_head(raw)
     if message.get_content_maintype() in ("multipart", "message"):
         message = _PARSER.parsebytes(raw)
     return message
