@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from sqlite3 import Row
@@ -158,6 +158,12 @@ class _Run:
             if due is not None:
                 emails.append(due)
         return actions, emails
+
+    def load_prospects(self, prospect_ids: Iterable[int]) -> None:
+        """Read the prospects of the steps about to be done, in one query."""
+        missing = {i for i in prospect_ids if i not in self.prospects}
+        if missing:
+            self.prospects.update(self.app.store.prospects_by_ids(missing))
 
     def prospect(self, prospect_id: int) -> Prospect:
         if prospect_id not in self.prospects:
@@ -334,7 +340,7 @@ class _Run:
         stamp = iso(now)
         for m in sent:
             self.sent_at[m["enrollment_id"]] = stamp
-        self.find_follow_ups([env.meta["enrollment"] for env, _ in batch])
+        self.find_follow_ups([(env.meta["enrollment"], env.meta["step"]) for env, _ in batch])
         for prospect in bounced:
             from .lifecycle import suppress
 
@@ -347,16 +353,24 @@ class _Run:
         if self.progress:
             self.progress(self.result.sent, self.result.failed, self.total)
 
-    def find_follow_ups(self, enrollments: list[Row]) -> None:
+    def find_follow_ups(self, sent: list[tuple[Row, Step]]) -> None:
         """Queue the due steps after these enrollments' recorded emails, from the step each
         is at now (advanced, or left at a step to retry); ended ones have none."""
-        ids = [e["id"] for e in enrollments]
-        self.followed.update(ids)
-        steps = self.app.store.open_next_steps(ids)
+        self.followed.update(e["id"] for e, _ in sent)
+        # Whether advanced or left to retry, an enrollment whose next step is an email has
+        # nothing to do before it: only the others are read back and walked.
+        enrollments = [e for e, step in sent if not self._email_next(e, step)]
+        if not enrollments:
+            return
+        steps = self.app.store.open_next_steps([e["id"] for e in enrollments])
         for e in sorted(enrollments, key=lambda e: e["id"]):
             if e["id"] in steps:
                 self.walk(e, self.config.sequences[e["sequence"]], steps[e["id"]],
                           self.follow_ups)
+
+    def _email_next(self, enrollment: Row, step: Step) -> bool:
+        steps = self.config.sequences[enrollment["sequence"]].steps
+        return step.number + 1 < len(steps) and steps[step.number + 1].kind == "email"
 
     @staticmethod
     def _sent(env: render.Envelope) -> dict[str, Any]:
@@ -458,6 +472,9 @@ class _Run:
             for start in range(0, len(chosen), chunk):
                 if stop.is_set():
                     break
+                # The chunk's prospects are read here, while earlier chunks are on the wire.
+                self.load_prospects(item.enrollment["prospect_id"]
+                                    for item in chosen[start:start + chunk])
                 envelopes = [env for item in chosen[start:start + chunk]
                              if (env := self.compose(item)) is not None]
                 for env in self.record_intents(envelopes):
@@ -513,12 +530,13 @@ def send(app: App, *, dry_run: bool = False, limit: int | None = None,
         if not dry_run:
             run.settle_stale()
         rows = store.send_candidates()
-        run.prospects = store.prospects_by_ids({r["prospect_id"] for r in rows})
         actions, emails = run.plan(rows)
+        run.load_prospects(a.enrollment["prospect_id"] for a in actions)
         run.act(actions)
         chosen = run.choose(emails)
         run.total = len(chosen)
         if dry_run:
+            run.load_prospects(item.enrollment["prospect_id"] for item in chosen)
             run.dry_report(chosen)
             after = [(item.enrollment, item.step.number + 1) for item in chosen]
         else:
