@@ -109,6 +109,7 @@ M001_INITIAL = """
             UNIQUE (enrollment_id, step)
         );
         CREATE INDEX call_tasks_open ON call_tasks(status, due_at);
+        CREATE INDEX call_tasks_prospect ON call_tasks(prospect_id, status);
 
         CREATE TABLE stage_history (
             id INTEGER PRIMARY KEY,
