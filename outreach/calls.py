@@ -313,6 +313,8 @@ def record_call(app: App, task_id: int, *, outcome: str, note: str | None = None
         app.store.add_event("call", at=now, prospect_id=row["prospect_id"],
                             enrollment_id=row["enrollment_id"], task_id=task_id,
                             outcome=outcome, note=note or "")
+        if outcome in ("connected", "meeting"):  # a conversation: the account is not dormant
+            app.store.touch_activity(row["prospect_id"], at=now)
         if outcome == "bad-number":
             app.store.flag_bad_phone(row["prospect_id"], at=now)
             others = [r["id"] for r in app.store.open_call_tasks()

@@ -16,8 +16,8 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -494,6 +494,7 @@ def _act(app: App, item: _Item, result: PollResult, state: _Pass,
                         not_interested=verdict.not_interested, text=verdict.text[:500],
                         **detail)
         _end(app, prospect, "replied", "reply", now)
+        prospect = _touch(app, prospect, now)
         if verdict.not_interested and prospect.stage in ("prospect", "lead"):
             updated = change_stage(app, prospect, "not-interested", cause="reply")
         elif prospect.stage == "prospect":
@@ -510,6 +511,15 @@ def _act(app: App, item: _Item, result: PollResult, state: _Pass,
         sequence = row["sequence"] if row is not None else _sequence_of(app, prospect)
         _referrals(app, updated, mail, verdict, sequence, result, now)
     return prospect.id
+
+
+def _touch(app: App, prospect: Prospect, now: datetime) -> Prospect:
+    """A real answer moves `last_activity` forward, so `dormant_days` counts from it."""
+    app.store.touch_activity(prospect.id, at=now)
+    today = now.astimezone(UTC).date()
+    if prospect.last_activity is None or prospect.last_activity < today:
+        return replace(prospect, last_activity=today)
+    return prospect
 
 
 def _end(app: App, prospect: Prospect, state: str, reason: str, now: datetime) -> None:
