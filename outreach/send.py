@@ -566,10 +566,16 @@ def preview(app: App, email: str, *, step: int | None = None) -> bytes:
     prospect = require_prospect(app, email)
     enrollments = app.store.enrollments(prospect.id)
     open_ = [e for e in enrollments if e["state"] in ("active", "paused")]
-    if not enrollments:
+    if prospect.suppressed:
+        raise OutreachError(f"{prospect.email} is suppressed: nothing will ever be sent to it")
+    if not open_:
+        if enrollments:
+            last = enrollments[-1]
+            raise OutreachError(f"{prospect.email}: its {last['sequence']} sequence ended "
+                                f"({last['state']}), so nothing would be sent")
         raise OutreachError(f"{prospect.email} is not enrolled in a sequence: run "
                             "`outreach enroll SEQUENCE` first")
-    enrollment = (open_ or enrollments)[-1]
+    enrollment = open_[-1]
     sequence = app.config.sequences.get(enrollment["sequence"])
     if sequence is None:
         raise OutreachError(f'{prospect.email}: sequence "{enrollment["sequence"]}" is not in '

@@ -323,6 +323,19 @@ def test_preview_errors(campaign, args, message):
     assert result.exit_code == 1 and message in result.stderr
 
 
+def test_preview_refuses_what_would_never_be_sent(campaign):
+    enroll_two(campaign)
+    campaign.run("suppress", "cfo1@maker1.example")
+    result = campaign.run("preview", "cfo1@maker1.example")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert "cfo1@maker1.example is suppressed: nothing will ever be sent to it" in result.stderr
+    campaign.run("mark", "cfo2@maker2.example", "lead")
+    result = campaign.run("preview", "cfo2@maker2.example")
+    assert result.exit_code == 1
+    assert ("cfo2@maker2.example: its referral sequence ended (replied), so nothing would be "
+            "sent") in result.stderr
+
+
 def test_preview_of_an_unenrolled_prospect(campaign):
     campaign.run_json("import", str(campaign.write_csv([prospect_row(1, industry="Retail")])))
     result = campaign.run("preview", "cfo1@maker1.example")
