@@ -574,8 +574,13 @@ def _send_report(result: Any, zone: Any) -> None:
     click.echo(line)
     for m in result.as_dict().get("messages", []):
         click.echo(f"  {m['email']}  step {m['step']}  {m['template']}  {m['subject']}")
-    if not result.window_open and result.next_window:
-        opens = result.next_window.astimezone(zone).strftime("%a %d %b %H:%M %Z")
+    opens = result.next_window.astimezone(zone).strftime("%a %d %b %H:%M %Z") \
+        if result.next_window else None
+    if result.limited_by:
+        click.echo(f"the {result.limited_by} held some back; they stay due"
+                   + (f" and go from {opens}" if opens and result.limited_by == "daily_limit"
+                      else ": run again to send more"))
+    elif not result.window_open and opens:
         click.echo(f"outside the sending window; the next opens {opens} "
                    "(or use --ignore-window)")
     for problem in result.errors:

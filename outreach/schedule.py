@@ -84,12 +84,13 @@ def day_bounds(moment: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
 
 
 def allowance(*, daily_limit: int, sent_today: int, per_run_limit: int,
-              limit: int | None = None) -> int:
-    """How many messages this run may send: the day's remainder, capped per run and by --limit."""
-    room = min(max(daily_limit - sent_today, 0), per_run_limit)
+              limit: int | None = None) -> tuple[int, str]:
+    """How many messages this run may send (the day's remainder, capped per run and by
+    --limit), and which of those limits it is, to tell the SDR why the rest wait."""
+    caps = [(max(daily_limit - sent_today, 0), "daily_limit"), (per_run_limit, "per_run_limit")]
     if limit is not None:
-        room = min(room, limit)
-    return room
+        caps.append((limit, "--limit"))
+    return min(caps, key=lambda cap: cap[0])
 
 
 def choose_variant(templates: Sequence[str], *, email: str, sequence: str, step: int) -> str:

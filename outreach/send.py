@@ -62,6 +62,7 @@ class SendResult:
     unknowns: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
     stopped: str | None = None
+    limited_by: str | None = None   # the limit that held messages back: daily_limit, ...
 
     def as_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -70,6 +71,7 @@ class SendResult:
             "next_window": self.next_window.isoformat() if self.next_window else None,
             "unknown": self.unknown, "calls": self.calls, "recycled": self.recycled,
             "completed": self.completed, "dry_run": self.dry_run, "stopped": self.stopped,
+            "limited_by": self.limited_by,
             "errors": self.errors, "failures": self.failures, "unknowns": self.unknowns,
         }
         if self.dry_run:
@@ -253,11 +255,17 @@ class _Run:
                 self.now, windows=sending.windows, days=sending.days,
                 zone=ZoneInfo(self.config.sender.timezone))
         start, end = day_bounds(self.now, ZoneInfo(self.config.sender.timezone))
-        room = allowance(daily_limit=sending.daily_limit,
-                         sent_today=self.app.store.messages_started_between(start, end),
-                         per_run_limit=sending.per_run_limit, limit=self.limit)
+        room, cap = allowance(daily_limit=sending.daily_limit,
+                              sent_today=self.app.store.messages_started_between(start, end),
+                              per_run_limit=sending.per_run_limit, limit=self.limit)
         ready.sort(key=lambda d: (d.due, d.enrollment["id"]))
-        self.result.deferred += max(len(ready) - room, 0)
+        if len(ready) > room:
+            self.result.deferred += len(ready) - room
+            self.result.limited_by = cap
+            if cap == "daily_limit":  # the rest wait for a window after the sender's day
+                opens = [next_window(end, windows=sending.windows, days=sending.days,
+                                     zone=item.zone) for item in ready[room:]]
+                self.result.next_window = min(filter(None, opens), default=None)
         return ready[:room]
 
     def compose(self, item: _Due) -> render.Envelope | None:

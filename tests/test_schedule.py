@@ -106,13 +106,13 @@ def test_day_bounds_follow_the_sender_calendar_day(moment, hours):
 
 
 @pytest.mark.parametrize(("daily", "sent_today", "per_run", "limit", "expected"), [
-    (75, 0, 50, None, 50),
-    (75, 40, 50, None, 35),
-    (75, 75, 50, None, 0),
-    (75, 90, 50, None, 0),
-    (75, 0, 50, 10, 10),
-    (75, 70, 50, 10, 5),
-    (75, 0, 50, 0, 0),
+    (75, 0, 50, None, (50, "per_run_limit")),
+    (75, 40, 50, None, (35, "daily_limit")),
+    (75, 75, 50, None, (0, "daily_limit")),
+    (75, 90, 50, None, (0, "daily_limit")),
+    (75, 0, 50, 10, (10, "--limit")),
+    (75, 70, 50, 10, (5, "daily_limit")),
+    (75, 0, 50, 0, (0, "--limit")),
 ])
 def test_allowance(daily, sent_today, per_run, limit, expected):
     assert allowance(daily_limit=daily, sent_today=sent_today, per_run_limit=per_run,

@@ -199,11 +199,15 @@ def test_limits_oldest_due_first(campaign):
     enrolled(campaign, rows)   # Thursday: these are due later than the Tuesday four
 
     first = campaign.run_json("send", "--limit", "2")
-    assert (first["sent"], first["deferred"]) == (2, 6)
+    assert (first["sent"], first["deferred"], first["limited_by"]) == (2, 6, "--limit")
     second = campaign.run_json("send")
-    assert (second["sent"], second["deferred"]) == (3, 3)   # per_run_limit
+    # 3 left today and 3 per run: on a tie the daily limit is named (running again won't help)
+    assert (second["sent"], second["deferred"], second["limited_by"]) == (3, 3, "daily_limit")
     third = campaign.run_json("send")
-    assert (third["sent"], third["deferred"]) == (0, 3)     # daily_limit 5 reached
+    assert (third["sent"], third["deferred"], third["limited_by"]) == (0, 3, "daily_limit")
+    assert third["next_window"] == "2026-03-06T13:00:00+00:00"   # Friday 07:00 CST
+    told = campaign.run("send").stdout
+    assert "the daily_limit held some back; they stay due and go from Fri 06 Mar 07:00 CST" in told
     sent = [r["email"] for r in ledger(campaign)]
     assert sent[:4] == [f"cfo{i}@maker{i}.example" for i in range(4)]
 
