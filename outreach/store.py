@@ -627,10 +627,7 @@ class Store:
             [(m["prospect_id"], m["enrollment_id"], json.dumps({
                 "template": m["template"], "variant": m["variant"], "step": m["step"],
                 "message_id": m["message_id"], "subject": m["subject"]}), stamp) for m in sent])
-        self.db.executemany(
-            "UPDATE enrollments SET next_step = max(next_step, ?), state = 'active', "
-            "paused_until = NULL WHERE id = ? AND state IN ('active', 'paused')",
-            [(m["step"] + 1, m["enrollment_id"]) for m in sent])
+        self.advance_enrollments((m["enrollment_id"], m["step"]) for m in sent)
 
     def record_variant(self, enrollment_id: int, step: int, template: str) -> None:
         self.db.execute("UPDATE enrollments SET variants = json_set(variants, ?, ?) "
@@ -652,19 +649,15 @@ class Store:
             "ON e.id = m.enrollment_id WHERE m.status = 'intent' ORDER BY m.id").fetchall()
 
     def advance_enrollments(self, steps: Iterable[tuple[int, int]]) -> None:
-        """`advance_enrollment` for many (enrollment id, step) pairs at once."""
+        """Move open enrollments past a step, for (enrollment id, step) pairs (never
+        backwards); a paused one that was due is active again."""
         self.db.executemany(
             "UPDATE enrollments SET next_step = max(next_step, ?), state = 'active', "
             "paused_until = NULL WHERE id = ? AND state IN ('active', 'paused')",
             [(step + 1, enrollment_id) for enrollment_id, step in steps])
 
     def advance_enrollment(self, enrollment_id: int, *, past_step: int) -> None:
-        """Move an open enrollment past a step (never backwards); a paused one that was due
-        is active again."""
-        self.db.execute(
-            "UPDATE enrollments SET next_step = max(next_step, ?), state = 'active', "
-            "paused_until = NULL WHERE id = ? AND state IN ('active', 'paused')",
-            (past_step + 1, enrollment_id))
+        self.advance_enrollments([(enrollment_id, past_step)])
 
     def end_enrollment(self, enrollment_id: int, *, state: str, reason: str,
                        at: datetime) -> bool:
