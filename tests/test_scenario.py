@@ -98,6 +98,10 @@ def test_five_weeks(campaign):
     assert campaign.run("call", str(task[email(5)]), "--outcome", "connected").exit_code == 0
     assert campaign.run("call", str(task[email(6)]), "--outcome", "meeting").exit_code == 0
     assert campaign.run("call", str(task[email(7)]), "--outcome", "no-answer").exit_code == 0
+    # A reply or a conversation is activity; a voicemail or no answer is not.
+    activity = {p["email"]: p["last_activity"] for p in campaign.run_json("prospects")}
+    assert [activity[email(n)] for n in (1, 4, 5, 6, 7)] == [
+        "2026-03-02", None, "2026-03-03", "2026-03-03", None]
 
     # Friday, day 4: the guard refuses. 1 bounce and 1 unsubscribe in 12 sends this week.
     campaign.now(at("2026-03-06"))
@@ -143,6 +147,10 @@ def test_five_weeks(campaign):
     campaign.now(at("2026-03-13", "09:00"))
     assert campaign.run_json("mark", email(7), "meeting")["stage"] == "opportunity"
     assert campaign.run_json("status", email(8))["stage"] == "not-interested"
+    assert [(h["old"], h["new"], h["cause"], h["at"])
+            for h in campaign.run_json("status", email(7))["stages"]] == [
+        ("prospect", "lead", "reply", "2026-03-12T17:00:00+00:00"),
+        ("lead", "opportunity", "mark meeting", "2026-03-13T15:00:00+00:00")]
 
     # Day 21: the recycle step ends every enrollment that got no meeting and no answer.
     campaign.now(at("2026-03-23"))
@@ -198,3 +206,12 @@ def test_five_weeks(campaign):
     assert (ranked[-1]["email"], ranked[-1]["score"]) == (email(8), -14.7)  # not interested
     campaign.now("2026-05-01T21:00:00+00:00")  # 60 days after 1's positive reply
     assert campaign.run_json("status", email(1))["score"] == 10.0
+
+    # Six months on, dormant_days = 180 re-targets the accounts that have gone quiet.
+    campaign.edit_config("# dormant_days = 180", "dormant_days = 180")
+    campaign.now(at("2026-06-22"))
+    dormant = {p["email"] for p in campaign.run_json("prospects", "--icp", "cfo-manufacturing")}
+    assert dormant == {email(n) for n in (2, 3, 4, 9, 10, 11, 12)}  # never answered
+    campaign.now(at("2026-09-01"))
+    dormant = {p["email"] for p in campaign.run_json("prospects", "--icp", "cfo-manufacturing")}
+    assert dormant == {email(n) for n in range(1, 13)} - {email(7), email(8)}  # March 12: 173 days
