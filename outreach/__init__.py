@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import OutreachError
-from .hookspecs import hookimpl, hookspec
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from .hookspecs import hookimpl, hookspec
     from .models import Prospect
 
 __all__ = ["OutreachError", "Prospect", "campaign_dir", "event_record", "hookimpl", "hookspec",
@@ -41,7 +41,12 @@ def event_record(event: str, *, prospect: Any, **details: Any) -> dict[str, Any]
 
 
 def __getattr__(name: str) -> Any:
-    # `outreach.Prospect` on first use: start-up (`outreach --help`) skips dataclasses.
+    # Imported on first use: start-up (`outreach --help`) skips dataclasses, and pluggy
+    # too unless a plugin is installed.
+    if name in ("hookimpl", "hookspec"):
+        from . import hookspecs
+
+        return getattr(hookspecs, name)
     if name == "Prospect":
         from .models import Prospect
 

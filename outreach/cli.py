@@ -430,7 +430,9 @@ def plugins_list(json_: bool, config_path: str | None) -> None:
     from .plugins import describe, make_manager
 
     pm = _startup.get("pm")
-    if pm is None or config_path:
+    if pm is None and not config_path and "manager" in _startup:
+        pm = make_manager(*_startup["manager"])   # start-up found only the built-ins
+    elif pm is None or config_path:
         from .config import load_config
 
         config = load_config(config_path)
@@ -608,7 +610,7 @@ def load_startup_plugins(argv: Sequence[str]) -> None:
     the command itself to report.
     """
     from .configpath import find_config
-    from .plugins import fire, make_manager
+    from .entrypoints import any_plugins
 
     explicit = None
     for i, arg in enumerate(argv):
@@ -625,9 +627,15 @@ def load_startup_plugins(argv: Sequence[str]) -> None:
             config = load_config(path)
         except OutreachError:
             config = None
-    pm = make_manager(config.plugin_paths if config else (),
-                      config.plugin_settings if config else None)
-    _startup.update(pm=pm, config=config.path if config else None)
+    paths = config.plugin_paths if config else ()
+    settings = config.plugin_settings if config else None
+    _startup.update(config=config.path if config else None, manager=(paths, settings))
+    if not any_plugins(paths):
+        return   # the built-ins add no commands: no manager (nor pluggy) needed to start
+    from .plugins import fire, make_manager
+
+    pm = make_manager(paths, settings)
+    _startup["pm"] = pm
     fire(pm, "register_commands", cli=cli)
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -61,6 +62,15 @@ def entry_points() -> list[EntryPoint]:
     except OSError:
         pass  # a read-only home only costs the rescan next time
     return found
+
+
+def any_plugins(folders: Iterable[Path] = ()) -> bool:
+    """Whether an installed plugin (entry point) or a module in a plugin folder exists: if
+    not, start-up needs no plugin manager (the built-in plugins add no commands)."""
+    if entry_points():
+        return True
+    return any(not p.stem.startswith("_") for folder in folders if folder.is_dir()
+               for p in folder.glob("*.py"))
 
 
 def _scan() -> list[EntryPoint]:
