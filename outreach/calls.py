@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
@@ -58,32 +59,72 @@ def to_task(row: sqlite3.Row) -> CallTask:
     )
 
 
+@dataclass(frozen=True)
+class NewTask:
+    """A due call step with its rendered script, for create_tasks."""
+
+    enrollment_id: int
+    prospect: Prospect
+    step: Step
+    due: datetime
+    script: str
+
+
 def create_task(app: App, *, enrollment_id: int, prospect: Prospect, step: Step, due: datetime,
                 script: str) -> CallTask:
     """Record the call task of a due call step and tell plugins; idempotent per (enrollment,
     step): a task that already exists is returned unchanged and nothing fires again."""
-    template = step.templates[0] if step.templates else ""
-    due_at = iso(due)
-    with app.store.transaction():
+    created = create_tasks(app, [NewTask(enrollment_id, prospect, step, due, script)])
+    if created:
+        return created[0]
+    return to_task(app.store.call_task_for(enrollment_id, step.number))
+
+
+def create_tasks(app: App, new: Sequence[NewTask]) -> list[CallTask]:
+    """create_task for many due call steps in one transaction and a few statements (what
+    `outreach send` does per batch); returns the tasks created. A (enrollment, step) that
+    already has a task is left alone and fires nothing; a prospect with a bad number gets
+    its task closed at once, and no hook."""
+    store = app.store
+    now = app.now()
+    rows: dict[tuple[int, int], NewTask] = {}
+    for t in new:
+        rows.setdefault((t.enrollment_id, t.step.number), t)   # the first one wins
+    created: list[CallTask] = []
+    fire: list[tuple[Prospect, CallTask]] = []
+    with store.transaction():
         # One statement both checks and inserts: UNIQUE (enrollment_id, step) decides.
-        task_id = app.store.insert_call_task(
-            enrollment_id=enrollment_id, prospect_id=prospect.id, step=step.number,
-            template=template, due=due, script=script)
-        if task_id is None:
-            return to_task(app.store.call_task_for(enrollment_id, step.number))
-        if prospect.phone_bad:  # `bad-number` skips the prospect's later calls
-            app.store.finish_call_task(task_id, status="closed", outcome=None,
-                                       note="bad number", at=app.now())
-            return to_task(app.store.call_task(task_id))
-        app.store.add_event("call_task", at=app.now(), prospect_id=prospect.id,
-                            enrollment_id=enrollment_id, task_id=task_id, step=step.number,
-                            due=due_at)
-    # The row as written (no read back): what to_task would make of it.
-    task = CallTask(id=task_id, enrollment_id=enrollment_id, prospect_id=prospect.id,
-                    step=step.number, template=template, due=datetime.fromisoformat(due_at),
-                    script=script)
-    app.fire("call_task_created", prospect=prospect, task=task)
-    return task
+        ids = store.insert_call_tasks([
+            (t.enrollment_id, t.prospect.id, t.step.number, _template(t.step), iso(t.due),
+             t.script) for t in rows.values()])
+        events: list[tuple[int, int, dict[str, Any]]] = []
+        for key, t in rows.items():
+            task_id = ids.get(key)
+            if task_id is None:
+                continue
+            if t.prospect.phone_bad:  # `bad-number` skips the prospect's later calls
+                store.finish_call_task(task_id, status="closed", outcome=None,
+                                       note="bad number", at=now)
+                created.append(to_task(store.call_task(task_id)))
+                continue
+            due_at = iso(t.due)
+            events.append((t.prospect.id, t.enrollment_id,
+                           {"task_id": task_id, "step": t.step.number, "due": due_at}))
+            # The row as written (no read back): what to_task would make of it.
+            task = CallTask(id=task_id, enrollment_id=t.enrollment_id,
+                            prospect_id=t.prospect.id, step=t.step.number,
+                            template=_template(t.step), due=datetime.fromisoformat(due_at),
+                            script=t.script)
+            created.append(task)
+            fire.append((t.prospect, task))
+        store.add_events("call_task", events, at=now)
+    for prospect, task in fire:
+        app.fire("call_task_created", prospect=prospect, task=task)
+    return created
+
+
+def _template(step: Step) -> str:
+    return step.templates[0] if step.templates else ""
 
 
 # -- the call list -----------------------------------------------------------------------

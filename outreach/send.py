@@ -178,7 +178,7 @@ class _Run:
 
     def act(self, actions: list[_Action], blocked: set[int] | None = None) -> None:
         """Create due call tasks and end recycled or finished enrollments, committing in
-        batches (create_task's own transaction nests as a savepoint). `blocked` holds the
+        batches (create_tasks' own transaction nests as a savepoint). `blocked` holds the
         enrollments whose step failed to render: they go no further (shared by the calls
         that together do one list of actions)."""
         blocked = set() if blocked is None else blocked
@@ -190,10 +190,11 @@ class _Run:
                 self._act(actions[start:start + ACT_BATCH], blocked)
 
     def _act(self, actions: list[_Action], blocked: set[int]) -> None:
-        from .calls import create_task
+        from .calls import NewTask, create_tasks
 
         store = self.app.store
         advanced: list[tuple[int, int]] = []
+        tasks: list[NewTask] = []
         for action in actions:
             e, step = action.enrollment, action.step
             if e["id"] in blocked:
@@ -224,9 +225,10 @@ class _Run:
                 continue
             # Due from when this run found it (right after the day's email), not from the
             # midnight it became due in the prospect's zone, which reads as "yesterday".
-            create_task(self.app, enrollment_id=e["id"], prospect=prospect, step=step,
-                        due=self.now, script=script)
+            tasks.append(NewTask(e["id"], prospect, step, self.now, script))
             advanced.append((e["id"], step.number))
+        if tasks:
+            create_tasks(self.app, tasks)
         if advanced:   # committed with the tasks: a crash in between redoes both
             store.advance_enrollments(advanced)
 

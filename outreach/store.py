@@ -307,6 +307,20 @@ class Store:
         ).fetchone()
         return None if row is None else int(row[0])
 
+    def insert_call_tasks(self, rows: Sequence[tuple[int, int, int, str, str, str]]
+                          ) -> dict[tuple[int, int], int]:
+        """insert_call_task for many (enrollment_id, prospect_id, step, template, due_at ISO,
+        script) rows, 100 per statement: {(enrollment_id, step): new id} of those inserted."""
+        out: dict[tuple[int, int], int] = {}
+        for start in range(0, len(rows), 100):
+            chunk = rows[start:start + 100]
+            values = ",".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+            out.update(((r[1], r[2]), r[0]) for r in self.db.execute(
+                "INSERT INTO call_tasks (enrollment_id, prospect_id, step, template, due_at, "
+                f"script) VALUES {values} ON CONFLICT (enrollment_id, step) DO NOTHING "
+                "RETURNING id, enrollment_id, step", [v for row in chunk for v in row]))
+        return out
+
     def open_call_tasks(self, *, due_by: datetime | None = None) -> list[sqlite3.Row]:
         """Open tasks (due by `due_by` when given), oldest first."""
         sql = "SELECT * FROM call_tasks WHERE status = 'open'"
@@ -350,6 +364,17 @@ class Store:
             "VALUES (?, ?, ?, ?, ?)",
             (prospect_id, enrollment_id, kind, json.dumps(detail, default=str), iso(at)),
         )
+
+    def add_events(self, kind: str, events: Iterable[tuple[int | None, int | None,
+                                                           dict[str, Any]]], *,
+                   at: datetime) -> None:
+        """add_event for many (prospect_id, enrollment_id, detail) of one kind and time."""
+        stamp = iso(at)
+        self.db.executemany(
+            "INSERT INTO events (prospect_id, enrollment_id, kind, detail, at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(prospect_id, enrollment_id, kind, json.dumps(detail, default=str), stamp)
+             for prospect_id, enrollment_id, detail in events])
 
     def events(self, prospect_id: int) -> list[dict[str, Any]]:
         return [

@@ -4,6 +4,10 @@ The one question a transport must answer precisely is whether the message may ha
 handed over. Before the DATA payload is written, any failure is safe to retry; once the
 payload is on the wire, a dropped connection or a timeout leaves the fate `unknown`, and the
 message is never sent again automatically. SMTP connections are opened once and reused.
+
+The `timeout` bounds each wait for a server reply. It is kept by one watchdog per connection
+that aborts a connection whose reply is overdue, not by a timer per command: asyncio.wait_for
+around every MAIL, RCPT, DATA and end of data costs more CPU than the rest of a delivery.
 """
 
 from __future__ import annotations
@@ -114,6 +118,34 @@ class SmtpConnection:
         self.settings = settings
         self.password = password
         self.smtp: aiosmtplib.SMTP | None = None
+        self._asked_at: float | None = None   # loop time of the command awaiting its reply
+        self._timed_out = False
+        self._watchdog: asyncio.Task[None] | None = None
+
+    def _ask(self) -> None:
+        """A command is about to wait for its reply: the watchdog times it from now."""
+        self._asked_at = asyncio.get_running_loop().time()
+        self._timed_out = False
+
+    async def _watch(self) -> None:
+        """Abort the connection when a reply is more than `timeout` seconds late; the
+        pending read then fails as a lost connection (retried before DATA, unknown after)."""
+        loop = asyncio.get_running_loop()
+        timeout = self.settings.timeout
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            asked = self._asked_at
+            if asked is not None and loop.time() - asked > timeout and self.smtp is not None:
+                self._timed_out = True
+                self._asked_at = None
+                if self.smtp.transport is not None:
+                    self.smtp.transport.abort()   # connection_lost fails the pending read
+                self._drop()
+
+    def _lost(self, exc: BaseException) -> str:
+        if self._timed_out:
+            return f"no reply within the {self.settings.timeout:g} s timeout"
+        return str(exc) or type(exc).__name__
 
     async def open(self) -> None:
         """Connect and log in now; a refused login is a TransportError that stops the run."""
@@ -138,6 +170,8 @@ class SmtpConnection:
                 await smtp.login(s.username, self.password or "")
             if smtp.is_ehlo_or_helo_needed:   # MAIL and RCPT are issued by hand below
                 await smtp.ehlo()
+            if self._watchdog is None:
+                self._watchdog = asyncio.create_task(self._watch())
         except aiosmtplib.SMTPAuthenticationError as exc:
             smtp.close()
             raise TransportError(f"[smtp] username {s.username}: login refused "
@@ -196,6 +230,12 @@ class SmtpConnection:
         return Delivery(Outcome.SENT)
 
     async def _once(self, envelope: Envelope) -> None:
+        try:
+            await self._exchange(envelope)
+        finally:
+            self._asked_at = None   # no reply awaited: the watchdog leaves the connection be
+
+    async def _exchange(self, envelope: Envelope) -> None:
         smtp = await self._connected()
         try:
             sender, recipient = _address(envelope.mail_from), _address(envelope.rcpt_to)
@@ -204,34 +244,40 @@ class SmtpConnection:
                              "outreach does not speak") from None
         try:
             # MAIL and RCPT by hand: aiosmtplib's helpers re-parse each address with
-            # email.utils, which costs as much as building the message.
-            response = await smtp.execute_command(b"MAIL", b"FROM:" + sender)
+            # email.utils, which costs as much as building the message. timeout=None: the
+            # watchdog keeps the timeout (see the module docstring).
+            self._ask()
+            response = await smtp.execute_command(b"MAIL", b"FROM:" + sender, timeout=None)
             if response.code != 250:
                 await self._after_refusal(smtp, response.code)
                 raise _refusal(response.code, response.message)
-            response = await smtp.execute_command(b"RCPT", b"TO:" + recipient)
+            self._ask()
+            response = await smtp.execute_command(b"RCPT", b"TO:" + recipient, timeout=None)
             if response.code not in (250, 251):
                 await self._after_refusal(smtp, response.code)
                 raise _refusal(response.code, response.message, recipient=True)
-            response = await smtp.execute_command(b"DATA")
+            self._ask()
+            response = await smtp.execute_command(b"DATA", timeout=None)
             if response.code != 354:
                 await self._after_refusal(smtp, response.code)
                 raise _refusal(response.code, response.message)
         except _NETWORK as exc:
             self._drop()
-            raise _Temporary(f"connection lost before the message was sent: {exc}") from None
+            raise _Temporary("connection lost before the message was sent: "
+                             f"{self._lost(exc)}") from None
         # From here the payload is on the wire: a lost connection leaves its fate unknown.
         protocol = smtp.protocol
         try:
             if protocol is None:
                 raise aiosmtplib.SMTPServerDisconnected("connection lost")
             payload = _DOT.sub(b"..", envelope.data)
+            self._ask()
             protocol.write(payload + b".\r\n")
-            response = await protocol.read_response(timeout=self.settings.timeout)
+            response = await protocol.read_response(timeout=None)
         except _NETWORK as exc:
             self._drop()
             raise _Unknown(f"connection lost after the message was sent, before the server "
-                           f"confirmed it: {exc or type(exc).__name__}") from None
+                           f"confirmed it: {self._lost(exc)}") from None
         if response.code == 250:
             return
         if response.code == 421:
@@ -239,6 +285,7 @@ class SmtpConnection:
         raise _refusal(response.code, response.message)
 
     async def _after_refusal(self, smtp: aiosmtplib.SMTP, code: int) -> None:
+        self._asked_at = None   # RSET keeps aiosmtplib's own timeout
         if code == 421:  # the server is closing this connection: open another
             self._drop()
         else:
@@ -251,6 +298,9 @@ class SmtpConnection:
             except Exception:  # quitting politely is best effort
                 self._drop()
             self.smtp = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
 
 Connection = OutboxConnection | SmtpConnection

@@ -391,6 +391,7 @@ def test_slow_server_past_the_timeout_is_unknown(campaign, smtp_server):
     summary = campaign.run_json("send")
     assert summary["unknown"] == 1 and summary["sent"] == 0
     assert [r["status"] for r in ledger(campaign)] == ["unknown"]
+    assert "no reply within the 0.3 s timeout" in summary["unknowns"][0]["error"]
 
 
 def test_slow_server_within_the_timeout_uses_every_connection(campaign, smtp_server):
