@@ -72,15 +72,19 @@ class IndexedMessage(Message):
 
     _index: dict[str, list[tuple[str, Any]]] | None = None
     _indexed = -1
-    _params: dict[str, Any]  # set with the index
+    _listed: Any = None
+    _params: dict[Any, Any]  # set with the index: parsed parameters, values read
 
     def _by_name(self) -> dict[str, list[tuple[str, Any]]]:
         # Appending changes the length; deleting and replacing drop the index below.
-        if self._index is None or self._indexed != len(self._headers):
+        # (set_boundary rebuilds the list at the same length: a new list drops it too.)
+        if self._index is None or self._indexed != len(self._headers) \
+                or self._listed is not self._headers:
             index: dict[str, list[tuple[str, Any]]] = {}
             for name, value in self._headers:
                 index.setdefault(name.lower(), []).append((name, value))
             self._index, self._indexed, self._params = index, len(self._headers), {}
+            self._listed = self._headers
         return self._index
 
     def _get_params_preserve(self, failobj: Any, header: str) -> Any:
@@ -93,8 +97,26 @@ class IndexedMessage(Message):
         return failobj if found is None else list(found)
 
     def get(self, name: str, failobj: Any = None) -> Any:
-        found = self._by_name().get(name.lower())
-        return self.policy.header_fetch_parse(*found[0]) if found else failobj
+        key = name.lower()
+        found = self._by_name().get(key)
+        if not found:
+            return failobj
+        memo = self._params  # reset with the index
+        value = memo.get(("get", key))
+        if value is None:
+            value = self.policy.header_fetch_parse(*found[0])
+            if isinstance(value, str):  # a Header object is built afresh each time
+                memo[("get", key)] = value
+        return value
+
+    def get_content_type(self) -> str:
+        # Asked by the pre-filter, the bounce test and each body part's walk: read once.
+        if "content-type" not in self._by_name():
+            return self.get_default_type()  # the default may be set after parsing
+        found = self._params.get(("type",))
+        if found is None:
+            found = self._params[("type",)] = super().get_content_type()
+        return found
 
     def get_all(self, name: str, failobj: Any = None) -> Any:
         found = self._by_name().get(name.lower())
@@ -199,6 +221,17 @@ def _addressed_to(message: Message, address: str) -> bool:
 
 def header(message: Message, name: str) -> str:
     """A header as one line of text, RFC 2047 words decoded (works with any email policy)."""
+    if isinstance(message, IndexedMessage):  # read once per message (and header edit)
+        message._by_name()
+        memo = message._params
+        text = memo.get(("header", name))
+        if text is None:
+            text = memo[("header", name)] = _header(message, name)
+        return text
+    return _header(message, name)
+
+
+def _header(message: Message, name: str) -> str:
     value = message.get(name)
     if value is None:
         return ""
@@ -278,10 +311,25 @@ def _split_replies(body: str) -> list[Any]:
     parsed = ParsedReply(text=body, languages=["en", "de", "fr", "es"], **_REGEXES)
     replies = parsed.read().replies
     if not _REGEXES:
-        _REGEXES.update(_header_regex=parsed.HEADER_REGEX,
+        _REGEXES.update(_header_regex=_HeaderRegex(parsed.HEADER_REGEX),
                         _disclaimers_regex=parsed.DISCLAIMERS_REGEX,
                         _signature_regex=parsed.SIGNATURE_REGEX)
     return replies
+
+
+class _HeaderRegex:
+    """The library's header regex, skipped when it cannot match: each of its alternatives
+    (wrote/schrieb/a écrit/escribió lines, From:/Von:/De: blocks, ----- Original Message
+    -----) needs a colon or five dashes. Most short replies have neither, and this regex is
+    the slowest step of the split."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+
+    def findall(self, text: str) -> list[Any]:
+        if ":" not in text and "-----" not in text:
+            return []
+        return self.pattern.findall(text)
 
 
 def new_text(body: str, context: Context | None = None) -> str:

@@ -117,6 +117,32 @@ def test_a_failing_action_undoes_that_message_only(batch, monkeypatch):
     assert kinds == ["malformed", "reply", "reply"]
 
 
+def test_a_batch_that_fails_at_its_end_is_acted_on_again_and_loses_no_row(batch, monkeypatch):
+    campaign, order = batch
+    drop(campaign, "reply-unmatched-stranger")  # recorded before the actions run
+    real = Store.add_inbound_many
+    calls = []
+
+    def fails_once(self, rows):
+        calls.append(len(rows))
+        if len(calls) == 1:  # the first attempt dies after every action: all rolled back
+            raise RuntimeError("disk hiccup")
+        real(self, rows)
+
+    monkeypatch.setattr(Store, "add_inbound_many", fails_once)
+    probe = Probe(campaign.root / "outreach.db")
+    result = run_poll(campaign, probe)
+    assert calls == [4, 4]
+    assert (result.processed, result.replies, result.referrals, result.unmatched) == (4, 3, 1, 1)
+    assert result.malformed == []
+    assert probe.calls == [call for sender in order for call in MESSAGES[sender]]
+    for sender in order:  # acted on once, not twice
+        assert len([e for e in state(campaign, sender)["events"] if e["kind"] == "reply"]) == 1
+    with campaign.app() as app:
+        kinds = sorted(r["kind"] for r in app.store.inbound())
+    assert kinds == ["referral", "reply", "reply", "unmatched"]
+
+
 def test_a_pass_that_dies_mid_batch_leaves_it_unacted_and_unseen(batch, monkeypatch):
     campaign, order = batch
 

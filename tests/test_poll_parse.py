@@ -37,7 +37,8 @@ SHAPES = [
 
 
 def state(message) -> dict:
-    fields = {k: v for k, v in vars(message).items() if k not in ("_index", "_indexed", "_params")}
+    fields = {k: v for k, v in vars(message).items()
+              if k not in ("_index", "_indexed", "_listed", "_params")}
     fields["defects"] = [type(d).__name__ for d in fields.get("defects", [])]
     return fields
 
@@ -64,3 +65,19 @@ def test_indexed_message_finds_headers_like_the_stock_one():
     fast["X-Other"] = "also"
     assert (fast.get("Subject"), fast.get_all("Received"), fast.get("x-new")) == (
         "changed", None, "added")
+
+
+def test_indexed_message_forgets_what_it_read_when_headers_change():
+    from outreach.classify import header
+
+    fast = parse_head(b"From: a@b.example\nSubject: one\nContent-Type: multipart/mixed; "
+                      b"boundary=x\n\n--x--\n")
+    assert (header(fast, "Subject"), fast.get_content_type()) == ("one", "multipart/mixed")
+    fast.replace_header("Subject", "two")
+    fast.set_type("multipart/alternative")
+    assert (header(fast, "Subject"), fast.get_content_type()) == ("two", "multipart/alternative")
+    fast.set_boundary("y")  # rebuilds the header list at the same length
+    assert fast.get_boundary() == "y"
+    del fast["Content-Type"]
+    fast.set_default_type("message/rfc822")
+    assert fast.get_content_type() == "message/rfc822"
