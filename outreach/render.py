@@ -18,7 +18,8 @@ import os
 import re
 import secrets
 import traceback
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import quoprimime
@@ -94,6 +95,20 @@ class _Sandbox(SandboxedEnvironment):
 _ENV = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
                 trim_blocks=True, lstrip_blocks=True)
 _CACHE: dict[tuple[str, int, bool], Compiled] = {}
+# While a run holds templates steady (`steady`), each file's modification time is checked once.
+_STEADY: dict[tuple[Path, bool], Compiled] | None = None
+
+
+@contextmanager
+def steady() -> Iterator[None]:
+    """Within the block each template file is read and stat-ed once (one `outreach send`
+    renders thousands of messages from a few files); outside it, every load checks."""
+    global _STEADY
+    outer, _STEADY = _STEADY, {} if _STEADY is None else _STEADY
+    try:
+        yield
+    finally:
+        _STEADY = outer
 
 
 def _compile(path: Path, source: str) -> tuple[jinja2.Template, bool]:
@@ -104,7 +119,10 @@ def _compile(path: Path, source: str) -> tuple[jinja2.Template, bool]:
         raise TemplateError(f"{_where(path)} line {exc.lineno}: {exc.message}; fix the "
                             "template") from None
     constant = meta.find_undeclared_variables(ast) <= _CONSTANT_VARIABLES
-    return _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None)), constant
+    # A plain dict of the sandbox's globals, not the ChainMap make_globals gives: Jinja copies
+    # the globals into every render's context, and iterating a ChainMap costs more than the
+    # rest of building that context. Nothing changes globals after start-up.
+    return _ENV.template_class.from_code(_ENV, code, dict(_ENV.globals)), constant
 
 
 def _at_line(line: int, current: int) -> str:
@@ -118,6 +136,15 @@ def _where(path: Path) -> str:
 
 def load(path: Path, *, email: bool) -> Compiled:
     """Parse and compile a template file (cached by path and modification time)."""
+    if _STEADY is not None:
+        found = _STEADY.get((path, email))
+        if found is None:
+            found = _STEADY[path, email] = _load(path, email=email)
+        return found
+    return _load(path, email=email)
+
+
+def _load(path: Path, *, email: bool) -> Compiled:
     try:
         key = (str(path), os.stat(path).st_mtime_ns, email)
         if key in _CACHE:
@@ -192,6 +219,11 @@ class SequenceView:
 _PLAIN = frozenset({Prospect, Sender, Step, SequenceView})
 
 
+@lru_cache(maxsize=64)
+def _sequence_view(name: str) -> SequenceView:
+    return SequenceView(name)
+
+
 def context(app: Any, prospect: Prospect, step: Step, sequence: SequenceConfig | str, *,
             referrer: Prospect | None = None, last_email_date: str | None = None,
             plugins: bool = True) -> dict[str, Any]:
@@ -212,7 +244,7 @@ def context(app: Any, prospect: Prospect, step: Step, sequence: SequenceConfig |
         "sender": config.sender,
         "referrer": referrer,
         "step": step,
-        "sequence": SequenceView(name),
+        "sequence": _sequence_view(name),
         "unsubscribe_mailto": config.compliance.unsubscribe_mailto,
         "last_email_date": last_email_date,
     }

@@ -69,6 +69,7 @@ def local_moment(day: date, wall: time, zone: ZoneInfo) -> datetime:
     return aware.astimezone(UTC)
 
 
+@lru_cache(maxsize=4096)   # a run asks for the same few (enrollment moment, day, zone) a lot
 def due_at(started_at: datetime, day: int, zone: ZoneInfo) -> datetime:
     """A step `day` days after enrollment is due from the start of that local calendar day, so
     a day-4 email can go in day 4's morning window whatever the hour of enrollment."""

@@ -537,35 +537,42 @@ def send(app: App, *, dry_run: bool = False, limit: int | None = None,
         started = clock.wall_now()
         store.acquire_lock("send", owner=iso(started), now=started, until=started + LEASE)
     try:
-        if not dry_run:
-            run.settle_stale()
-        rows = store.send_candidates()
-        actions, emails = run.plan(rows)
-        run.load_prospects(a.enrollment["prospect_id"] for a in actions)
-        run.act(actions)
-        chosen = run.choose(emails)
-        run.total = len(chosen)
-        if dry_run:
-            run.load_prospects(item.enrollment["prospect_id"] for item in chosen)
-            run.dry_report(chosen)
-            after = [(item.enrollment, item.step.number + 1) for item in chosen]
-        else:
-            if chosen:
-                asyncio.run(run.deliver(chosen))
-            run.act(run.follow_ups, run.follow_blocked)   # those delivery did not get to
-            rest = sorted((item.enrollment for item in chosen
-                           if item.enrollment["id"] not in run.followed), key=lambda e: e["id"])
-            steps = store.open_next_steps([e["id"] for e in rest])
-            after = [(e, steps[e["id"]]) for e in rest if e["id"] in steps]
-        # Steps right after this run's emails (a day-0 call after the day-0 email) are due now.
-        later: list[_Action] = []
-        for row, start in after:
-            run.walk(row, app.config.sequences[row["sequence"]], start, later)
-        run.act(later, run.follow_blocked)
+        with render.steady():   # a template edited during the run is read by the next one
+            _send(run, dry_run=dry_run)
     finally:
         if not dry_run:
             store.release_lock("send")
     return run.result
+
+
+def _send(run: _Run, *, dry_run: bool) -> None:
+    """Settle dead intents, create due call tasks, send due emails, then the steps after them."""
+    app, store = run.app, run.app.store
+    if not dry_run:
+        run.settle_stale()
+    rows = store.send_candidates()
+    actions, emails = run.plan(rows)
+    run.load_prospects(a.enrollment["prospect_id"] for a in actions)
+    run.act(actions)
+    chosen = run.choose(emails)
+    run.total = len(chosen)
+    if dry_run:
+        run.load_prospects(item.enrollment["prospect_id"] for item in chosen)
+        run.dry_report(chosen)
+        after = [(item.enrollment, item.step.number + 1) for item in chosen]
+    else:
+        if chosen:
+            asyncio.run(run.deliver(chosen))
+        run.act(run.follow_ups, run.follow_blocked)   # those delivery did not get to
+        rest = sorted((item.enrollment for item in chosen
+                       if item.enrollment["id"] not in run.followed), key=lambda e: e["id"])
+        steps = store.open_next_steps([e["id"] for e in rest])
+        after = [(e, steps[e["id"]]) for e in rest if e["id"] in steps]
+    # Steps right after this run's emails (a day-0 call after the day-0 email) are due now.
+    later: list[_Action] = []
+    for row, start in after:
+        run.walk(row, app.config.sequences[row["sequence"]], start, later)
+    run.act(later, run.follow_blocked)
 
 
 def preview(app: App, email: str, *, step: int | None = None) -> bytes:

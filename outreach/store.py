@@ -709,8 +709,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 def to_prospect(row: sqlite3.Row) -> Prospect:
-    keys = row.keys()
     last = row["last_activity"]
+    try:
+        suppressed = bool(row["suppressed"])
+    except IndexError:   # a query without the suppression column
+        suppressed = False
     return Prospect(
         id=row["id"],
         email=row["email"],
@@ -726,7 +729,7 @@ def to_prospect(row: sqlite3.Row) -> Prospect:
         phone=row["phone"],
         last_activity=date.fromisoformat(last) if last else None,
         stage=row["stage"],
-        suppressed=bool(row["suppressed"]) if "suppressed" in keys else False,
+        suppressed=suppressed,
         referrer_id=row["referrer_id"],
         phone_bad=bool(row["phone_bad"]),
         custom=MappingProxyType(json.loads(row["custom"])),

@@ -48,6 +48,9 @@ class Delivery:
     bad_recipient: bool = False   # a 5.1.x recipient error: suppress the address
 
 
+_SENT = Delivery(Outcome.SENT)   # frozen: one shared value for every accepted message
+
+
 class _Temporary(Exception):
     pass
 
@@ -105,7 +108,7 @@ class OutboxConnection:
             os.replace(temp, target)
         except OSError as exc:
             return Delivery(Outcome.RETRY, f"outbox {self.folder}: {exc.strerror}")
-        return Delivery(Outcome.SENT)
+        return _SENT
 
     async def close(self) -> None:
         return None
@@ -227,7 +230,7 @@ class SmtpConnection:
             return Delivery(Outcome.FAILED, str(exc), bad_recipient=exc.bad_recipient)
         except _Unknown as exc:
             return Delivery(Outcome.UNKNOWN, str(exc))
-        return Delivery(Outcome.SENT)
+        return _SENT
 
     async def _once(self, envelope: Envelope) -> None:
         try:

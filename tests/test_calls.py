@@ -12,7 +12,7 @@ import icalendar
 import pytest
 
 from outreach.app import App
-from outreach.calls import CallTask, create_task, persona
+from outreach.calls import CallTask, NewTask, create_task, create_tasks, persona
 from outreach.hookspecs import hookimpl
 from outreach.ics import escape, fold
 
@@ -94,6 +94,38 @@ def test_create_task_is_idempotent_and_records_an_event(campaign: Campaign) -> N
             due, "Hi First1", "voicemail", "open")
         events = [e for e in app.store.events(prospect.id) if e["kind"] == "call_task"]
         assert [(e["task_id"], e["step"]) for e in events] == [(first.id, step.number)]
+
+
+def test_create_tasks_in_one_batch_skip_existing_and_close_bad_numbers(
+        campaign: Campaign) -> None:
+    fired: list[int] = []
+
+    class Recorder:
+        @hookimpl
+        def call_task_created(self, prospect, task):
+            fired.append(task.id)
+
+    enrolled(campaign, [prospect_row(i) for i in (1, 2, 3)])
+    due = datetime(2026, 3, 2, 14, 15, tzinfo=UTC)
+    with campaign.app() as app:
+        app.pm.register(Recorder())
+        step = call_steps(app)[0]
+        existing = add_task(app, "cfo1@maker1.example")
+        app.store.flag_bad_phone(app.store.prospect("cfo3@maker3.example").id, at=NOW_DT)
+        new = []
+        for i in (1, 2, 2, 3):   # one already has its task; one is asked for twice
+            prospect = app.store.prospect(f"cfo{i}@maker{i}.example")
+            enrollment = app.store.enrollments(prospect.id)[-1]["id"]
+            new.append(NewTask(enrollment, prospect, step, due, f"Hi First{i}"))
+        created = create_tasks(app, new)
+        assert [(t.prospect_id, t.script, t.status) for t in created] == [
+            (new[1].prospect.id, "Hi First2", "open"), (new[3].prospect.id, "Hi First3", "closed")]
+        assert fired == [existing.id, created[0].id]   # no hook for the closed one
+        assert [r["script"] for r in app.store.open_call_tasks()] == [
+            existing.script, "Hi First2"]
+        for task in created:
+            events = [e for e in app.store.events(task.prospect_id) if e["kind"] == "call_task"]
+            assert [e["task_id"] for e in events] == ([task.id] if task.status == "open" else [])
 
 
 def five_prospects(campaign: Campaign) -> None:

@@ -3,6 +3,7 @@ and prospect, RFC 2047 headers, folding, quoted-printable bodies, threading, che
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.parser import BytesParser
@@ -106,6 +107,20 @@ def test_render_errors_name_file_line_and_prospect(campaign, text, message):
     with pytest.raises(TemplateError) as caught:
         render(campaign, text)
     assert str(caught.value).startswith(message)
+
+
+def test_a_run_reads_each_template_once_and_the_next_run_sees_edits(campaign):
+    from outreach.render import steady
+
+    write(campaign, "t", "Subject: one\n\nFirst.\n")
+    config = campaign.config()
+    ctx = context(_App(config), prospect(), STEP, "referral")
+    with steady():
+        assert render_template_email(config, "t", ctx, who="x").subject == "one"
+        path = write(campaign, "t", "Subject: two\n\nSecond.\n")
+        os.utime(path, ns=(1, 1))   # a modification time that certainly differs
+        assert render_template_email(config, "t", ctx, who="x").subject == "one"
+    assert render_template_email(config, "t", ctx, who="x").subject == "two"
 
 
 def test_a_line_break_in_a_header_value_is_refused(campaign):
