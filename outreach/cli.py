@@ -36,6 +36,14 @@ class OutreachGroup(click.Group):
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+        except Exception as exc:
+            import sqlite3
+
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise click.ClickException(
+                    "the database is busy: another outreach command held it for 30 seconds. "
+                    "Run again when it has finished.") from None
+            raise
 
 
 @click.group(cls=OutreachGroup)
@@ -281,12 +289,14 @@ def suppress(app: Any, target: str, reason: str, json_: bool) -> None:
     """Suppress an address or a whole @domain for good: nothing is ever sent there again."""
     from .lifecycle import suppress as suppress_
 
-    affected = suppress_(app, target, reason=reason, source="cli")
+    prospects, stopped = suppress_(app, target, reason=reason, source="cli")
     if json_:
-        echo_json({"suppressed": target.lower(), "prospects": affected})
+        echo_json({"suppressed": target.lower(), "prospects": prospects, "stopped": stopped})
     else:
-        click.echo(f"suppressed {target.lower()} ({affected} prospect"
-                   f"{'' if affected == 1 else 's'} stopped)")
+        click.echo(f"suppressed {target.lower()} ({prospects} prospect"
+                   f"{'' if prospects == 1 else 's'}"
+                   + (f", {stopped} sequence{'' if stopped == 1 else 's'} stopped)" if stopped
+                      else ")"))
 
 
 @cli.command()

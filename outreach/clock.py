@@ -36,6 +36,8 @@ def parse_now(raw: str) -> datetime:
         raise OutreachError(
             f'OUTREACH_NOW "{raw}" has no UTC offset: add one, e.g. "{raw}+00:00" or "{raw}-06:00"'
         )
+    if not 1970 <= value.year <= 2999:  # date arithmetic (windows, cooldowns) must not overflow
+        raise OutreachError(f'OUTREACH_NOW "{raw}" is out of range: use a year from 1970 to 2999')
     return value
 
 

@@ -23,6 +23,7 @@ from .models import KNOWN_COLUMNS, is_email
 from .plugins import has_impls
 
 BATCH = 1000
+FIELD_LIMIT = 16 * 1024 * 1024
 _COLUMN = re.compile(r"[^0-9a-z]+")
 # Columns that may be put in a header (To, Subject): a line break there is header injection.
 _ONE_LINE = ("email", *KNOWN_COLUMNS)
@@ -120,6 +121,9 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
         handle = path.open(encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise ImportFileError(f"{path}: cannot open: {exc.strerror}") from None
+    # A long notes column is a usable row; the csv module's 128 KiB default would reject
+    # the whole file. Past 16 MiB a "field" is an unclosed quote, and the file is broken.
+    csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
     with handle:
         try:
             yield from _records(path, csv.reader(handle))

@@ -63,10 +63,11 @@ def mark(app: App, email: str, stage: str, *, cause: str | None = None) -> Prosp
     return change_stage(app, prospect, new, cause=cause)
 
 
-def suppress(app: App, target: str, *, reason: str, source: str) -> int:
+def suppress(app: App, target: str, *, reason: str, source: str) -> tuple[int, int]:
     """Suppress an address or @domain for good and end what was under way for it.
 
-    Returns the number of prospects affected. Idempotent: suppressing twice changes nothing.
+    Returns (prospects covered, sequences stopped). Idempotent: suppressing twice changes
+    nothing.
     """
     target = target.strip().lower()
     if target.startswith("@"):
@@ -81,20 +82,21 @@ def suppress(app: App, target: str, *, reason: str, source: str) -> int:
         prospects = [p] if p else []
     now = app.now()
     tasks = [t for p in prospects for t in app.store.open_call_task_ids(p.id)]
+    state = "unsubscribed" if reason == "unsubscribe" else "stopped"
+    stopped = 0
     with app.store.transaction():
         app.store.suppress(target, reason=reason, source=source, at=now)
         for p in prospects:
-            for enrollment in app.store.end_enrollments(p.id, state="unsubscribed"
-                                                        if reason == "unsubscribe"
-                                                        else "stopped",
+            for enrollment in app.store.end_enrollments(p.id, state=state,
                                                         reason=f"suppressed: {reason}", at=now):
+                stopped += 1
                 app.store.add_event("enrollment_ended", at=now, prospect_id=p.id,
                                     enrollment_id=enrollment, state="suppressed")
             app.store.close_call_tasks(p.id, reason=f"suppressed: {reason}", at=now)
             app.store.add_event("suppressed", at=now, prospect_id=p.id, target=target,
                                 reason=reason, source=source)
     announce_closed(app, tasks)
-    return len(prospects)
+    return len(prospects), stopped
 
 
 def status(app: App, email: str) -> dict[str, Any]:

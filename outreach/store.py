@@ -24,7 +24,7 @@ from .models import KNOWN_COLUMNS, Prospect
 
 # A suppression is an address or "@domain"; "@domain" also covers its subdomains. The
 # address, its domain and that many parent domains are checked, in SQL and in Python alike.
-SUPPRESSION_DEPTH = 4
+SUPPRESSION_DEPTH = 8
 
 
 def _suppressed_sql() -> str:

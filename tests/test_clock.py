@@ -16,6 +16,8 @@ def test_outreach_now_is_the_only_clock(monkeypatch):
 @pytest.mark.parametrize(("raw", "message"), [
     ("yesterday", "is not an ISO 8601 timestamp"),
     ("2026-03-02T08:15:00", "has no UTC offset"),
+    ("9999-12-31T23:59:59+00:00", "is out of range"),
+    ("0001-01-01T00:00:00+05:00", "is out of range"),
 ])
 def test_bad_values_are_clear_errors(monkeypatch, raw, message):
     monkeypatch.setenv("OUTREACH_NOW", raw)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import prospect_row
+from tests.conftest import COLUMNS, prospect_row
 
 
 def test_counts_added_updated_unchanged(campaign):
@@ -142,3 +142,12 @@ def test_prospect_imported_fires_for_added_and_updated_only(campaign):
     events = [json.loads(line) for line in log.read_text().splitlines()]
     assert events == [["cfo1@maker1.example", "CFO"], ["cfo2@maker2.example", "CFO"],
                       ["cfo2@maker2.example", "COO"]]
+
+
+def test_a_long_notes_field_is_a_usable_row(campaign):
+    notes = "word " * 60_000   # 300,000 characters, past the csv module's default limit
+    path = campaign.write_csv([prospect_row(1, notes=notes), prospect_row(2)],
+                              columns=(*COLUMNS, "notes"))
+    assert campaign.run_json("import", str(path))["added"] == 2
+    [first, _] = campaign.run_json("prospects")
+    assert first["notes"] == notes

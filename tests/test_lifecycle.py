@@ -20,7 +20,7 @@ def seeded(campaign):
 
 def test_suppressing_a_domain_stops_everyone_there_for_good(seeded):
     result = seeded.run("suppress", "@Maker1.example")
-    assert result.stdout == "suppressed @maker1.example (2 prospects stopped)\n"
+    assert result.stdout == "suppressed @maker1.example (2 prospects, 2 sequences stopped)\n"
     for email in ("cfo1@maker1.example", "cfo3@maker1.example"):
         status = seeded.run_json("status", email)
         assert status["suppressed"] is True
@@ -95,16 +95,17 @@ def test_user_errors_never_print_a_traceback(seeded):
 def test_a_suppressed_domain_covers_its_subdomains_everywhere(campaign):
     rows = [prospect_row(1, email="ann@eu.bigco.example"),
             prospect_row(2, email="bo@bigco.example"),
-            prospect_row(3, email="cy@notbigco.example")]
+            prospect_row(3, email="cy@notbigco.example"),
+            prospect_row(4, email="di@a.b.c.d.e.bigco.example")]
     campaign.run_json("import", str(campaign.write_csv(rows)))
     assert campaign.run("suppress", "@bigco.example").stdout == (
-        "suppressed @bigco.example (2 prospects stopped)\n")
+        "suppressed @bigco.example (3 prospects)\n")
     listed = {p["email"]: p["suppressed"] for p in campaign.run_json("prospects")}
     assert listed == {"ann@eu.bigco.example": True, "bo@bigco.example": True,
-                      "cy@notbigco.example": False}
+                      "cy@notbigco.example": False, "di@a.b.c.d.e.bigco.example": True}
     assert campaign.run_json("status", "ann@eu.bigco.example")["suppressed"] is True
     assert campaign.run_json("enroll", "referral") == {
-        "enrolled": 1, "skipped": {"suppressed": 2}, "dry_run": False}
+        "enrolled": 1, "skipped": {"suppressed": 3}, "dry_run": False}
 
 
 @pytest.mark.parametrize(("stage", "state"), [
@@ -136,3 +137,26 @@ def test_folders_that_cannot_be_made_are_clear_errors(campaign, tmp_path):
     result = campaign.run("status", "x@y.example")
     assert result.exit_code == 1 and "Traceback" not in result.stderr
     assert str(blocker) in result.stderr
+
+
+def test_a_busy_database_is_a_clear_error(seeded):
+    import sqlite3
+
+    holder = sqlite3.connect(seeded.root / "outreach.db")
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        from outreach.store import Store
+
+        original = Store.__init__
+
+        def impatient(self, path):  # the real wait is 30 s; the message is what is tested
+            original(self, path)
+            self.db.execute("PRAGMA busy_timeout = 50")
+
+        seeded.monkeypatch.setattr(Store, "__init__", impatient)
+        result = seeded.run("suppress", "cfo1@maker1.example")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: the database is busy")
