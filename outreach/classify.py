@@ -92,7 +92,10 @@ class IndexedMessage(Message):
         self._by_name()  # after an edit, forgets what it parsed
         key = header.lower()
         if key not in self._params:
-            self._params[key] = super()._get_params_preserve(None, header)
+            value = self.get(header)
+            self._params[key] = _simple_params(value) \
+                if isinstance(value, str) and '"' not in value and "*" not in value \
+                else super()._get_params_preserve(None, header)
         found = self._params[key]
         return failobj if found is None else list(found)
 
@@ -132,6 +135,22 @@ class IndexedMessage(Message):
     def replace_header(self, _name: str, _value: Any) -> None:
         super().replace_header(_name, _value)
         self._index = None
+
+
+def _simple_params(value: str) -> list[tuple[str, str]]:
+    """What `Message._get_params_preserve` makes of a header value with no quotes and no
+    RFC 2231 `*` (so no quoted `;` to skip and nothing to join): `_parseparam`'s split,
+    names lowered where a value follows, then `decode_params`' quoting of all but the first.
+    Nearly every Content-Type looks so; the stock parse costs more than the rest of reading
+    a plain-text body."""
+    from email.utils import quote, unquote
+
+    params = []
+    for part in value.split(";"):
+        name, eq, val = part.partition("=")
+        name, val = (name.strip().lower(), val.strip()) if eq else (part.strip(), "")
+        params.append((name, f'"{quote(unquote(val))}"') if params else (name, val))
+    return params
 
 
 _current: ContextVar[Context | None] = ContextVar("outreach_classify_context", default=None)
@@ -350,7 +369,7 @@ def new_text(body: str, context: Context | None = None) -> str:
         stripped = line.strip()
         if stripped.startswith(">"):
             continue
-        if stripped in ("--", "-- ", "__") or re.fullmatch(r"_{5,}|-{5,}", stripped):
+        if stripped in ("--", "-- ", "__") or _RULE.fullmatch(stripped):
             break
         normal = _norm(stripped)
         if normal and any(normal in f or f in normal for f in context.footer_lines
@@ -360,8 +379,12 @@ def new_text(body: str, context: Context | None = None) -> str:
     return "\n".join(kept).strip()
 
 
+_RULE = re.compile(r"_{5,}|-{5,}")
+_NOT_WORD = re.compile(r"[^\w@.]+")
+
+
 def _norm(text: str) -> str:
-    return " ".join(re.sub(r"[^\w@.]+", " ", text.lower()).split())
+    return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
 
 
 # -- bounces ------------------------------------------------------------------------------

@@ -81,3 +81,23 @@ def test_indexed_message_forgets_what_it_read_when_headers_change():
     del fast["Content-Type"]
     fast.set_default_type("message/rfc822")
     assert fast.get_content_type() == "message/rfc822"
+
+
+@pytest.mark.parametrize("value", [
+    "text/plain", "text/plain; charset=utf-8", " TEXT/Plain ;Charset = UTF-8 ;", "text/plain;",
+    "multipart/report; report-type=delivery-status; boundary=b1", "a=b=c; x=<y>; =v; k=; n",
+    "text/plain; charset=iso-8859-1\r\n\tformat=flowed", "", ";;", "x; a\\b=c\\d", "é=ü; ä",
+])
+def test_simple_content_type_params_are_the_stock_parse(value):
+    from email.message import Message
+
+    from outreach.classify import _simple_params
+
+    stock = Message()
+    stock["Content-Type"] = value
+    assert _simple_params(value) == Message._get_params_preserve(stock, None, "content-type")
+    if not value.isascii():  # 8-bit header bytes read through the stock parse anyway
+        return
+    fast = parse_head(f"Content-Type: {value}\n\nbody".encode())
+    assert fast.get_params() == stock.get_params()
+    assert fast.get_content_charset() == stock.get_content_charset()
