@@ -33,6 +33,12 @@ class OutreachGroup(click.Group):
             return super().invoke(ctx)
         except OutreachError as exc:
             raise click.ClickException(str(exc)) from None
+        except BrokenPipeError:
+            # `outreach calls | head`: the reader has what it wanted. Quietly, like cat.
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(0) from None
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None
