@@ -18,7 +18,6 @@ from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
 
-import click
 import pytest
 
 import outreach.app
@@ -188,8 +187,8 @@ def test_hook_register_commands(campaign: Campaign) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "outreach", "greet", "Dana"], capture_output=True, text=True,
         cwd=campaign.root, env={**os.environ, "OUTREACH_CONFIG": str(campaign.config_path)})
+    # The plugin asserts it was handed the click group itself; a wrong argument fails there.
     assert (proc.returncode, proc.stdout) == (0, "hello Dana\n"), proc.stderr
-    assert click.Group  # the hook's argument type, as documented
 
 
 def test_hook_prospect_imported(campaign: Campaign, recorder: Recorder) -> None:

@@ -30,11 +30,17 @@ def test_suppressing_a_domain_stops_everyone_there_for_good(seeded):
     assert seeded.run("suppress", "@maker1.example").exit_code == 0
 
 
-@pytest.mark.parametrize("target", ["@", "@nodot", "not an email", "a@b@c"])
-def test_suppress_refuses_what_is_not_an_address(seeded, target):
+@pytest.mark.parametrize(("target", "message"), [
+    ("@", '"@" is not a domain: write it like @example.com'),
+    ("@nodot", '"@nodot" is not a domain: write it like @example.com'),
+    ("not an email", '"not an email" is not an email address or @domain'),
+    ("a@b@c", '"a@b@c" is not an email address or @domain'),
+])
+def test_suppress_refuses_what_is_not_an_address(seeded, target, message):
     result = seeded.run("suppress", target)
     assert result.exit_code == 1
-    assert "is not" in result.stderr
+    assert result.stderr == f"Error: {message}\n"
+    assert seeded.run_json("prospects")[0]["suppressed"] is False
 
 
 def test_mark_meeting_ends_the_sequence_as_won(seeded):

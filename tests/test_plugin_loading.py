@@ -48,6 +48,19 @@ def test_allow_list_keeps_other_plugins_out(campaign):
     assert all(p["builtin"] for p in listed)
 
 
+def test_allow_list_loads_only_the_named_plugins(campaign):
+    (campaign.root / "plugins" / "greeter.py").write_text(GREETER, encoding="utf-8")
+    (campaign.root / "plugins" / "other.py").write_text(
+        "from outreach import hookimpl\n@hookimpl\ndef stage_changed(prospect, old, new):\n"
+        "    pass\n", encoding="utf-8")
+    listed = json.loads(run_outreach(campaign, "plugins", "--json",
+                                     OUTREACH_LOAD_PLUGINS="greeter").stdout)
+    assert sorted(p["name"] for p in listed if not p["builtin"]) == ["greeter"]
+    assert run_outreach(campaign, "hello", OUTREACH_LOAD_PLUGINS="greeter").returncode == 0
+    both = json.loads(run_outreach(campaign, "plugins", "--json").stdout)
+    assert sorted(p["name"] for p in both if not p["builtin"]) == ["greeter", "other"]
+
+
 def test_misspelled_hook_fails_loudly_naming_the_plugin(campaign):
     (campaign.root / "plugins" / "typo.py").write_text(
         "from outreach import hookimpl\n@hookimpl\ndef message_send(prospect, message):\n"
@@ -68,10 +81,10 @@ def test_plugin_that_fails_to_import_is_named(campaign):
 
 
 def test_hook_with_arguments_the_spec_lacks_is_named(campaign):
-    (campaign.root / "plugins" / "extra.py").write_text(
-        "from outreach import hookimpl\n@hookimpl\ndef message_sent(prospect, message, extra):\n"
+    (campaign.root / "plugins" / "wrongargs.py").write_text(
+        "from outreach import hookimpl\n@hookimpl\ndef message_sent(prospect, message, colour):\n"
         "    pass\n", encoding="utf-8")
     proc = run_outreach(campaign, "plugins")
     assert proc.returncode == 1
-    assert proc.stderr.startswith("Error: plugin extra: ")
-    assert "extra" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("Error: plugin wrongargs: ")
+    assert "colour" in proc.stderr and "Traceback" not in proc.stderr
