@@ -517,6 +517,15 @@ class _Parser:
                     raise self.fail(f"[{where}] steps[{step.number}] day",
                                     f"is {step.day}, before the previous step's day {prev.day}: "
                                     "list steps in day order")
+            used: dict[str, int] = {}
+            for step in steps:
+                for template in step.templates if step.kind == "email" else ():
+                    if template in used:  # the ledger sends each template once per enrollment
+                        raise self.fail(
+                            f"[{where}] steps[{step.number}] email",
+                            f'"{template}" is already steps[{used[template]}]: each email '
+                            "template is sent once per sequence; copy it under a new name")
+                    used[template] = step.number
             cooldown = self.get(t, where, "recycle_cooldown_days", int, 90)
             if cooldown < 0:
                 raise self.fail(f"[{where}] recycle_cooldown_days",

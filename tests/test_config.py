@@ -65,6 +65,10 @@ def test_discovery_order(tmp_path, monkeypatch):
          "[sequences.referral] steps[0] needs exactly one of email, call or recycle"),
         ('{ day = 4,  call = "voicemail" }', '{ day = 3,  call = "voicemail" }',
          "[sequences.referral] steps[3] day is 3, before the previous step's day 4"),
+        ('{ day = 9,  email = ["meeting-a", "meeting-b"] }',
+         '{ day = 9,  email = ["meeting-a", "referral"] }',
+         '[sequences.referral] steps[4] email "referral" is already steps[0]: each email '
+         "template is sent once per sequence"),
         ('security = "starttls"', 'security = "none"',
          '[smtp] security "none" is refused for host "smtp.acme.example"'),
         ('security = "tls"', 'security = "ssl"', '[imap] security "ssl" is not allowed'),
