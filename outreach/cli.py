@@ -508,10 +508,18 @@ def _poll_lock(app: Any) -> Any:
 
 
 def _poll_line(result: Any) -> str:
-    return (f"processed {result.processed}: {result.replies} replies, {result.auto_replies} "
-            f"auto-replies, {result.bounces} bounces, {result.unsubscribes} unsubscribes, "
-            f"{result.referrals} referrals, {result.unmatched} unmatched"
+    line = (f"processed {result.processed}: {_n(result.replies, 'reply', 'replies')}, "
+            f"{_n(result.auto_replies, 'auto-reply', 'auto-replies')}, "
+            f"{_n(result.bounces, 'bounce')}, {_n(result.unsubscribes, 'unsubscribe')}, "
+            f"{result.unmatched} unmatched"
             + (f", {len(result.malformed)} malformed" if result.malformed else ""))
+    if result.referrals:  # people named in those replies, not extra messages
+        line += f"; {_n(result.referrals, 'referral')} added from the replies"
+    return line
+
+
+def _n(count: int, one: str, many: str | None = None) -> str:
+    return f"{count} {one if count == 1 else many or one + 's'}"
 
 
 @cli.command()
@@ -589,6 +597,8 @@ def _send_report(result: Any, zone: Any) -> None:
     line += f"; {result.calls} call task{'' if result.calls == 1 else 's'}"
     if result.recycled:
         line += f", {result.recycled} recycled"
+    if result.completed:
+        line += f", {_n(result.completed, 'sequence')} completed"
     click.echo(line)
     for m in result.as_dict().get("messages", []):
         click.echo(f"  {m['email']}  step {m['step']}  {m['template']}  {m['subject']}")

@@ -167,7 +167,7 @@ def test_watch_uses_idle_recovers_from_a_dropped_connection_and_stops_on_sigterm
         print(out.decode(), err.decode())
     assert proc.returncode == 0, err.decode()
     assert b"outreach watch: stopped" in err
-    assert b"processed 1: 1 replies" in out
+    assert b"processed 1: 1 reply," in out
     assert b"reconnecting" in err
 
 

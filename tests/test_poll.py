@@ -212,7 +212,7 @@ def test_malformed_message_is_reported_and_does_not_stop_the_pass(seeded):
     drop(seeded, "malformed-garbage", "reply-apple-mail")
     result = seeded.run("poll")
     assert result.exit_code == 0
-    assert "processed 2: 1 replies" in result.stdout
+    assert "processed 2: 1 reply," in result.stdout
     assert "skipped malformed message maildir:" in result.stderr
     assert "no sender address" in result.stderr
 
