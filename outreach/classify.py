@@ -224,6 +224,8 @@ def address_of(header: str) -> str:
 
 def _addresses(message: Message, *names: str) -> list[tuple[str, str]]:
     values = [str(v) for n in names for v in (message.get_all(n) or [])]
+    if not values:  # no Cc on most replies: nothing for the address parser to do
+        return []
     return [(_decoded(name), addr.strip().lower()) for name, addr in getaddresses(values)
             if "@" in addr]
 

@@ -10,7 +10,6 @@ changes nothing twice.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sys
@@ -347,7 +346,7 @@ def _prepare(app: App, batch: list[Inbound], result: PollResult, state: _Pass,
             head = parse_head(inbound.raw)
             # No Message-ID: a digest of the bytes stands in, so a rescan still knows it.
             message_id = _first_id(classify.header(head, "Message-ID")) or \
-                f"<sha1-{hashlib.sha1(inbound.raw).hexdigest()}@inbound>"
+                f"<sha1-{_sha1(inbound.raw)}@inbound>"
             refs = _MSGID.findall(f"{head.get('In-Reply-To') or ''} "
                                   f"{head.get('References') or ''}")
             sender = classify.address_of(classify.header(head, "From"))
@@ -420,6 +419,12 @@ def _concerns_us(head: Message, sender: str, refs: list[str], state: _Pass) -> b
     return bool(unsubscribe) and any(
         unsubscribe in str(v).lower() for n in ("To", "Cc", "Delivered-To", "X-Original-To")
         for v in head.get_all(n) or ())
+
+
+def _sha1(raw: bytes) -> str:
+    import hashlib  # only for the rare message without a Message-ID
+
+    return hashlib.sha1(raw).hexdigest()
 
 
 def _first_id(value: str) -> str | None:
