@@ -192,3 +192,28 @@ def test_imap_position_moves_only_after_the_batch_is_saved(campaign, dovecot, mo
     result = run_poll(campaign, Probe(campaign.root / "outreach.db"))
     assert (result.processed, result.replies, result.referrals) == (3, 3, 1)
     assert campaign.run_json("poll")["processed"] == 0
+
+
+def test_the_garbage_collector_is_paused_for_a_pass_and_left_as_found(batch):
+    import gc
+
+    campaign, _ = batch
+
+    collecting = []
+
+    class Watcher:
+        @hookimpl
+        def reply_received(self, prospect, reply, kind):
+            collecting.append(gc.isenabled())
+
+    assert gc.isenabled()
+    result = run_poll(campaign, Watcher())
+    assert result.replies == 3 and collecting == [False] * 4
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        drop(campaign, "reply-unmatched-stranger")
+        assert run_poll(campaign, Watcher()).processed == 1
+        assert not gc.isenabled()  # a caller that turned it off keeps it off
+    finally:
+        gc.enable()
