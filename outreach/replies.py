@@ -285,6 +285,32 @@ def parse_head(raw: bytes) -> Message:
 
         _PARSER = BytesParser(IndexedMessage, policy=policy.compat32)
     text = raw.decode("ascii", "surrogateescape")
+    block = _HEAD_BLOCK.match(text)
+    if block is not None:
+        end = block.end()
+        body = end + 1 if text.startswith("\n", end) else \
+            end + 2 if text.startswith("\r\n", end) else 0
+        if body:  # the common shape, in two regex passes instead of a loop over lines
+            parser = _PARSER.parser
+            message = parser._class(policy=parser.policy)
+            for name, value in _FIELD.findall(text, 0, end):
+                message.set_raw(name, value.rstrip("\r\n"))
+            message.set_payload(text[body:])
+            return message
+    return _parse_head_by_line(text, raw)
+
+
+# Every line a field (a name of printable characters but the colon, then a colon) or a fold
+# (space or tab first), ending LF or CRLF, no other CR: what the loop below accepts. Then a
+# blank line. Each field is then read as compat32's header_source_parse reads its lines: the
+# name before the first colon, the rest of the first line left-stripped of blanks with its
+# folds joined on, trailing CR and LF stripped.
+_HEAD_BLOCK = re.compile(r"[\041-\071\073-\176]+:[^\r\n]*\r?\n"
+                         r"(?:(?:[\041-\071\073-\176]+:|[\t ])[^\r\n]*\r?\n)*")
+_FIELD = re.compile(r"([\041-\071\073-\176]+):[ \t]*([^\n]*\n(?:[\t ][^\n]*\n)*)")
+
+
+def _parse_head_by_line(text: str, raw: bytes) -> Message:
     fields: list[list[str]] = []
     pos, size = 0, len(text)
     while pos < size:

@@ -22,6 +22,11 @@ SHAPES = [
     b"From: a@b.example\nSubject: no blank line, no body",
     b"From: a@b.example\nSubject: ends at the header block\n",
     b"From: a@b.example\n \nSubject: a whitespace-only fold\n\nbody",
+    b"From: a@b.example\nSubject: LF lines, then a CRLF blank line\n\r\nbody\r\n",
+    b"From: a@b.example\r\nX-Mixed: LF after CRLF\n\tfold\r\n\nbody",
+    b"From: a@b.example\nX-Ctl: vertical\x0btab and form\x0cfeed\x1c\n\nbody",
+    b"From: a@b.example\nSubject:\n\tvalue on the fold only\nTo:x@y.example\n\nbody",
+    b"From: a@b.example\nX-Empty:\n\n",
     # Shapes the parser handles itself (defects, mbox From_, bare CR): same result.
     b"From x@y Mon Mar  2 10:00:00 2026\nFrom: a@b.example\n\nbody",
     b"X: a\r\r\nY: b\n\nbody",
