@@ -559,13 +559,17 @@ def is_auto_reply(message: Message, subject: str, body: str = "") -> bool:
     return bool(_OOF_SUBJECT.search(_strip_re(subject)))
 
 
+_RE_PREFIX = re.compile(r"^\s*(?:(?:re|aw|sv|fw|fwd|wg|tr)\s*:\s*)+", re.IGNORECASE)
+_REPLY_PREFIX = re.compile(r"^\s*(re|aw)\s*:", re.IGNORECASE)
+
+
 def _strip_re(subject: str) -> str:
-    return re.sub(r"^\s*(?:(?:re|aw|sv|fw|fwd|wg|tr)\s*:\s*)+", "", subject, flags=re.IGNORECASE)
+    return _RE_PREFIX.sub("", subject)
 
 
 def _is_own_subject(subject: str) -> bool:
     """A subject that is `Re: <our subject>` tells nothing about what the sender wants."""
-    return bool(re.match(r"^\s*(re|aw)\s*:", subject, re.IGNORECASE))
+    return bool(_REPLY_PREFIX.match(subject))
 
 
 # -- return dates -------------------------------------------------------------------------
