@@ -37,7 +37,7 @@ CHUNK_PER_CONNECTION = 2
 MIN_CHUNK = 8
 COMPLETE_AFTER_DAYS = 14     # days after its last step a sequence without recycle completes
 ACT_BATCH = 200              # call tasks and enrollment ends per transaction
-FOLLOW_UP_SLICE = 16         # steps after a sent email done between deliveries, per turn
+FOLLOW_UP_SLICE = 48         # steps after sent emails done per turn (one transaction each)
 FLUSH_SECONDS = 0.1          # how often accepted messages are marked sent
 
 Progress = Callable[[int, int, int], None]   # (sent, failed, total)
