@@ -278,12 +278,13 @@ def parse_head(raw: bytes) -> Message:
     or CRLF endings, a blank line after); anything else goes to the parser itself."""
     global _PARSER
     if _PARSER is None:
-        from email import policy
         from email.parser import BytesParser
 
         from .classify import IndexedMessage
 
-        _PARSER = BytesParser(IndexedMessage, policy=policy.compat32)
+        # compat32 is the parser's default policy (and email.policy, which would name it,
+        # loads the header registry this path never uses).
+        _PARSER = BytesParser(IndexedMessage)
     text = raw.decode("ascii", "surrogateescape")
     block = _HEAD_BLOCK.match(text)
     if block is not None:
