@@ -10,7 +10,6 @@ BODY.PEEK[].
 from __future__ import annotations
 
 import contextlib
-import mailbox
 import socket
 import ssl
 from collections.abc import Iterator
@@ -75,6 +74,8 @@ class MaildirSource:
     def _folder(self, store: Store, path: Path) -> Iterator[list[Inbound]]:
         name = f"maildir:{path}"
         try:
+            import mailbox  # only for this source: an IMAP poll never loads it
+
             box = mailbox.Maildir(path, factory=None, create=True)
             keys = sorted(box.keys())
         except OSError as exc:
