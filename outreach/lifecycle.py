@@ -26,9 +26,11 @@ def require_prospect(app: App, email: str) -> Prospect:
     return prospect
 
 
-def change_stage(app: App, prospect: Prospect, new: str, *, cause: str) -> Prospect:
+def change_stage(app: App, prospect: Prospect, new: str, *, cause: str,
+                 **written: Any) -> Prospect:
     """Move a prospect's stage, record why, and tell plugins; a no-op if already there.
-    Returns `prospect` (as freshly loaded by the caller) at its new stage."""
+    Returns `prospect` (as freshly loaded by the caller) at its new stage, with `written`
+    (fields the caller has just stored, e.g. poll's last_activity) set in the same copy."""
     now = app.now()
     with app.store.transaction():
         old = app.store.set_stage(prospect.id, new, cause=cause, at=now)
@@ -36,7 +38,7 @@ def change_stage(app: App, prospect: Prospect, new: str, *, cause: str) -> Prosp
             app.store.add_event("stage", at=now, prospect_id=prospect.id, old=old, new=new,
                                 cause=cause)
     # The stage is the only field that moved: no reload (poll moves thousands at a time).
-    updated = replace(prospect, stage=new)
+    updated = replace(prospect, stage=new, **written)
     if old is not None:
         app.fire("stage_changed", prospect=updated, old=old, new=new)
     return updated

@@ -566,11 +566,13 @@ def _act(app: App, item: _Item, result: PollResult, state: _Pass,
                         not_interested=verdict.not_interested, text=verdict.text[:500],
                         **detail)
         _end(app, prospect, "replied", "reply", now)
-        prospect = _touch(app, prospect, now)
+        moved = _touch(app, prospect, now)
         if verdict.not_interested and prospect.stage in ("prospect", "lead"):
-            updated = change_stage(app, prospect, "not-interested", cause="reply")
+            updated = change_stage(app, prospect, "not-interested", cause="reply", **moved)
         elif prospect.stage == "prospect":
-            updated = change_stage(app, prospect, "lead", cause="reply")
+            updated = change_stage(app, prospect, "lead", cause="reply", **moved)
+        elif moved:
+            updated = replace(prospect, **moved)
     # Otherwise nothing the prospect shows has changed since `match` loaded it.
     updated = updated or prospect
     if kind in ("bounce", "unsubscribe"):
@@ -585,13 +587,14 @@ def _act(app: App, item: _Item, result: PollResult, state: _Pass,
     return prospect.id
 
 
-def _touch(app: App, prospect: Prospect, now: datetime) -> Prospect:
-    """A real answer moves `last_activity` forward, so `dormant_days` counts from it."""
+def _touch(app: App, prospect: Prospect, now: datetime) -> dict[str, Any]:
+    """A real answer moves `last_activity` forward, so `dormant_days` counts from it.
+    Returns what moved, for the caller to set with the stage in one copy of the prospect."""
     app.store.touch_activity(prospect.id, at=now)
     today = now.astimezone(UTC).date()
     if prospect.last_activity is None or prospect.last_activity < today:
-        return replace(prospect, last_activity=today)
-    return prospect
+        return {"last_activity": today}
+    return {}
 
 
 def _end(app: App, prospect: Prospect, state: str, reason: str, now: datetime) -> None:

@@ -217,3 +217,27 @@ def test_the_garbage_collector_is_paused_for_a_pass_and_left_as_found(batch):
         assert not gc.isenabled()  # a caller that turned it off keeps it off
     finally:
         gc.enable()
+
+
+def test_hooks_see_the_prospect_as_the_reply_left_it(batch):
+    from outreach.clock import now
+
+    campaign, _ = batch
+    seen = []
+
+    class Watcher:
+        @hookimpl
+        def stage_changed(self, prospect, old, new):
+            seen.append(("stage_changed", prospect.stage, prospect.last_activity))
+
+        @hookimpl
+        def reply_received(self, prospect, reply, kind):
+            if kind == "reply":
+                seen.append(("reply_received", prospect.stage, prospect.last_activity))
+
+    run_poll(campaign, Watcher())
+    today = now().date()
+    assert sorted(seen) == sorted(
+        [("stage_changed", "lead", today), ("reply_received", "lead", today)] * 2
+        + [("stage_changed", "not-interested", today),
+           ("reply_received", "not-interested", today)])
