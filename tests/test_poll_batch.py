@@ -194,26 +194,41 @@ def test_imap_position_moves_only_after_the_batch_is_saved(campaign, dovecot, mo
     assert campaign.run_json("poll")["processed"] == 0
 
 
+class Seen:
+    """Records, for each stage change and reply hook, what the prospect looked like then
+    and whether the garbage collector was running."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, object, bool]] = []
+
+    def _add(self, hook: str, prospect) -> None:
+        import gc
+
+        self.calls.append((hook, prospect.stage, prospect.last_activity, gc.isenabled()))
+
+    @hookimpl
+    def stage_changed(self, prospect, old, new):
+        self._add("stage_changed", prospect)
+
+    @hookimpl
+    def reply_received(self, prospect, reply, kind):
+        if kind == "reply":
+            self._add("reply_received", prospect)
+
+
 def test_the_garbage_collector_is_paused_for_a_pass_and_left_as_found(batch):
     import gc
 
     campaign, _ = batch
-
-    collecting = []
-
-    class Watcher:
-        @hookimpl
-        def reply_received(self, prospect, reply, kind):
-            collecting.append(gc.isenabled())
-
     assert gc.isenabled()
-    result = run_poll(campaign, Watcher())
-    assert result.replies == 3 and collecting == [False] * 4
+    seen = Seen()
+    result = run_poll(campaign, seen)
+    assert result.replies == 3 and [c[3] for c in seen.calls] == [False] * 6
     assert gc.isenabled()
     gc.disable()
     try:
         drop(campaign, "reply-unmatched-stranger")
-        assert run_poll(campaign, Watcher()).processed == 1
+        assert run_poll(campaign, Seen()).processed == 1
         assert not gc.isenabled()  # a caller that turned it off keeps it off
     finally:
         gc.enable()
@@ -223,21 +238,10 @@ def test_hooks_see_the_prospect_as_the_reply_left_it(batch):
     from outreach.clock import now
 
     campaign, _ = batch
-    seen = []
-
-    class Watcher:
-        @hookimpl
-        def stage_changed(self, prospect, old, new):
-            seen.append(("stage_changed", prospect.stage, prospect.last_activity))
-
-        @hookimpl
-        def reply_received(self, prospect, reply, kind):
-            if kind == "reply":
-                seen.append(("reply_received", prospect.stage, prospect.last_activity))
-
-    run_poll(campaign, Watcher())
+    seen = Seen()
+    run_poll(campaign, seen)
     today = now().date()
-    assert sorted(seen) == sorted(
+    assert sorted(c[:3] for c in seen.calls) == sorted(
         [("stage_changed", "lead", today), ("reply_received", "lead", today)] * 2
         + [("stage_changed", "not-interested", today),
            ("reply_received", "not-interested", today)])
