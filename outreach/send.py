@@ -38,7 +38,11 @@ MIN_CHUNK = 8
 COMPLETE_AFTER_DAYS = 14     # days after its last step a sequence without recycle completes
 ACT_BATCH = 200              # call tasks and enrollment ends per transaction
 FOLLOW_UP_SLICE = 48         # steps after sent emails done per turn (one transaction each)
-FLUSH_SECONDS = 0.1          # how often accepted messages are marked sent
+FLUSH_SECONDS = 0.05         # how often accepted messages are marked sent
+# CPU work between deliveries is done in small pieces with a turn of the event loop between
+# them (every this many messages composed or call scripts rendered): a long stretch of it
+# leaves every connection's reply waiting and then the server idle while they catch up.
+PIECE = 2
 
 Progress = Callable[[int, int, int], None]   # (sent, failed, total)
 
@@ -118,6 +122,8 @@ class _Run:
         self.follow_ups: list[_Action] = []
         self.followed: set[int] = set()     # enrollments whose follow-ups were looked up
         self.follow_blocked: set[int] = set()
+        # Call scripts of follow-ups rendered ahead, between deliveries: (enrollment, step).
+        self.scripts: dict[tuple[int, int], str | OutreachError] = {}
 
     # -- planning ---------------------------------------------------------------------
 
@@ -212,12 +218,12 @@ class _Run:
                     store.add_event("enrollment_ended", at=self.now, prospect_id=prospect.id,
                                     enrollment_id=e["id"], state=state)
                 continue
-            try:
-                script = render.render_call_script(self.app, prospect, e, step,
-                                                   last_sent_at=self.sent_at.get(e["id"]))
-            except OutreachError as exc:
+            script = self.scripts.pop((e["id"], step.number), None)
+            if script is None:
+                script = self._script(e, step)
+            if isinstance(script, OutreachError):
                 self.result.errors.append({"email": prospect.email, "step": step.number,
-                                           "error": str(exc)})
+                                           "error": str(script)})
                 blocked.add(e["id"])
                 continue
             self.result.calls += 1
@@ -231,6 +237,25 @@ class _Run:
             create_tasks(self.app, tasks)
         if advanced:   # committed with the tasks: a crash in between redoes both
             store.advance_enrollments(advanced)
+
+    def _script(self, e: Row, step: Step) -> str | OutreachError:
+        try:
+            return render.render_call_script(self.app, self.prospect(e["prospect_id"]), e, step,
+                                             last_sent_at=self.sent_at.get(e["id"]))
+        except OutreachError as exc:
+            return exc
+
+    async def render_ahead(self, actions: list[_Action]) -> None:
+        """Render these actions' call scripts a few per turn of the loop (outside any
+        transaction: another task's intents must never nest in an open one); `_act` uses
+        them."""
+        for n, action in enumerate(actions, start=1):
+            step = action.step
+            if step is not None and step.kind == "call":
+                self.scripts[action.enrollment["id"], step.number] = self._script(
+                    action.enrollment, step)
+            if n % PIECE == 0:
+                await asyncio.sleep(0)
 
     # -- choosing the emails ----------------------------------------------------------
 
@@ -451,8 +476,10 @@ class _Run:
             while True:
                 await asyncio.sleep(FLUSH_SECONDS)
                 self.flush()
-                # A few follow-ups per turn of the loop, so the connections keep sending.
+                # Follow-ups in slices, scripts rendered a few per turn of the loop first,
+                # so the connections keep sending.
                 while self.follow_ups:
+                    await self.render_ahead(self.follow_ups[:FOLLOW_UP_SLICE])
                     self.act(self.follow_ups[:FOLLOW_UP_SLICE], self.follow_blocked)
                     del self.follow_ups[:FOLLOW_UP_SLICE]   # (if it failed, the run redoes it)
                     await asyncio.sleep(0)
@@ -485,8 +512,12 @@ class _Run:
                 # The chunk's prospects are read here, while earlier chunks are on the wire.
                 self.load_prospects(item.enrollment["prospect_id"]
                                     for item in chosen[start:start + chunk])
-                envelopes = [env for item in chosen[start:start + chunk]
-                             if (env := self.compose(item)) is not None]
+                envelopes = []
+                for n, item in enumerate(chosen[start:start + chunk], start=1):
+                    if (env := self.compose(item)) is not None:
+                        envelopes.append(env)
+                    if n % PIECE == 0:
+                        await asyncio.sleep(0)   # replies that came in meanwhile go on
                 for env in self.record_intents(envelopes):
                     if stop.is_set():
                         unsent.append(env)
