@@ -66,12 +66,27 @@ class _Unknown(Exception):
 
 
 _DOT = re.compile(rb"(?m)^\.")
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _NETWORK = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError,
             aiosmtplib.SMTPConnectError, ConnectionError, TimeoutError, OSError)
 
 
 def _address(address: str) -> bytes:
-    return b"<" + address.encode("ascii") + b">"
+    encoded = address.encode("ascii")
+    if _CONTROL.search(encoded):
+        raise _Permanent(f"{address!r}: an address with a control character is never sent")
+    return b"<" + encoded + b">"
+
+
+async def _command(smtp: aiosmtplib.SMTP, line: bytes) -> Any:
+    """Write one command line and await its reply: what SMTP.execute_command does, without
+    its per-command lock, argument scan and wrappers (one connection here sends one command
+    at a time, and the addresses are checked by `_address`)."""
+    protocol = smtp.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("connection lost")
+    protocol.write(line)
+    return await protocol.read_response(timeout=None)
 
 
 def _describe(code: int, message: str) -> str:
@@ -247,20 +262,20 @@ class SmtpConnection:
                              "outreach does not speak") from None
         try:
             # MAIL and RCPT by hand: aiosmtplib's helpers re-parse each address with
-            # email.utils, which costs as much as building the message. timeout=None: the
-            # watchdog keeps the timeout (see the module docstring).
+            # email.utils, which costs as much as building the message. No timeout on the
+            # read: the watchdog keeps it (see the module docstring).
             self._ask()
-            response = await smtp.execute_command(b"MAIL", b"FROM:" + sender, timeout=None)
+            response = await _command(smtp, b"MAIL FROM:" + sender + b"\r\n")
             if response.code != 250:
                 await self._after_refusal(smtp, response.code)
                 raise _refusal(response.code, response.message)
             self._ask()
-            response = await smtp.execute_command(b"RCPT", b"TO:" + recipient, timeout=None)
+            response = await _command(smtp, b"RCPT TO:" + recipient + b"\r\n")
             if response.code not in (250, 251):
                 await self._after_refusal(smtp, response.code)
                 raise _refusal(response.code, response.message, recipient=True)
             self._ask()
-            response = await smtp.execute_command(b"DATA", timeout=None)
+            response = await _command(smtp, b"DATA\r\n")
             if response.code != 354:
                 await self._after_refusal(smtp, response.code)
                 raise _refusal(response.code, response.message)
