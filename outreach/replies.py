@@ -26,6 +26,7 @@ from .clock import iso
 from .config import valid_timezone
 from .errors import LockedError
 from .inbox import Inbound, Source, open_source
+from .models import is_email
 from .plugins import first_result, has_impls
 from .store import domain_of
 
@@ -40,6 +41,7 @@ SOFT_BOUNCE_LIMIT = 3
 _PARSER: Any = None
 _BUILTIN_CLASSIFIER = "outreach.default_plugins.classifier"
 _MSGID = re.compile(r"<[^<>\s]+>")
+_TOKEN = re.compile(r"\bunsubscribe\s+([0-9a-fA-F]{16})\b", re.IGNORECASE)
 
 
 @dataclass
@@ -123,9 +125,20 @@ class _Pass:
     # The prospects the batch's references point to, loaded at once inside its transaction
     # and kept current by each action (nothing else writes while it holds the lock).
     prospects: dict[int, Prospect] = field(default_factory=dict)
+    tokens: dict[str, int] | None = None  # List-Unsubscribe token -> prospect id
 
     def prospect(self, app: App, prospect_id: int) -> Prospect | None:
         return self.prospects.get(prospect_id) or app.store.prospect_by_id(prospect_id)
+
+    def by_token(self, app: App, token: str) -> Prospect | None:
+        """The prospect whose List-Unsubscribe token this is (built on the first use)."""
+        if self.tokens is None:
+            from .render import unsubscribe_token
+
+            self.tokens = {unsubscribe_token(email): pid
+                           for pid, email in app.store.prospect_emails()}
+        pid = self.tokens.get(token)
+        return self.prospect(app, pid) if pid is not None else None
 
     def record(self, inbound: Inbound, now: datetime, message_id: str | None,
                prospect_id: int | None, kind: str, **detail: Any) -> None:
@@ -493,6 +506,11 @@ def match(app: App, message: Message, verdict: classify.Verdict, kind: str,
         row = next((state.ledger[m] for m in ids if m in state.ledger), None)
     if row is not None:
         return state.prospect(app, row["prospect_id"]), row
+    # Our List-Unsubscribe mailto puts the prospect's token in the subject: it names them
+    # even when the mail comes from another address (an alias, a forward).
+    token = _TOKEN.search(str(message.get("Subject") or "")) if kind == "unsubscribe" else None
+    if token and (prospect := state.by_token(app, token[1].lower())):
+        return prospect, None
     addresses = verdict.recipients if kind == "bounce" else [verdict.sender]
     for address in addresses:
         if address and (prospect := app.store.prospect(address)):
@@ -520,7 +538,7 @@ def _act(app: App, item: _Item, result: PollResult, state: _Pass,
     enrollment_id = row["enrollment_id"] if row is not None else None
     updated: Prospect | None = None
     if prospect is None:
-        if kind == "unsubscribe" and verdict.sender:
+        if kind == "unsubscribe" and verdict.sender and is_email(verdict.sender):
             # Mail to the unsubscribe address from anyone: honoured, prospect or not.
             suppress(app, verdict.sender, reason="unsubscribe", source="poll")
             result.unsubscribes += 1
@@ -557,7 +575,7 @@ def _act(app: App, item: _Item, result: PollResult, state: _Pass,
         store.add_event("unsubscribe", at=now, prospect_id=prospect.id,
                         enrollment_id=enrollment_id, **detail)
         for address in dict.fromkeys((prospect.email, verdict.sender)):
-            if address:
+            if address and is_email(address):  # an address we could never write to is skipped
                 suppress(app, address, reason="unsubscribe", source="poll")
         updated = store.prospect_by_id(prospect.id)  # now suppressed
     else:  # reply, referral
@@ -630,6 +648,10 @@ def _referrals(app: App, referrer: Prospect, mail: Mail, verdict: classify.Verdi
     target = sequence.on_referral if sequence else None
     for address, name in verdict.referrals:
         domain = domain_of(address)
+        if not is_email(address):  # e.g. non-ASCII: we could never send to it
+            store.add_event("referral", at=now, prospect_id=referrer.id, referred=address,
+                            created=False, reason="not an address outreach can write to")
+            continue
         if address == referrer.email or not any(
                 domain == d or domain.endswith("." + d) for d in domains):
             continue

@@ -169,6 +169,10 @@ class Store:
         self.db.executemany(sql, ([r.get(c) for c in cols] + [stamp, r.get("phone"), r["email"]]
                                   for r in rows))
 
+    def prospect_emails(self) -> list[tuple[int, str]]:
+        """(id, email) of every prospect: cheap rows for lookups built in Python."""
+        return [(r[0], r[1]) for r in self.db.execute("SELECT id, email FROM prospects")]
+
     def prospects_in_domain(self, domain: str) -> list[Prospect]:
         """Prospects whose address is at `domain` (or its subdomains)."""
         rows = self.db.execute(
