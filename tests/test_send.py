@@ -384,6 +384,34 @@ def test_connection_dropped_after_data_is_unknown_and_never_resent(campaign, smt
     assert len(server.handler.messages) == 1
 
 
+def test_an_address_with_a_line_break_is_refused_before_any_command(smtp_server):
+    import asyncio
+    from pathlib import Path
+
+    from outreach.config import Smtp
+    from outreach.render import Envelope
+
+    server = smtp_server()
+    conn = transport.SmtpConnection(Smtp(
+        transport="smtp", outbox=Path("outbox"), host="127.0.0.1", port=server.port,
+        security="none", username="", password_env="", concurrency=1, timeout=5), None)
+    smuggled = Envelope(mail_from="dana@acme.example",
+                        rcpt_to="cfo1@maker1.example>\r\nRCPT TO:<boss@maker1.example",
+                        message_id="<1@acme.example>", data=b"Subject: hi\r\n\r\nHi\r\n",
+                        subject="hi")
+
+    async def deliver():
+        try:
+            return await conn.deliver(smuggled)
+        finally:
+            await conn.close()
+
+    delivery = asyncio.run(deliver())
+    assert delivery.outcome is transport.Outcome.FAILED
+    assert "control character" in delivery.error
+    assert server.handler.messages == []
+
+
 def test_slow_server_past_the_timeout_is_unknown(campaign, smtp_server):
     server = smtp_server(Slow(delay=1.0))
     use_smtp(campaign, server.port, timeout=0.3)
