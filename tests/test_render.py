@@ -300,6 +300,16 @@ def test_check_reports_a_syntax_error_without_prospects(campaign):
     assert "error: templates/referral.txt line 3: Expected an expression" in result.stderr
 
 
+def test_check_reads_call_scripts_as_bodies(campaign):
+    enroll_two(campaign)
+    write(campaign, "voicemail", "Goal: find the owner of {{ prospect.company }}\nHi.\n")
+    result = campaign.run("check")
+    assert result.exit_code == 0, result.stderr
+    assert "error" not in result.stderr
+    script = campaign.run("preview", "cfo2@maker2.example", "--step", "1").stdout
+    assert script.startswith("Goal: find the owner of Maker 2 Inc")
+
+
 def test_preview_prints_the_exact_message(campaign):
     enroll_two(campaign)
     shown = campaign.run("preview", "cfo2@maker2.example")
