@@ -172,6 +172,9 @@ def _load(path: Path, *, email: bool) -> Compiled:
             if m[1].lower() in RESERVED:
                 raise TemplateError(f"{_where(path)} line {number}: {m[1]} is written by "
                                     "outreach itself; remove the line")
+            if m[1].lower() == "cc":  # one person, one ask: a copy would not even be sent
+                raise TemplateError(f"{_where(path)} line {number}: Cc is not supported: each "
+                                    "email goes to its prospect only; remove the line")
             headers.append((m[1], number))
             combined += _at_line(number, current) + m[2] + _SEP
             current = number
@@ -194,6 +197,8 @@ def _render(compiled: Compiled, context: Mapping[str, Any], who: str) -> str:
     except Exception as exc:  # a filter or a plugin's value blew up while rendering
         error = exc
         problem = f"{type(exc).__name__}: {exc}"
+        if "no loader" in str(exc):  # {% include %}, {% import %}, {% extends %}
+            problem = "a template cannot include, import or extend another; write it out"
     line = _error_line(error, compiled.path) or 1
     raise TemplateError(f"{_where(compiled.path)} line {line}: {problem} (prospect {who}); "
                         "fix the template or the prospect's data")
