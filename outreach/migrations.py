@@ -68,7 +68,9 @@ M001_INITIAL = """
             error TEXT,
             created_at TEXT NOT NULL,
             sent_at TEXT,
-            UNIQUE (enrollment_id, step)
+            UNIQUE (enrollment_id, step),
+            -- Each template goes once per enrollment, even if the sequence's steps move.
+            UNIQUE (enrollment_id, template)
         );
         CREATE INDEX messages_sent_at ON messages(sent_at);
 

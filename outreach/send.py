@@ -328,7 +328,30 @@ class _Run:
             if env.message_id in written:
                 env.meta["ledger_id"] = written[env.message_id]
                 accepted.append(env)
+        if len(accepted) < len(envelopes):
+            self.skip_repeats([env for env in envelopes if env.message_id not in written])
         return accepted
+
+    def skip_repeats(self, refused: list[render.Envelope]) -> None:
+        """A template this enrollment already sent at another step (the sequence's steps were
+        edited since): the ledger refused it. Report it and move past the step, so it neither
+        goes twice nor blocks the sequence."""
+        store = self.app.store
+        sent = store.ledger_templates({env.meta["enrollment_id"] for env in refused})
+        with store.transaction():
+            for env in refused:
+                m = env.meta
+                earlier = sent.get((m["enrollment_id"], m["template"]))
+                if earlier is None or earlier == m["step"].number:
+                    continue  # refused for another reason (ended, paused, suppressed meanwhile)
+                self.result.errors.append({
+                    "email": m["prospect"].email, "step": m["step"].number,
+                    "error": f'template "{m["template"]}" already went to them as step {earlier} '
+                             "of this enrollment (were the sequence's steps edited?); skipped"})
+                store.advance_enrollment(m["enrollment_id"], past_step=m["step"].number)
+                store.add_event("send_skipped", at=self.now, prospect_id=m["prospect"].id,
+                                enrollment_id=m["enrollment_id"], step=m["step"].number,
+                                template=m["template"], sent_as_step=earlier)
 
     def settle_stale(self) -> None:
         """Intents of a run that died: never resent; reported as unknown; the sequence moves on."""

@@ -640,6 +640,18 @@ class Store:
             f"SELECT message_id, id FROM messages WHERE status = 'intent' "
             f"AND message_id IN ({marks})", ids)}
 
+    def ledger_templates(self, enrollment_ids: Iterable[int]) -> dict[tuple[int, str], int]:
+        """(enrollment id, template) -> the step it went out as, for these enrollments."""
+        ids = list(enrollment_ids)
+        out: dict[tuple[int, str], int] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for r in self.db.execute(
+                    "SELECT enrollment_id, template, step FROM messages WHERE enrollment_id IN "
+                    f"({','.join('?' * len(chunk))})", chunk):
+                out[(r[0], r[1])] = r[2]
+        return out
+
     def mark_sent(self, sent: Sequence[Mapping[str, Any]], *, at: datetime) -> None:
         """Mark accepted messages sent, add their `sent` events and move their enrollments
         past the step, in three statements (keys: ledger_id, prospect_id, enrollment_id, step,

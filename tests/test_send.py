@@ -567,3 +567,26 @@ def test_tls_and_starttls_verify_the_certificate(campaign, smtp_server, tmp_path
     monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))   # trust the test certificate
     assert campaign.run_json("send")["sent"] == 1
     assert server.handler.tls == [True]
+
+
+def test_editing_the_steps_never_sends_a_template_twice(campaign):
+    enrolled(campaign, [prospect_row(1)])
+    assert campaign.run_json("send")["sent"] == 1          # step 0: referral
+    # Two steps inserted in front: "referral" is now step 2, and next_step points at it.
+    campaign.edit_config('  { day = 0,  email = "referral" },',
+                         '  { day = 0,  email = "meeting-a" },\n'
+                         '  { day = 0,  call = "voicemail" },\n'
+                         '  { day = 0,  email = "referral" },')
+    campaign.edit_config('{ day = 9,  email = ["meeting-a", "meeting-b"] }',
+                         '{ day = 9,  email = "meeting-b" }')
+    sql(campaign, "UPDATE enrollments SET next_step = 2")
+    result = campaign.run("send", "--json")
+    summary = json.loads(result.stdout)
+    assert summary["sent"] == 0 and result.exit_code == 1
+    assert summary["errors"] == [{
+        "email": "cfo1@maker1.example", "step": 2,
+        "error": 'template "referral" already went to them as step 0 of this enrollment '
+                 "(were the sequence's steps edited?); skipped"}]
+    assert [(r["step"], r["template"]) for r in ledger(campaign)] == [(0, "referral")]
+    # The enrollment moved past it: the next run does not report it again.
+    assert json.loads(campaign.run("send", "--json").stdout)["errors"] == []
