@@ -300,21 +300,18 @@ def test_check_reports_a_syntax_error_without_prospects(campaign):
     assert "error: templates/referral.txt line 3: Expected an expression" in result.stderr
 
 
-def test_include_is_a_clear_error(campaign):
+@pytest.mark.parametrize(("text", "message"), [
+    ("Subject: x\n\n{% include 'footer.txt' %}\n",
+     "a template cannot include, import or extend another"),
+    ("Subject: x\nCc: boss@acme.example\n\nHi.\n",
+     "templates/referral.txt line 2: Cc is not supported: each email goes to its prospect only"),
+])
+def test_check_refuses_what_outreach_cannot_send(campaign, text, message):
     enroll_two(campaign)
-    write(campaign, "referral", "Subject: x\n\n{% include 'footer.txt' %}\n")
+    write(campaign, "referral", text)
     result = campaign.run("check")
     assert result.exit_code == 1
-    assert "a template cannot include, import or extend another" in result.stderr
-
-
-def test_cc_in_a_template_is_refused(campaign):
-    enroll_two(campaign)
-    write(campaign, "referral", "Subject: x\nCc: boss@acme.example\n\nHi.\n")
-    result = campaign.run("check")
-    assert result.exit_code == 1
-    assert ("templates/referral.txt line 2: Cc is not supported: each email goes to its "
-            "prospect only") in result.stderr
+    assert message in result.stderr
 
 
 def test_check_reads_call_scripts_as_bodies(campaign):
