@@ -12,6 +12,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,9 @@ def _load_entry_points(pm: pluggy.PluginManager, allow: set[str] | None) -> None
         try:
             plugin = ep.load()
         except Exception as exc:
-            raise PluginError(f"plugin {ep.name} ({ep.value}) failed to load: {exc}") from None
+            raise PluginError(
+                f"plugin {ep.name} ({ep.value}) cannot be loaded: {where_failed(exc)}\nFix "
+                f"or uninstall it, or disable it: {_HOW_TO_SKIP}") from None
         _register(pm, plugin, ep.name)
         _versions(pm)[ep.name] = ep.version
 
@@ -131,18 +134,50 @@ def _load_folder(pm: pluggy.PluginManager, folder: Path, allow: set[str] | None)
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
-            raise PluginError(f"{path}: plugin {name} failed to load: {exc!r}") from None
+            raise PluginError(
+                f"plugin {name} cannot be loaded: {where_failed(exc)}\nFix it, or disable it: "
+                f"rename it to _{path.name} (files starting with _ are not loaded) or "
+                f"{_HOW_TO_SKIP}") from None
         _register(pm, module, name)
 
 
+def where_failed(exc: BaseException) -> str:
+    """`FILE line N: Type: message` for an exception raised while importing a plugin: the
+    syntax error's own place, else the deepest frame of real (not importlib's) code."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename} line {exc.lineno}: {type(exc).__name__}: {exc.msg}"
+    machinery = os.path.dirname(importlib.__file__)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith(("<", machinery))]
+    place = f"{frames[-1].filename} line {frames[-1].lineno}: " if frames else ""
+    return f"{place}{type(exc).__name__}: {exc}"
+
+
+# Stopping, not carrying on without it: a plugin left out would miss its events for good.
+_HOW_TO_SKIP = ("run with OUTREACH_LOAD_PLUGINS set to the plugins you want (empty: none). "
+                "Nothing was done, so none of its events are lost.")
+
+
 def _register(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
-    """Register, turning pluggy's complaint (a hook taking arguments the spec does not
-    have) into an error that names the plugin."""
+    """Register, turning pluggy's complaints (a hook taking arguments the spec does not
+    have) and a hook wrapper into errors that name the plugin."""
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"plugin {name}: {exc}. See docs/plugins.md for each hook's "
                           "arguments.") from None
+    wrappers = [(caller.name, "wrapper=True" if impl.wrapper else "hookwrapper=True")
+                for caller in pm.get_hookcallers(plugin) or []
+                for impl in caller.get_hookimpls()
+                if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper)]
+    if wrappers:
+        pm.unregister(plugin)
+        hook, kind = wrappers[0]
+        raise PluginError(
+            f"plugin {name}: {hook} is a hook wrapper (@hookimpl({kind})), which outreach "
+            "cannot run: it calls each plugin's hook on its own, so that one failing plugin "
+            "cannot stop the others, and there is no call of all of them to wrap. Make it a "
+            "plain @hookimpl.")
 
 
 def fire(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> list[Any]:

@@ -76,11 +76,44 @@ def test_a_hook_pluggy_refuses_fails_loudly_naming_the_plugin(campaign, name, de
     assert named in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_plugin_that_fails_to_import_is_named(campaign):
-    (campaign.root / "plugins" / "broken.py").write_text("import nonexistent_module_xyz\n",
-                                                         encoding="utf-8")
-    proc = run_outreach(campaign, "prospects")
+@pytest.mark.parametrize(("source", "where"), [
+    ("import nonexistent_module_xyz\n",
+     "broken.py line 1: ModuleNotFoundError: No module named 'nonexistent_module_xyz'"),
+    ("from outreach import hookimpl\n\n@hookimpl\ndef message_sent(prospect\n    pass\n",
+     "broken.py line 4: SyntaxError: '(' was never closed"),
+    ("X = 1\nY = X / 0\n", "broken.py line 2: ZeroDivisionError: division by zero"),
+])
+def test_plugin_that_fails_to_import_stops_the_command_naming_file_line_and_the_way_out(
+        campaign, source, where):
+    broken = campaign.root / "plugins" / "broken.py"
+    broken.write_text(source, encoding="utf-8")
+    csv_path = campaign.root / "p.csv"
+    csv_path.write_text("email\nava@northwind.example\n", encoding="utf-8")
+    proc = run_outreach(campaign, "import", str(csv_path))
     assert proc.returncode == 1
-    assert "plugin broken failed to load" in proc.stderr
-    assert "nonexistent_module_xyz" in proc.stderr
+    assert proc.stderr == (
+        f"Error: plugin broken cannot be loaded: {broken.parent}/{where}\n"
+        "Fix it, or disable it: rename it to _broken.py (files starting with _ are not loaded) "
+        "or run with OUTREACH_LOAD_PLUGINS set to the plugins you want (empty: none). Nothing "
+        "was done, so none of its events are lost.\n")
+    # Either way out works, and nothing was imported by the refused run.
+    assert json.loads(run_outreach(campaign, "prospects", "--json",
+                                   OUTREACH_LOAD_PLUGINS="").stdout) == []
+    broken.rename(broken.with_name("_broken.py"))
+    assert run_outreach(campaign, "import", str(csv_path)).returncode == 0
 
+
+@pytest.mark.parametrize("marker", ["wrapper=True", "hookwrapper=True"])
+def test_a_hook_wrapper_is_refused_at_load_time_naming_plugin_and_hook(campaign, marker):
+    (campaign.root / "plugins" / "timing.py").write_text(
+        "from outreach import hookimpl\n\n"
+        "@hookimpl\ndef stage_changed(prospect, old, new):\n    pass\n\n"
+        f"@hookimpl({marker})\ndef message_sent(prospect, message):\n"
+        "    result = yield\n    return result\n", encoding="utf-8")
+    proc = run_outreach(campaign, "plugins")
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"Error: plugin timing: message_sent is a hook wrapper (@hookimpl({marker})), which "
+        "outreach cannot run: it calls each plugin's hook on its own, so that one failing "
+        "plugin cannot stop the others, and there is no call of all of them to wrap. Make it "
+        "a plain @hookimpl.\n")
