@@ -19,7 +19,7 @@ from email.message import Message
 from email.utils import getaddresses, parseaddr
 from typing import Any
 
-KINDS = ("reply", "auto_reply", "bounce", "unsubscribe", "referral")
+KINDS = ("reply", "auto_reply", "bounce", "unsubscribe", "referral", "complaint", "other")
 
 
 @dataclass(frozen=True)
@@ -41,16 +41,19 @@ class Context:
 
 @dataclass
 class Verdict:
-    kind: str  # reply | auto_reply | bounce | unsubscribe
+    kind: str  # reply | auto_reply | bounce | unsubscribe | complaint | other
     text: str = ""  # the new text (replies), the notice text (bounces)
     sender: str = ""
     permanent: bool = False  # bounces: 5.x.x
     status: str = ""  # bounces: the enhanced status code, e.g. 5.1.1
-    recipients: list[str] = field(default_factory=list)  # bounces: who could not be reached
+    # bounces: who could not be reached; complaints: who complained
+    recipients: list[str] = field(default_factory=list)
+    temporary: list[str] = field(default_factory=list)  # bounces: recipients only delayed
     original_ids: list[str] = field(default_factory=list)  # bounces: the returned message's id
     return_date: date | None = None  # auto-replies
     not_interested: bool = False
     referrals: list[tuple[str, str]] = field(default_factory=list)  # (email, name)
+    why: str = ""  # what decided the kind, in a few words (poll --json, explain)
 
     @property
     def hook_kind(self) -> str:
@@ -181,28 +184,58 @@ def verdict_for(message: Message, context: Context | None = None) -> Verdict:
 
 
 def classify(message: Message, context: Context | None = None) -> Verdict:
-    """Classify one message: bounce, then auto-reply, then unsubscribe, then reply."""
+    """Classify one message: complaint, bounce, machine mail (auto-reply or other), then
+    unsubscribe, then reply. Only mail a person wrote can be a reply: when unsure, other."""
     context = context or Context()
     sender = address_of(header(message, "From"))
     subject = header(message, "Subject")
+    complaint = _complaint(message, sender)
+    if complaint:
+        return complaint
     bounce = _bounce(message, sender, subject, context)
     if bounce:
         return bounce
     if "@" not in sender:
         raise MalformedMessage("no sender address in From")
     body = body_text(message)
-    if is_auto_reply(message, subject, body):
-        return Verdict(kind="auto_reply", sender=sender, text=body[:2000],
+    auto = auto_reply_reason(message, subject, body)
+    if auto:
+        return Verdict(kind="auto_reply", sender=sender, text=body[:2000], why=auto,
                        return_date=return_date(subject + "\n" + body, today=context.today))
     text = new_text(body, context)
     if context.unsubscribe_address and _addressed_to(message, context.unsubscribe_address):
-        return Verdict(kind="unsubscribe", sender=sender, text=text)
+        return Verdict(kind="unsubscribe", sender=sender, text=text,
+                       why=f"sent to the unsubscribe address {context.unsubscribe_address}")
+    machine = machine_reason(message, sender, subject, text)
+    if machine:
+        return Verdict(kind="other", sender=sender, text=text[:2000], why=machine)
     own_subject = "" if _is_own_subject(subject) else subject
     if asks_to_unsubscribe(own_subject) or asks_to_unsubscribe(text):
-        return Verdict(kind="unsubscribe", sender=sender, text=text)
+        return Verdict(kind="unsubscribe", sender=sender, text=text,
+                       why="asks to be removed, in words")
     excluded = {sender, *context.own_addresses, context.unsubscribe_address}
+    found = referrals(text, _addresses(message, "Cc"), exclude=excluded)
     return Verdict(kind="reply", sender=sender, text=text, not_interested=not_interested(text),
-                   referrals=referrals(text, _addresses(message, "Cc"), exclude=excluded))
+                   referrals=found, why="written by a person" + (
+                       f", naming {len(found)} other address(es)" if found else ""))
+
+
+def _complaint(message: Message, sender: str) -> Verdict | None:
+    """A feedback-loop report: a complaint, or (DMARC forensics, not-spam) other."""
+    if message.get_content_maintype() != "multipart":
+        return None
+    from .feedback import read
+
+    report = read(message)
+    if report is None:
+        return None
+    if not report.is_complaint:
+        return Verdict(kind="other", sender=sender,
+                       why=f"{report.fmt} feedback report of type {report.feedback_type}: "
+                           "no complaint")
+    return Verdict(kind="complaint", sender=sender, recipients=report.addresses,
+                   original_ids=report.original_ids, permanent=True,
+                   why=f"{report.fmt} spam-complaint report ({report.feedback_type})")
 
 
 # -- text ---------------------------------------------------------------------------------
@@ -391,13 +424,15 @@ def _norm(text: str) -> str:
 
 # -- bounces ------------------------------------------------------------------------------
 
-_DAEMON = re.compile(r"^(mailer-daemon|postmaster|mail-daemon|mailerdaemon|bounces?)([+@]|$)",
-                     re.IGNORECASE)
+_DAEMON = re.compile(r"^(mailer-daemon|postmaster|mail-daemon|mailerdaemon|mdaemon|bounces?"
+                     r"|mail\.delivery\.system)([+@]|$)", re.IGNORECASE)
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|undelivered mail|delivery status notification|returned mail|mail delivery failed|"
     r"delivery failure|failure notice|could not be delivered|delivery has failed|"
     r"nicht zustellbar|unzustellbar|non remis|non distribuable|no se puede entregar|"
-    r"no entregado|delivery delayed|warning: message .* delayed|delayed mail",
+    r"no entregado|delivery delayed|warning: message .* delayed|delayed mail|non-delivery|"
+    r"not delivered|delivery problem|failure delivery|failed mail|delivery failed|mail error|"
+    r"returning (?:message )?to sender|returned to sender|rejected mail",
     re.IGNORECASE,
 )
 _STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
@@ -425,79 +460,152 @@ _MSGID = re.compile(r"^Message-ID:\s*(<[^>\s]+>)", re.IGNORECASE | re.MULTILINE)
 
 
 def looks_like_bounce(message: Message) -> bool:
-    """From headers alone: could this be a delivery report? (Cheap; a pre-filter.)"""
+    """From headers alone: could this be a delivery or feedback report? (Cheap; a pre-filter
+    that lets through more than it keeps: the classifier decides.)"""
     sender = address_of(header(message, "From"))
-    return message.get_content_type() == "multipart/report" or bool(_DAEMON.match(sender)) or (
-        header(message, "Return-Path") in ("<>", "")
-        and bool(_BOUNCE_SUBJECT.search(header(message, "Subject"))))
+    subject = header(message, "Subject")
+    return message.get_content_type() == "multipart/report" or _is_daemon(message, sender) \
+        or "X-Failed-Recipients" in message or bool(_BOUNCE_SUBJECT.search(subject)) \
+        or (message.get_content_maintype() == "multipart"
+            and bool(_FEEDBACK_SUBJECT.search(subject)))
+
+
+# Feedback loops that are not multipart/report (Microsoft JMRP: "complaint about message").
+_FEEDBACK_SUBJECT = re.compile(r"complaint|abuse report|feedback", re.IGNORECASE)
+
+
+def _is_daemon(message: Message, sender: str) -> bool:
+    """Sent by a mail system rather than a person: a daemon's address or display name."""
+    if _DAEMON.match(sender) or sender in ("", "<>"):
+        return True
+    name = header(message, "From").lower()
+    return "mail delivery" in name or "mailer-daemon" in name or "postmaster" in name
+
+
+@dataclass
+class _Failures:
+    """Who a delivery report says could not be reached: for good, or not yet."""
+
+    permanent: list[str] = field(default_factory=list)
+    temporary: list[str] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+
+    def add(self, address: str, permanent: bool) -> None:
+        address = address.strip().strip("<>").lower()
+        if "@" not in address or address in self.permanent or address in self.temporary:
+            return
+        (self.permanent if permanent else self.temporary).append(address)
+
+    def __bool__(self) -> bool:
+        return bool(self.permanent or self.temporary)
 
 
 def _bounce(message: Message, sender: str, subject: str, context: Context) -> Verdict | None:
+    """A delivery report: RFC 3464 status blocks read here (per recipient: `Action: failed`
+    or a 5.x.x status is permanent), every other format by flufl.bounce's detectors."""
     ctype = message.get_content_type()
     report = ctype == "multipart/report" and (
         message.get_param("report-type") or "").lower() == "delivery-status"
-    daemon = bool(_DAEMON.match(sender)) or (
-        header(message, "Return-Path") in ("<>", "")
-        and bool(_BOUNCE_SUBJECT.search(subject)))
-    if not report and not (daemon and _BOUNCE_SUBJECT.search(subject)) and not (
-        daemon and ctype == "multipart/report"):
+    daemon = _is_daemon(message, sender)
+    bounce_subject = bool(_BOUNCE_SUBJECT.search(subject))
+    if not (report or daemon or bounce_subject or ctype == "multipart/report"
+            or "X-Failed-Recipients" in message):
         return None
-    verdict = Verdict(kind="bounce", sender=sender)
-    statuses: list[str] = []
+    found = _Failures()
     actions: list[str] = []
     original_text: list[str] = []
     for part in message.walk():
         part_type = part.get_content_type()
         if part_type in ("message/delivery-status", "message/global-delivery-status"):
-            for block in _status_blocks(part):
-                action = str(block.get("Action", "")).strip().lower()
-                status = str(block.get("Status", "")).strip()
-                if action:
-                    actions.append(action)
-                if m := _STATUS.search(status):
-                    statuses.append(m.group(0))
-                for key in ("Final-Recipient", "Original-Recipient"):
-                    value = str(block.get(key, ""))
-                    if ";" in value and "@" in value:
-                        addr = value.split(";", 1)[1].strip().strip("<>").lower()
-                        if addr not in verdict.recipients:
-                            verdict.recipients.append(addr)
+            _read_status(part, found, actions)
         elif part_type in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
             original_text.append(_part_as_text(part))
+    dsn_named = bool(found)
+    if not dsn_named:
+        _flufl_failures(message, found)
+    null_sender = header(message, "Return-Path") in ("<>", "")
+    if not (report or found or ((daemon or null_sender) and bounce_subject)
+            or (daemon and ctype == "multipart/report")):
+        return None
     notice = body_text(message)
-    verdict.text = notice[:4000]
-    if not statuses:
-        statuses = [m.group(0) for m in _STATUS.finditer(notice)]
+    verdict = Verdict(kind="bounce", sender=sender, text=notice[:4000])
+    own = context.own_addresses | {context.unsubscribe_address, sender}
+    statuses = found.statuses or [m.group(0) for m in _STATUS.finditer(notice)]
     if not statuses and (m := _SMTP_CODE.search(notice)):
         statuses = [f"{m.group(1)}.0.0"]
-    if statuses:
-        # A report listing several recipients: the worst status decides.
-        verdict.status = sorted(statuses, key=lambda s: s[0] != "5")[0]
-        verdict.permanent = verdict.status.startswith("5")
-    elif actions:
-        verdict.permanent = "failed" in actions
-        verdict.status = "5.0.0" if verdict.permanent else "4.0.0"
+    if found and not dsn_named and found.permanent and statuses and not any(
+            s.startswith("5") for s in statuses) and _SOFT_WORDS.search(notice + " " + subject) \
+            and not _HARD_WORDS.search(notice):
+        # Heuristic detectors read "not yet delivered ... 452 4.2.2" as a failure: the
+        # notice's own 4.x.x codes and its words say it is still being tried (unless it also
+        # says it gave up: "could not be delivered").
+        found.temporary[:0], found.permanent[:] = found.permanent, []
+    if found:
+        verdict.permanent = bool(found.permanent)
+        why = "RFC 3464 delivery report" if dsn_named else "delivery notice (flufl.bounce)"
     else:
-        soft = bool(_SOFT_WORDS.search(notice + " " + subject))
-        verdict.permanent = not soft or bool(_HARD_WORDS.search(notice))
-        verdict.status = "5.0.0" if verdict.permanent else "4.0.0"
-    if actions and all(a in ("delayed", "relayed", "delivered", "expanded") for a in actions):
-        verdict.permanent = False
-        if verdict.status.startswith("5"):
-            verdict.status = "4" + verdict.status[1:]
-    original = "\n".join(original_text)
-    if not original:
-        # Exim and qmail quote the returned message inline after a marker line.
-        original = notice
-    verdict.original_ids = list(dict.fromkeys(_MSGID.findall(original)))
-    if not verdict.recipients:
-        own = context.own_addresses | {context.unsubscribe_address, sender}
+        # Nothing named: the worst status, else the report's actions, else the words decide.
+        if statuses:
+            verdict.permanent = any(s.startswith("5") for s in statuses)
+        elif actions:
+            verdict.permanent = "failed" in actions
+        else:
+            soft = bool(_SOFT_WORDS.search(notice + " " + subject))
+            verdict.permanent = not soft or bool(_HARD_WORDS.search(notice))
+        why = "delivery notice"
         scan = _COPY_MARKER.split(notice)[0]
         for addr in _EMAIL.findall(scan):
-            addr = addr.lower()
-            if addr not in own and not _DAEMON.match(addr) and addr not in verdict.recipients:
-                verdict.recipients.append(addr)
+            if addr.lower() not in own and not _DAEMON.match(addr):
+                found.add(addr, verdict.permanent)
+    wanted = "5" if verdict.permanent else "4"
+    verdict.status = next((s for s in statuses if s.startswith(wanted)), f"{wanted}.0.0")
+    verdict.recipients = [a for a in found.permanent + found.temporary if a not in own]
+    verdict.temporary = [a for a in found.temporary if a not in own]
+    verdict.why = (f"{why}: {'permanent' if verdict.permanent else 'temporary'} failure "
+                   f"{verdict.status}")
+    # Exim and qmail quote the returned message inline after a marker line.
+    original = "\n".join(original_text) or notice
+    verdict.original_ids = list(dict.fromkeys(_MSGID.findall(original)))
     return verdict
+
+
+_DONE_ACTIONS = ("delayed", "relayed", "delivered", "expanded")
+
+
+def _read_status(part: Message, found: _Failures, actions: list[str]) -> None:
+    """One message/delivery-status part: each recipient block's verdict. `Action: failed`
+    is permanent whatever the status (the MTA gave up: 4.4.7 "message timed out")."""
+    for block in _status_blocks(part):
+        action = str(block.get("Action", "")).strip().lower()
+        status = m.group(0) if (m := _STATUS.search(str(block.get("Status", "")))) else ""
+        if action:
+            actions.append(action)
+        if status:
+            found.statuses.append(status)
+        permanent = action == "failed" or (status.startswith("5") and action not in _DONE_ACTIONS)
+        if not permanent and not action.startswith("delayed") and not status.startswith("4"):
+            continue  # delivered, relayed, expanded: nothing failed
+        # The address as sent (Original-) and as finally tried after aliases (Final-).
+        for key in ("Original-Recipient", "Final-Recipient"):
+            value = str(block.get(key, ""))
+            if ";" in value and "@" in value:
+                found.add(value.split(";", 1)[1], permanent)
+
+
+def _flufl_failures(message: Message, found: _Failures) -> None:
+    """flufl.bounce's detectors (Mailman's: Exim, qmail, Postfix, Exchange, Yahoo, AOL,
+    GroupWise and a dozen more) for the formats that are not RFC 3464 reports."""
+    from flufl.bounce import all_failures
+
+    try:
+        temporary, permanent = all_failures(message)
+    except Exception:  # heuristics over odd bytes: a detector that trips finds nothing
+        return
+    for addresses, is_permanent in ((permanent, True), (temporary, False)):
+        for raw in sorted(addresses):
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            if _EMAIL.fullmatch(text.strip().strip("<>")):
+                found.add(text, is_permanent)
 
 
 def _status_blocks(part: Message) -> list[Message]:
@@ -543,20 +651,76 @@ _OOF_BODY = re.compile(
 
 
 def is_auto_reply(message: Message, subject: str, body: str = "") -> bool:
-    """RFC 3834 and vendor headers, or an out-of-office subject."""
+    return bool(auto_reply_reason(message, subject, body))
+
+
+# Vendor headers that mark an automatic answer (Exchange, Yahoo/Hotmail, cPanel, Zimbra ...).
+_AUTO_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Autoresponse", "X-Auto-Reply",
+                 "X-Autogenerated", "X-AutoReply-From", "X-Mail-Autoreply", "X-Autoresponder",
+                 "X-FC-MachineGenerated", "X-Zimbra-Auto-Reply")
+_LIST_HEADERS = ("List-Id", "List-Unsubscribe", "List-Post", "List-Help", "List-Owner",
+                 "X-Mailing-List", "X-Campaign-Id", "X-MC-User", "X-Mailgun-Campaign-Id")
+
+
+def auto_reply_reason(message: Message, subject: str, body: str = "") -> str:
+    """Why this is an automatic answer (RFC 3834, vendor headers, an out-of-office subject),
+    or "" when it is not one. Mailing-list mail is not an auto-reply: see `machine_reason`."""
     auto = header(message, "Auto-Submitted").lower()
     if auto and not auto.startswith("no"):
-        return True
-    if message.get("X-Autoreply") or message.get("X-Autorespond") or message.get(
-            "X-Autoresponse") or message.get("X-Auto-Reply"):
-        return True
-    if header(message, "Precedence").lower() in ("auto_reply", "bulk", "junk"):
-        return True
-    exchange = message.get("X-MS-Exchange-Inbox-Rules-Loop") or header(
-        message, "X-Auto-Response-Suppress").lower() in ("all", "oof")
-    if exchange and _OOF_BODY.search(body[:2000]):
-        return True
-    return bool(_OOF_SUBJECT.search(_strip_re(subject)))
+        return f"Auto-Submitted: {auto} (RFC 3834)"
+    for name in _AUTO_HEADERS:
+        if message.get(name) is not None and header(message, name).lower() not in ("no",
+                                                                                  "false"):
+            return f"{name} header"
+    precedence = header(message, "Precedence").lower()
+    if precedence == "auto_reply":
+        return "Precedence: auto_reply"
+    if any(message.get(n) is not None for n in _LIST_HEADERS):
+        return ""  # a list's mail: machine_reason names it
+    if precedence in ("bulk", "junk"):
+        return f"Precedence: {precedence}"
+    suppress = header(message, "X-Auto-Response-Suppress").lower()
+    if message.get("X-MS-Exchange-Inbox-Rules-Loop") or (
+            suppress and suppress not in ("none", "dr", "rn", "nrn")):
+        return f"X-Auto-Response-Suppress: {suppress}" if suppress else \
+            "X-MS-Exchange-Inbox-Rules-Loop header"
+    if _OOF_SUBJECT.search(_strip_re(subject)):
+        return "out-of-office subject"
+    return ""
+
+
+_CHALLENGE = re.compile(
+    r"verify (?:that )?you(?: are|'re) (?:a )?(?:human|real|not a (?:robot|bot|spammer))|"
+    r"(?:confirm|verify) (?:that )?you(?: are|'re) not a (?:robot|bot|spammer)|"
+    r"(?:sender|email|e-mail) (?:address )?verification (?:request|required|needed)|"
+    r"challenge[- ]response|"
+    r"(?:your|the) (?:message|e-?mail) (?:is|has been|was) (?:held|quarantined|queued) "
+    r"(?:pending|until|for) (?:your )?(?:verification|confirmation|approval)|"
+    r"(?:add|added) (?:yourself )?to (?:my|the|our) (?:approved senders|whitelist|allow ?list)|"
+    r"protected by (?:boxbe|spamarrest|spam arrest|mailmate|sendio|choicemail)",
+    re.IGNORECASE)
+_NO_REPLY = re.compile(r"^(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|notifications?|"
+                       r"newsletters?|mailer|automailer|auto-?confirm)(?:[+@]|$)", re.IGNORECASE)
+
+
+def machine_reason(message: Message, sender: str, subject: str, text: str) -> str:
+    """Why a message that is neither a report nor an auto-reply was still sent by a machine
+    (a mailing list or newsletter, a challenge-response check, a no-reply or daemon address,
+    a null return path), or "" when a person may have written it."""
+    for name in _LIST_HEADERS:
+        if message.get(name) is not None:
+            return f"mailing-list or newsletter mail ({name} header)"
+    if header(message, "Precedence").lower() == "list":
+        return "mailing-list mail (Precedence: list)"
+    if _CHALLENGE.search(subject) or _CHALLENGE.search(text[:3000]):
+        return "challenge-response: asks us to verify we are human"
+    if _NO_REPLY.match(sender) or _DAEMON.match(sender):
+        return f"sent from a no-reply or system address ({sender})"
+    if header(message, "Return-Path") == "<>":
+        return "null return path (<>): sent by a mail system, not a person"
+    if _BOUNCE_SUBJECT.search(subject) and not _REPLY_PREFIX.match(subject):
+        return "a delivery notice naming no address we know"
+    return ""
 
 
 _RE_PREFIX = re.compile(r"^\s*(?:(?:re|aw|sv|fw|fwd|wg|tr)\s*:\s*)+", re.IGNORECASE)

@@ -153,6 +153,7 @@ def check(app: Any, connect: bool, json_: bool) -> None:
     deliverability = health(app)
     report["deliverability"] = deliverability.as_dict()
     report["warnings"].extend(deliverability.problems)
+    report["warnings"].extend(deliverability.warnings)
     from .render import check_templates
 
     template_errors, template_warnings = check_templates(app)
@@ -511,7 +512,9 @@ def _poll_line(result: Any) -> str:
     line = (f"processed {result.processed}: {_n(result.replies, 'reply', 'replies')}, "
             f"{_n(result.auto_replies, 'auto-reply', 'auto-replies')}, "
             f"{_n(result.bounces, 'bounce')}, {_n(result.unsubscribes, 'unsubscribe')}, "
-            f"{result.unmatched} unmatched"
+            + (f"{_n(result.complaints, 'spam complaint')}, " if result.complaints else "")
+            + (f"{result.other} other machine mail, " if result.other else "")
+            + f"{result.unmatched} unmatched"
             + (f", {len(result.malformed)} malformed" if result.malformed else ""))
     if result.referrals:  # people named in those replies, not extra messages
         line += f"; {_n(result.referrals, 'referral')} added from the replies"
@@ -544,7 +547,8 @@ def preview(app: Any, email: str, step_number: int | None) -> None:
 @click.option("--ignore-window", is_flag=True,
               help="Send now even outside the sending windows and days.")
 @click.option("--force", is_flag=True,
-              help="Send even when the last 7 days' bounce or unsubscribe rate is too high.")
+              help="Send even when the last 7 days' bounce, unsubscribe or spam-complaint "
+                   "rate is too high.")
 @json_option
 @with_app
 def send(app: Any, dry_run: bool, limit: int | None, ignore_window: bool, force: bool,
@@ -554,12 +558,15 @@ def send(app: Any, dry_run: bool, limit: int | None, ignore_window: bool, force:
     Each message goes at most once: a run that dies, a dropped connection or a second
     `outreach send` never makes anyone get a step twice. Run it each morning and evening.
     Refuses to start while the last 7 days' bounce or unsubscribe rate is above its
-    [sending] limit (max_bounce_rate, max_unsubscribe_rate), unless --force.
+    [sending] limit (max_bounce_rate, max_unsubscribe_rate), or the spam-complaint rate is
+    above 0.3% (a warning above 0.1%), unless --force.
     """
     from .guard import check_before_send
     from .send import send as send_
 
-    check_before_send(app, force=force)  # a dry run shows that refusal too, as a real run would
+    # A dry run shows that refusal too, as a real run would.
+    for warning in check_before_send(app, force=force).warnings:
+        click.echo(f"warning: {warning}", err=True)
 
     bar: Any = None
 

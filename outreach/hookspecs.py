@@ -51,8 +51,10 @@ def message_sent(prospect: Prospect, message: EmailMessage) -> None:
 def reply_received(prospect: Prospect, reply: EmailMessage, kind: str) -> None:
     """`outreach poll` classified an inbound message from or about `prospect`.
 
-    `kind` is one of `reply`, `auto_reply`, `bounce`, `unsubscribe`, `referral`; for a
-    referral, `prospect` is the new prospect named in the reply.
+    `kind` is one of `reply`, `auto_reply`, `bounce`, `unsubscribe`, `referral`,
+    `complaint` (a spam-complaint report: `prospect` is now suppressed); for a referral,
+    `prospect` is the new prospect named in the reply. A bounce or complaint naming several
+    prospects fires once for each. Machine mail that is no reply (`other`) fires nothing.
     """
 
 
@@ -77,7 +79,7 @@ def stage_changed(prospect: Prospect, old: str, new: str) -> None:
 def classify_reply(reply: EmailMessage) -> str | None:
     """Classify an inbound message before the built-in rules run.
 
-    Return `reply`, `auto_reply`, `bounce`, `unsubscribe` or `referral`, or None to let
-    the next plugin (and finally the built-in classifier) decide. Stops at first non-None
-    result.
+    Return `reply`, `auto_reply`, `bounce`, `unsubscribe`, `referral`, `complaint` or
+    `other` (machine mail: recorded, nothing done), or None to let the next plugin (and
+    finally the built-in classifier) decide. Stops at first non-None result.
     """

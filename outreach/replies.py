@@ -52,24 +52,42 @@ class PollResult:
     bounces: int = 0
     unsubscribes: int = 0
     referrals: int = 0
+    complaints: int = 0
+    other: int = 0  # machine mail that is no reply (mailing lists, challenge-response ...)
     unmatched: int = 0
     duplicates: int = 0
     malformed: list[dict[str, str]] = field(default_factory=list)
+    # Every message handled: kind, addresses, matched prospect, action, why (poll --json).
+    messages: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "processed": self.processed, "replies": self.replies,
             "auto_replies": self.auto_replies, "bounces": self.bounces,
             "unsubscribes": self.unsubscribes, "referrals": self.referrals,
+            "complaints": self.complaints, "other": self.other,
             "unmatched": self.unmatched, "duplicates": self.duplicates,
-            "malformed": self.malformed,
+            "malformed": self.malformed, "messages": self.messages,
         }
 
     def add(self, other: PollResult) -> None:
-        for name in ("processed", "replies", "auto_replies", "bounces", "unsubscribes",
-                     "referrals", "unmatched", "duplicates"):
+        for name in _COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.malformed.extend(other.malformed)
+        self.messages.extend(other.messages)
+
+    def note(self, inbound: Inbound, message_id: str | None, kind: str, action: str,
+             why: str, *, addresses: list[str] | None = None,
+             prospects: list[str] | None = None) -> None:
+        """One entry of the audit trail `poll --json` prints."""
+        self.messages.append({"key": f"{inbound.source} {inbound.key}",
+                              "message_id": message_id, "kind": kind,
+                              "addresses": addresses or [], "prospects": prospects or [],
+                              "action": action, "why": why})
+
+
+_COUNTS = ("processed", "replies", "auto_replies", "bounces", "unsubscribes", "referrals",
+           "complaints", "other", "unmatched", "duplicates")
 
 
 @contextmanager
@@ -424,11 +442,16 @@ def _prepare(app: App, batch: list[Inbound], result: PollResult, state: _Pass,
                 # Seen before (another folder, a UIDVALIDITY rescan): never act twice.
                 result.duplicates += 1
                 state.record(inbound, now, message_id, None, "duplicate")
+                result.note(inbound, message_id, "duplicate", "none",
+                            "handled before (same Message-ID)")
                 continue
             if not _concerns_us(head, sender, refs, state):
                 # Most of an inbox: from nobody we wrote to, about nothing we sent.
                 result.unmatched += 1
                 state.record(inbound, now, message_id, None, "unmatched")
+                result.note(inbound, message_id, "unmatched", "none",
+                            "from nobody we wrote to, about nothing we sent",
+                            addresses=[sender] if sender else [])
                 continue
             mail = Mail(inbound.raw, head)
             verdict = classify.verdict_for(mail.message, state.context)
@@ -453,6 +476,7 @@ def _malformed(inbound: Inbound, message_id: str | None, exc: Exception, result:
     """A message that could not be read or acted on: reported with its key, never fatal."""
     result.malformed.append({"key": f"{inbound.source} {inbound.key}",
                              "error": f"{type(exc).__name__}: {exc}"})
+    result.note(inbound, message_id, "malformed", "skipped", f"{type(exc).__name__}: {exc}")
     state.record(inbound, now, message_id, None, "malformed", error=str(exc)[:500])
 
 
@@ -493,15 +517,18 @@ def _first_id(value: str) -> str | None:
 # -- matching -----------------------------------------------------------------------------
 
 
+_REPORTS = ("bounce", "complaint")  # kinds that name the people they are about
+
+
 def match(app: App, message: Message, verdict: classify.Verdict, kind: str,
           state: _Pass) -> tuple[Prospect | None, Any]:
     """In-Reply-To/References against our ledger, then the address, then a lone domain.
     Returns the prospect and the ledger row it was matched by (None otherwise)."""
     ids = _MSGID.findall(f"{message.get('In-Reply-To') or ''} {message.get('References') or ''}")
     ids.reverse()  # the newest reference is the most specific
-    # A bounce names the message it returns in its body: that decides first.
+    # A bounce or complaint names the message it returns in its body: that decides first.
     row = app.store.ledger_match(verdict.original_ids) \
-        if kind == "bounce" and verdict.original_ids else None
+        if kind in _REPORTS and verdict.original_ids else None
     if row is None:
         row = next((state.ledger[m] for m in ids if m in state.ledger), None)
     if row is not None:
@@ -511,15 +538,25 @@ def match(app: App, message: Message, verdict: classify.Verdict, kind: str,
     token = _TOKEN.search(str(message.get("Subject") or "")) if kind == "unsubscribe" else None
     if token and (prospect := state.by_token(app, token[1].lower())):
         return prospect, None
-    addresses = verdict.recipients if kind == "bounce" else [verdict.sender]
+    addresses = verdict.recipients if kind in _REPORTS else [verdict.sender]
     for address in addresses:
         if address and (prospect := app.store.prospect(address)):
             return prospect, None
-    if kind != "bounce" and verdict.sender:
+    if kind not in _REPORTS and kind != "other" and verdict.sender:
         candidates = state.domains.get(domain_of(verdict.sender), [])
         if len(candidates) == 1:
             return state.prospect(app, candidates[0]), None
     return None, None
+
+
+def _named(app: App, prospect: Prospect, verdict: classify.Verdict) -> list[Prospect]:
+    """A bounce's or complaint's prospects: the one matched, then every other prospect it
+    names (a report about several recipients acts on each)."""
+    found = [prospect]
+    for address in verdict.recipients:
+        if all(p.email != address for p in found) and (other := app.store.prospect(address)):
+            found.append(other)
+    return found
 
 
 # -- actions ------------------------------------------------------------------------------
@@ -530,79 +567,139 @@ def _act(app: App, item: _Item, result: PollResult, state: _Pass,
     """Match the message and do what its kind asks; returns the prospect's id, if matched.
     Runs inside the caller's transaction, so a message's actions commit together."""
     from .classify import header
-    from .lifecycle import change_stage, suppress
+    from .lifecycle import suppress
 
-    store = app.store
     mail, verdict, kind = item.mail, item.verdict, item.kind
     prospect, row = match(app, mail.message, verdict, kind, state)
     enrollment_id = row["enrollment_id"] if row is not None else None
-    updated: Prospect | None = None
+    addresses = verdict.recipients if kind in _REPORTS else [verdict.sender]
     if prospect is None:
         if kind == "unsubscribe" and verdict.sender and is_email(verdict.sender):
             # Mail to the unsubscribe address from anyone: honoured, prospect or not.
             suppress(app, verdict.sender, reason="unsubscribe", source="poll")
             result.unsubscribes += 1
+            result.note(item.inbound, item.message_id, kind, "suppressed", verdict.why,
+                        addresses=addresses)
             return None
         result.unmatched += 1
+        result.note(item.inbound, item.message_id, kind, "none: matches no prospect",
+                    verdict.why, addresses=addresses)
         return None
     detail = {"subject": header(mail.message, "Subject")[:200],
               "message_id": _first_id(header(mail.message, "Message-ID")),
               "from": verdict.sender}
+    targets = _named(app, prospect, verdict) if kind in _REPORTS else [prospect]
+    action = "none"
+    for target in targets:
+        ledger = enrollment_id if target is prospect else None
+        done, updated = _ACTIONS.get(kind, _act_reply)(app, target, verdict, detail, ledger, now)
+        action = done if action == "none" else action
+        if kind in ("bounce", "unsubscribe", "complaint"):
+            state.prospects.clear()  # a suppressed address may be another loaded prospect's
+        state.prospects[target.id] = updated
+        if has_impls(app.pm, "reply_received") and kind != "other":
+            app.fire("reply_received", prospect=updated, reply=mail.rich,
+                     kind="reply" if kind == "referral" else kind)
+        if kind in ("reply", "referral") and verdict.referrals:
+            sequence = row["sequence"] if row is not None else _sequence_of(app, prospect)
+            _referrals(app, updated, mail, verdict, sequence, result, now)
+    counter = {"reply": "replies", "referral": "replies", "auto_reply": "auto_replies",
+               "bounce": "bounces", "unsubscribe": "unsubscribes",
+               "complaint": "complaints"}.get(kind, "other")
+    setattr(result, counter, getattr(result, counter) + 1)
+    result.note(item.inbound, item.message_id, kind, action, verdict.why, addresses=addresses,
+                prospects=[t.email for t in targets])
+    return prospect.id
 
-    if kind == "bounce":
-        result.bounces += 1
-        permanent = verdict.permanent
-        store.add_event("bounce", at=now, prospect_id=prospect.id, enrollment_id=enrollment_id,
-                        status=verdict.status or "5.0.0", permanent=permanent, **detail)
-        if not permanent and store.soft_bounce_streak(prospect.id) >= SOFT_BOUNCE_LIMIT:
-            permanent = True
-        if permanent:
-            _end(app, prospect, "bounced", "bounce", now)
-            suppress(app, prospect.email, reason="bounce", source="poll")
-            updated = store.prospect_by_id(prospect.id)  # now suppressed
-    elif kind == "auto_reply":
-        result.auto_replies += 1
-        until = _pause_until(app, prospect, verdict, now)
-        store.add_event("auto_reply", at=now, prospect_id=prospect.id,
-                        enrollment_id=enrollment_id,
-                        return_date=verdict.return_date.isoformat()
-                        if verdict.return_date else None, **detail)
-        for paused in store.pause_enrollments(prospect.id, until=until):
-            store.add_event("paused", at=now, prospect_id=prospect.id,
-                            enrollment_id=paused, until=iso(until))
-    elif kind == "unsubscribe":
-        result.unsubscribes += 1
-        store.add_event("unsubscribe", at=now, prospect_id=prospect.id,
+
+_Done = tuple[str, "Prospect"]
+
+
+def _act_bounce(app: App, prospect: Prospect, verdict: classify.Verdict,
+                detail: dict[str, Any], enrollment_id: int | None, now: datetime) -> _Done:
+    """A permanent failure (or the third soft one in a row) suppresses and ends the
+    sequence; a temporary one is recorded. Per address: a report may name several."""
+    from .lifecycle import suppress
+
+    store = app.store
+    permanent = verdict.permanent and prospect.email not in verdict.temporary
+    store.add_event("bounce", at=now, prospect_id=prospect.id, enrollment_id=enrollment_id,
+                    status=verdict.status or "5.0.0", permanent=permanent, **detail)
+    action = "recorded temporary failure"
+    if not permanent and store.soft_bounce_streak(prospect.id) >= SOFT_BOUNCE_LIMIT:
+        permanent, action = True, f"suppressed after {SOFT_BOUNCE_LIMIT} soft bounces"
+    if not permanent:
+        return action, prospect
+    _end(app, prospect, "bounced", "bounce", now)
+    suppress(app, prospect.email, reason="bounce", source="poll")
+    return ("suppressed" if action.startswith("recorded") else action,
+            store.prospect_by_id(prospect.id) or prospect)
+
+
+def _act_complaint(app: App, prospect: Prospect, verdict: classify.Verdict,
+                   detail: dict[str, Any], enrollment_id: int | None, now: datetime) -> _Done:
+    """A spam complaint: suppressed at once, every open sequence ends, no stage change."""
+    from .lifecycle import suppress
+
+    app.store.add_event("complaint", at=now, prospect_id=prospect.id,
                         enrollment_id=enrollment_id, **detail)
-        for address in dict.fromkeys((prospect.email, verdict.sender)):
-            if address and is_email(address):  # an address we could never write to is skipped
-                suppress(app, address, reason="unsubscribe", source="poll")
-        updated = store.prospect_by_id(prospect.id)  # now suppressed
-    else:  # reply, referral
-        result.replies += 1
-        store.add_event("reply", at=now, prospect_id=prospect.id, enrollment_id=enrollment_id,
+    _end(app, prospect, "complained", "complaint", now)
+    suppress(app, prospect.email, reason="complaint", source="poll")
+    return "suppressed", app.store.prospect_by_id(prospect.id) or prospect
+
+
+def _act_auto_reply(app: App, prospect: Prospect, verdict: classify.Verdict,
+                    detail: dict[str, Any], enrollment_id: int | None, now: datetime) -> _Done:
+    store = app.store
+    until = _pause_until(app, prospect, verdict, now)
+    store.add_event("auto_reply", at=now, prospect_id=prospect.id, enrollment_id=enrollment_id,
+                    return_date=verdict.return_date.isoformat()
+                    if verdict.return_date else None, **detail)
+    for paused in store.pause_enrollments(prospect.id, until=until):
+        store.add_event("paused", at=now, prospect_id=prospect.id, enrollment_id=paused,
+                        until=iso(until))
+    return f"paused until {until.date().isoformat()}", prospect
+
+
+def _act_unsubscribe(app: App, prospect: Prospect, verdict: classify.Verdict,
+                     detail: dict[str, Any], enrollment_id: int | None, now: datetime) -> _Done:
+    from .lifecycle import suppress
+
+    app.store.add_event("unsubscribe", at=now, prospect_id=prospect.id,
+                        enrollment_id=enrollment_id, **detail)
+    for address in dict.fromkeys((prospect.email, verdict.sender)):
+        if address and is_email(address):  # an address we could never write to is skipped
+            suppress(app, address, reason="unsubscribe", source="poll")
+    return "suppressed", app.store.prospect_by_id(prospect.id) or prospect
+
+
+def _act_other(app: App, prospect: Prospect, verdict: classify.Verdict,
+               detail: dict[str, Any], enrollment_id: int | None, now: datetime) -> _Done:
+    """Machine mail that is no reply (a list, a challenge, a notice): recorded, nothing
+    changes. A wrong `reply` would make a lead and stop a sequence; this is the safe side."""
+    return "none: not written by a person", prospect
+
+
+def _act_reply(app: App, prospect: Prospect, verdict: classify.Verdict,
+               detail: dict[str, Any], enrollment_id: int | None, now: datetime) -> _Done:
+    from .lifecycle import change_stage
+
+    app.store.add_event("reply", at=now, prospect_id=prospect.id, enrollment_id=enrollment_id,
                         not_interested=verdict.not_interested, text=verdict.text[:500],
                         **detail)
-        _end(app, prospect, "replied", "reply", now)
-        moved = _touch(app, prospect, now)
-        if verdict.not_interested and prospect.stage in ("prospect", "lead"):
-            updated = change_stage(app, prospect, "not-interested", cause="reply", **moved)
-        elif prospect.stage == "prospect":
-            updated = change_stage(app, prospect, "lead", cause="reply", **moved)
-        elif moved:
-            updated = replace(prospect, **moved)
-    # Otherwise nothing the prospect shows has changed since `match` loaded it.
-    updated = updated or prospect
-    if kind in ("bounce", "unsubscribe"):
-        state.prospects.clear()  # a suppressed address may be another loaded prospect's
-    state.prospects[prospect.id] = updated
-    if has_impls(app.pm, "reply_received"):
-        app.fire("reply_received", prospect=updated, reply=mail.rich,
-                 kind="reply" if kind == "referral" else kind)
-    if kind in ("reply", "referral") and verdict.referrals:
-        sequence = row["sequence"] if row is not None else _sequence_of(app, prospect)
-        _referrals(app, updated, mail, verdict, sequence, result, now)
-    return prospect.id
+    _end(app, prospect, "replied", "reply", now)
+    moved = _touch(app, prospect, now)
+    if verdict.not_interested and prospect.stage in ("prospect", "lead"):
+        return "sequence stopped, stage not-interested", change_stage(
+            app, prospect, "not-interested", cause="reply", **moved)
+    if prospect.stage == "prospect":
+        return "sequence stopped, stage lead", change_stage(app, prospect, "lead",
+                                                            cause="reply", **moved)
+    return "sequence stopped", replace(prospect, **moved) if moved else prospect
+
+
+_ACTIONS = {"bounce": _act_bounce, "complaint": _act_complaint, "auto_reply": _act_auto_reply,
+            "unsubscribe": _act_unsubscribe, "other": _act_other}
 
 
 def _touch(app: App, prospect: Prospect, now: datetime) -> dict[str, Any]:

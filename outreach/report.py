@@ -11,6 +11,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from .guard import COMPLAINT_WARN_RATE
 from .stats import stats
 
 COLORS = {"sent": "#5b6b7f", "delivered": "#3b82c4", "replied": "#1f9d8b",
@@ -80,8 +81,8 @@ def render(docs: Mapping[str, Mapping[str, Any]], *, title: str, generated: date
     return "\n".join(parts) + "\n"
 
 
-def _pct(rate: float | None) -> str:
-    return "–" if rate is None else f"{rate * 100:.1f}%"
+def _pct(rate: float | None, digits: int = 1) -> str:
+    return "–" if rate is None else f"{rate * 100:.{digits}f}%"
 
 
 def _cards(t: Mapping[str, Any]) -> str:
@@ -100,6 +101,8 @@ def _cards(t: Mapping[str, Any]) -> str:
              bad=(t["bounce_rate"] or 0) > 0.02),
         card(_pct(t["unsubscribe_rate"]), f"unsubscribe rate ({t['unsubscribed']})",
              bad=(t["unsubscribe_rate"] or 0) > 0.003),
+        card(_pct(t["complaint_rate"], 2), f"spam-complaint rate ({t['complained']})",
+             bad=(t["complaint_rate"] or 0) > COMPLAINT_WARN_RATE),
     ]
     per_call = "–" if t["meetings_per_call"] is None else f"{t['meetings_per_call']:.2f}"
     calls = (f"<p class=sub style='margin-top:10px'>Calls: {t['calls']} made, {t['connects']} "

@@ -1,12 +1,13 @@
 """The funnel: what was sent and what came of it, overall and per sequence, template, variant or
 persona, and an honest answer to "which variant wins?".
 
-Every outcome (reply, bounce, unsubscribe, auto-reply, meeting) is credited to the last email
-sent to that prospect before it happened, so each email counts at most once per outcome and a
-rate never passes 100%. `--since` picks the emails sent from then on (a cohort) and the calls
-made from then on; outcomes that follow no email count when they happened after `since`.
-A reply is positive unless it said "not interested" or the prospect is now `not-interested`;
-a meeting is a move to stage `opportunity` (`mark ... meeting`, a call outcome, or by hand).
+Every outcome (reply, bounce, unsubscribe, spam complaint, auto-reply, meeting) is credited to
+the last email sent to that prospect before it happened, so each email counts at most once per
+outcome and a rate never passes 100%. `--since` picks the emails sent from then on (a cohort)
+and the calls made from then on; outcomes that follow no email count when they happened after
+`since`. A reply is positive unless it said "not interested" or the prospect is now
+`not-interested`; a meeting is a move to stage `opportunity` (`mark ... meeting`, a call
+outcome, or by hand).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .errors import OutreachError
 
 GROUPINGS = ("sequence", "template", "variant", "persona")
 # A referral is also recorded as the referrer's reply, so "referral" events are not counted.
-EVENT_KINDS = ("reply", "auto_reply", "bounce", "unsubscribe", "stage", "call")
+EVENT_KINDS = ("reply", "auto_reply", "bounce", "unsubscribe", "complaint", "stage", "call")
 NO_EMAIL = "(no email)"
 ALPHA = 0.05
 POWER = 0.8
@@ -44,6 +45,7 @@ class Counts:
     meetings: int = 0
     unsubscribed: int = 0
     auto_replies: int = 0
+    complained: int = 0
     calls: int = 0
     connects: int = 0
     call_meetings: int = 0
@@ -61,12 +63,14 @@ class Counts:
             "sent": self.sent, "delivered": self.delivered, "bounced": self.bounced,
             "replied": self.replied, "positive": self.positive, "meetings": self.meetings,
             "unsubscribed": self.unsubscribed, "auto_replies": self.auto_replies,
+            "complained": self.complained,
             "calls": self.calls, "connects": self.connects, "call_meetings": self.call_meetings,
             "reply_rate": ratio(self.replied, self.sent),
             "positive_rate": ratio(self.positive, self.replied),
             "meetings_per_100_sent": _per100(self.meetings, self.sent),
             "bounce_rate": ratio(self.bounced, self.sent),
             "unsubscribe_rate": ratio(self.unsubscribed, self.sent),
+            "complaint_rate": ratio(self.complained, self.sent),
             "auto_reply_rate": ratio(self.auto_replies, self.sent),
             "connect_rate": ratio(self.connects, self.calls),
             "meetings_per_call": ratio(self.call_meetings, self.calls),
@@ -149,7 +153,8 @@ def compute(messages: Iterable[Mapping[str, Any]], events: Iterable[Mapping[str,
     for row in events:
         kind = row["kind"]
         flag = {"reply": "replied", "auto_reply": "auto_replies",
-                "bounce": "bounced", "unsubscribe": "unsubscribed"}.get(kind)
+                "bounce": "bounced", "unsubscribe": "unsubscribed",
+                "complaint": "complained"}.get(kind)
         if kind == "stage":
             flag = "meetings" if row.get("new") == "opportunity" else None
         if kind == "call":
@@ -349,6 +354,7 @@ def text_lines(doc: Mapping[str, Any]) -> list[str]:
          f"{t['meetings_per_100_sent'] or 0:.1f} per 100 sent" if t["sent"] else ""),
         ("bounced", t["bounced"], _of(t["bounced"], t["sent"], "sent")),
         ("unsubscribed", t["unsubscribed"], _of(t["unsubscribed"], t["sent"], "sent")),
+        ("complaints", t["complained"], _of(t["complained"], t["sent"], "sent")),
         ("auto-replies", t["auto_replies"], _of(t["auto_replies"], t["sent"], "sent")),
         ("calls made", t["calls"], ""),
         ("connects", t["connects"], _of(t["connects"], t["calls"], "calls")),

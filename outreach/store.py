@@ -395,17 +395,19 @@ class Store:
             "AND (last_activity IS NULL OR last_activity < ?)", (day, prospect_id, day))
 
     def sending_health(self, *, since: datetime) -> dict[str, int]:
-        """Messages sent since `since`, and the distinct prospects who bounced or unsubscribed
-        since then: the deliverability guard's counts."""
+        """Messages sent since `since`, and the distinct prospects who bounced, unsubscribed
+        or complained since then: the deliverability guard's counts."""
         stamp = iso(since)
         sent = self.db.execute("SELECT count(*) FROM messages WHERE status = 'sent' "
                                "AND sent_at >= ?", (stamp,)).fetchone()[0]
-        counts = {"sent": sent, "bounced": 0, "unsubscribed": 0}
+        counts = {"sent": sent, "bounced": 0, "unsubscribed": 0, "complained": 0}
+        names = {"bounce": "bounced", "unsubscribe": "unsubscribed", "complaint": "complained"}
         for kind, n in self.db.execute(
             "SELECT kind, count(DISTINCT coalesce(prospect_id, -id)) FROM events "
-            "WHERE kind IN ('bounce', 'unsubscribe') AND at >= ? GROUP BY kind", (stamp,)
+            "WHERE kind IN ('bounce', 'unsubscribe', 'complaint') AND at >= ? GROUP BY kind",
+            (stamp,)
         ):
-            counts["bounced" if kind == "bounce" else "unsubscribed"] = n
+            counts[names[kind]] = n
         return counts
 
     def stats_messages(self) -> list[sqlite3.Row]:

@@ -29,6 +29,34 @@ def test_assess_table(sent, bounced, unsubscribed, judged, problems):
     assert h.ok is (not problems)
 
 
+@pytest.mark.parametrize(
+    ("sent", "complained", "judged", "problems", "warnings"),
+    [
+        (99, 5, False, [], []),               # the same sample floor as the other rates
+        (1000, 1, True, [], []),              # 0.1% is at the warning level, not above
+        (1000, 2, True, [], ["spam-complaint"]),
+        (1000, 3, True, [], ["spam-complaint"]),  # 0.3% at the limit: a warning
+        (1000, 4, True, ["spam-complaint"], []),  # above 0.3%: stop
+    ],
+)
+def test_complaint_rate_warns_then_stops(sent, complained, judged, problems, warnings):
+    h = assess(sent=sent, bounced=0, unsubscribed=0, complained=complained, **LIMITS)
+    assert h.judged is judged
+    assert [p.split()[0] for p in h.problems] == problems
+    assert [w.split()[0] for w in h.warnings] == warnings
+    assert h.ok is (not problems)
+
+
+def test_complaint_rate_words():
+    h = assess(sent=1000, bounced=0, unsubscribed=0, complained=2, **LIMITS)
+    assert h.warnings == ("spam-complaint rate 0.20% (2 of 1000 sent in the last 7 days) is "
+                          "above the 0.1% warning level: sending stops at 0.3%; tighten the ICP "
+                          "and lower daily_limit",)
+    h = assess(sent=1000, bounced=0, unsubscribed=0, complained=4, **LIMITS)
+    assert h.problems[0].startswith("spam-complaint rate 0.40% (4 of 1000 sent in the last 7 "
+                                    "days) is above the 0.3% limit: ")
+
+
 def test_problem_names_rate_value_and_what_to_do():
     h = assess(sent=130, bounced=4, unsubscribed=0, **LIMITS)
     assert h.problems == (
@@ -89,8 +117,8 @@ def test_check_reports_health(campaign):
     assert doc["warnings"][0].startswith("bounce rate 20.0%")
     result = campaign.run("check")
     assert result.exit_code == 0
-    assert ("deliverability: AT RISK, bounce rate 20.0% (2/10), unsubscribe rate 0.0% (0/10) "
-            "over the last 7 days") in result.output
+    assert ("deliverability: AT RISK, bounce rate 20.0% (2/10), unsubscribe rate 0.0% (0/10), "
+            "complaint rate 0.00% (0/10) over the last 7 days") in result.output
 
 
 def test_send_refuses_before_anything_and_force_overrides(campaign):

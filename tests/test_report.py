@@ -73,6 +73,9 @@ def test_report_is_self_contained_with_charts(world):
     assert "not enough data yet: ~8 more sends per variant needed" in html
     assert "VP Finance · Manufacturing" in svgs[2]
     assert "<td>referral</td><td>17</td><td>16</td><td>3</td><td>17.6%</td>" in html
+    # The one spam complaint of 17 sent: above the 0.1% warning level, so marked bad.
+    assert ('<div class="card bad"><b>5.88%</b><span>spam-complaint rate (1)</span></div>'
+            in html)
 
 
 def test_report_for_an_empty_campaign(campaign):

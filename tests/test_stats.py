@@ -100,6 +100,7 @@ def build_world(campaign):
         for n in range(4, 11):
             variant = "meeting-a" if n <= 6 else "meeting-b"
             add_sent(s, pid[n], at=day(9), step=4, template=variant, variant=variant)
+        s.add_event("complaint", at=day(9.5), prospect_id=pid[10])  # marked as spam
         s.add_event("reply", at=day(10), prospect_id=pid[7])
         stage(s, pid[7], "lead", day(10))
         stage(s, pid[7], "opportunity", day(12))
@@ -115,10 +116,12 @@ def build_world(campaign):
 def test_totals(world):
     t = world.run_json("stats")["totals"]
     assert {k: t[k] for k in ("sent", "delivered", "bounced", "replied", "positive", "meetings",
-                              "unsubscribed", "auto_replies", "calls", "connects",
-                              "call_meetings")} == {
+                              "unsubscribed", "auto_replies", "complained", "calls",
+                              "connects", "call_meetings")} == {
         "sent": 17, "delivered": 16, "bounced": 1, "replied": 3, "positive": 2, "meetings": 2,
-        "unsubscribed": 1, "auto_replies": 1, "calls": 3, "connects": 2, "call_meetings": 1}
+        "unsubscribed": 1, "auto_replies": 1, "complained": 1, "calls": 3, "connects": 2,
+        "call_meetings": 1}
+    assert t["complaint_rate"] == round(1 / 17, 4)
     assert t["reply_rate"] == round(3 / 17, 4)
     assert t["meetings_per_100_sent"] == 11.76
     assert t["meetings_per_call"] == round(1 / 3, 4)
@@ -129,7 +132,7 @@ def test_text_shows_denominators(world):
     result = world.run("stats")
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    assert lines[:13] == [
+    assert lines[:14] == [
         "all time",
         "",
         "sent               17",
@@ -139,6 +142,7 @@ def test_text_shows_denominators(world):
         "meetings            2   11.8 per 100 sent",
         "bounced             1   5.9% of 17 sent",
         "unsubscribed        1   5.9% of 17 sent",
+        "complaints          1   5.9% of 17 sent",
         "auto-replies        1   5.9% of 17 sent",
         "calls made          3",
         "connects            2   66.7% of 3 calls",
