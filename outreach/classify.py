@@ -597,6 +597,7 @@ def _flufl_failures(message: Message, found: _Failures) -> None:
     GroupWise and a dozen more) for the formats that are not RFC 3464 reports."""
     from flufl.bounce import all_failures
 
+    _quiet_flufl()
     try:
         temporary, permanent = all_failures(message)
     except Exception:  # heuristics over odd bytes: a detector that trips finds nothing
@@ -606,6 +607,17 @@ def _flufl_failures(message: Message, found: _Failures) -> None:
             text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
             if _EMAIL.fullmatch(text.strip().strip("<>")):
                 found.add(text, is_permanent)
+
+
+def _quiet_flufl() -> None:
+    """flufl.bounce logs a detector's exception with its traceback before re-raising it; we
+    catch it (that message is then read by our own rules), so nothing is printed."""
+    import logging
+
+    log = logging.getLogger("flufl.bounce")
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+        log.propagate = False
 
 
 def _status_blocks(part: Message) -> list[Message]:

@@ -502,6 +502,34 @@ def watch(app: Any, interval: float) -> None:
     click.echo("outreach watch: stopped", err=True)
 
 
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+@with_app
+def explain(app: Any, file: Path, json_: bool) -> None:
+    """Show what `poll` would make of one saved message (an .eml file) and what it would do,
+    changing nothing: kind, the addresses it names, the prospects it matches, the action and
+    why. For support, and for plugin authors (classify_reply plugins are asked too)."""
+    from .replies import explain as explain_
+
+    try:
+        entry = explain_(app, file.read_bytes())
+    except OutreachError:
+        raise
+    except Exception as exc:  # a message poll would skip as malformed
+        raise OutreachError(f"{file}: not a message outreach can read ({type(exc).__name__}: "
+                            f"{exc}); poll would skip it and report it as malformed") from None
+    if json_:
+        echo_json(entry)
+        return
+    for key in ("kind", "why", "addresses", "prospects", "action", "status", "permanent",
+                "return_date", "not_interested", "referrals", "message_id"):
+        if key in entry:
+            value = entry[key]
+            text = ", ".join(value) or "-" if isinstance(value, list) else value
+            click.echo(f"{key.replace('_', ' ') + ':':<16}{'-' if text is None else text}")
+
+
 def _poll_lock(app: Any) -> Any:
     from .replies import poll_lock
 

@@ -453,22 +453,83 @@ def _prepare(app: App, batch: list[Inbound], result: PollResult, state: _Pass,
                             "from nobody we wrote to, about nothing we sent",
                             addresses=[sender] if sender else [])
                 continue
-            mail = Mail(inbound.raw, head)
-            verdict = classify.verdict_for(mail.message, state.context)
-            kind = verdict.hook_kind
-            if classifiers:
-                kind = first_result(app.pm, "classify_reply", reply=mail.rich)
-                if kind not in classify.KINDS:
-                    if kind is not None:
-                        print(f"outreach: classify_reply answered {kind!r}, not one of "
-                              f"{', '.join(classify.KINDS)}; using the built-in answer",
-                              file=sys.stderr)
-                    kind = verdict.hook_kind
             state.ids.add(message_id)  # a second copy later in the batch is a duplicate
-            items.append(_Item(inbound, message_id, mail, verdict, kind))
+            items.append(_classified(app, inbound, head, message_id, state, classifiers))
         except Exception as exc:
             _malformed(inbound, message_id, exc, result, state, now)
     return items
+
+
+def _classified(app: App, inbound: Inbound, head: Message, message_id: str, state: _Pass,
+                classifiers: bool) -> _Item:
+    """The built-in verdict, overruled by a `classify_reply` plugin's answer if any."""
+    from . import classify
+
+    mail = Mail(inbound.raw, head)
+    verdict = classify.verdict_for(mail.message, state.context)
+    kind = verdict.hook_kind
+    if classifiers:
+        kind = first_result(app.pm, "classify_reply", reply=mail.rich)
+        if kind not in classify.KINDS:
+            if kind is not None:
+                print(f"outreach: classify_reply answered {kind!r}, not one of "
+                      f"{', '.join(classify.KINDS)}; using the built-in answer",
+                      file=sys.stderr)
+            kind = verdict.hook_kind
+        elif kind != verdict.hook_kind:
+            verdict.why = f"a classify_reply plugin said {kind} (built-in: {verdict.why})"
+    return _Item(inbound, message_id, mail, verdict, kind)
+
+
+class _Undo(Exception):
+    """Raised to roll back what `explain` acted on."""
+
+
+def explain(app: App, raw: bytes) -> dict[str, Any]:
+    """What `poll` would make of one message and do about it, without keeping anything:
+    it is classified and acted on exactly as a poll would, inside a transaction that is then
+    rolled back, its hooks dropped unfired."""
+    from . import classify
+
+    result = PollResult()
+    state = _Pass(context_for(app), app.store.open_prospects_by_domain())
+    inbound = Inbound("file", "", raw)
+    now = app.now()
+    with classify.using(state.context):
+        head = parse_head(raw)
+        message_id = _first_id(classify.header(head, "Message-ID")) or ""
+        refs = _MSGID.findall(f"{head.get('In-Reply-To') or ''} {head.get('References') or ''}")
+        sender = classify.address_of(classify.header(head, "From"))
+        item = _classified(app, inbound, head, message_id, state,
+                           _listened(app, "classify_reply"))
+        concerns = False
+        try:
+            with app.hooks_after() as held, app.store.transaction():
+                state.ledger = app.store.ledger_rows(refs)
+                state.senders = set(app.store.prospects_by_email([sender]))
+                concerns = _concerns_us(head, sender, refs, state)
+                if concerns:
+                    _act(app, item, result, state, now)
+                held.clear()
+                raise _Undo
+        except _Undo:
+            pass
+    entry = result.messages[0] if result.messages else {
+        "kind": item.kind, "addresses": item.verdict.recipients or [sender],
+        "prospects": [], "action": "none: from nobody we wrote to, about nothing we sent",
+        "why": item.verdict.why}
+    entry.pop("key", None)
+    entry["message_id"] = message_id or None
+    verdict = item.verdict
+    if item.kind == "bounce":
+        entry.update(permanent=verdict.permanent, status=verdict.status,
+                     temporary=verdict.temporary)
+    if item.kind == "auto_reply":
+        entry["return_date"] = verdict.return_date.isoformat() if verdict.return_date else None
+    if item.kind in ("reply", "referral"):
+        entry.update(not_interested=verdict.not_interested,
+                     referrals=[a for a, _ in verdict.referrals], text=verdict.text[:500])
+    return entry
 
 
 def _malformed(inbound: Inbound, message_id: str | None, exc: Exception, result: PollResult,
