@@ -197,23 +197,33 @@ def check(app: Any, connect: bool, json_: bool) -> None:
 
 @cli.command(name="import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--map", "maps", multiple=True, metavar='"HEADER=column"',
+              help='Read a column as a known one, e.g. --map "Company Name=company" '
+                   "(repeatable).")
 @json_option
 @with_app
-def import_(app: Any, file: Path, json_: bool) -> None:
+def import_(app: Any, file: Path, maps: tuple[str, ...], json_: bool) -> None:
     """Import prospects from a CSV file (email required; other columns kept).
 
-    Rows that cannot be used are listed with their line number; the rest import.
+    Headers of Apollo, HubSpot, Salesforce, Sales Navigator and ZoomInfo exports are
+    recognised; `,` `;` and tab separators are detected. Rows that cannot be used are listed
+    with their line number; the rest import.
     """
-    from .importer import import_csv
+    from .columns import LayoutError, parse_map
+    from .importer import import_csv, report_lines
 
-    result = import_csv(app, file)
+    try:
+        mapping = parse_map(maps)
+    except LayoutError as exc:
+        raise OutreachError(str(exc)) from None
+    result = import_csv(app, file, mapping)
     if json_:
         echo_json(result.as_dict())
         return
     click.echo(f"{file}: {result.added} added, {result.updated} updated, "
                f"{result.unchanged} unchanged, {len(result.rejected)} rejected")
-    for rejected in result.rejected:
-        click.echo(f"  line {rejected['line']}: {rejected['reason']}", err=True)
+    for line in report_lines(result):
+        click.echo(line, err=True)
 
 
 @cli.command()

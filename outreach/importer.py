@@ -8,15 +8,19 @@ never touches suppressions or stages, and a blank cell never erases a value alre
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from json.encoder import encode_basestring  # type: ignore[attr-defined]  # the C encoder
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from .app import App
+from .columns import Layout, LayoutError, layout, sniff_delimiter
 from .config import valid_timezone
 from .errors import ImportFileError
 from .models import KNOWN_COLUMNS, is_email
@@ -24,10 +28,10 @@ from .plugins import has_impls
 
 BATCH = 1000
 FIELD_LIMIT = 16 * 1024 * 1024
-_COLUMN = re.compile(r"[^0-9a-z]+")
 # Columns that may be put in a header (To, Subject): a line break there is header injection.
 _ONE_LINE = ("email", *KNOWN_COLUMNS)
 _ONE_LINE_SET = frozenset(_ONE_LINE)
+_BAND = re.compile(r"^(\d+)\s*(?:-|–|to)\s*\d+$|^(\d+)\s*\+$")
 
 
 @dataclass
@@ -36,74 +40,120 @@ class ImportResult:
     updated: int = 0
     unchanged: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    mapped: dict[str, str] = field(default_factory=dict)
+    ignored: dict[str, str] = field(default_factory=dict)
+    empty_columns: list[str] = field(default_factory=list)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged,
-                "rejected": self.rejected}
+                "rejected": self.rejected, "mapped": self.mapped, "ignored": self.ignored,
+                "empty_columns": self.empty_columns, "duplicates": self.duplicates}
 
 
 class RowError(ValueError):
     """Why one row was rejected."""
 
 
-def column_name(header: str) -> str:
-    """`First Name` -> `first_name`: known columns match loosely, custom ones become
-    identifiers a template can reach (`prospect.pain_point`)."""
-    return _COLUMN.sub("_", header.strip().lower()).strip("_")
-
-
 class RowParser:
-    """Validates the records of one file; column positions are worked out once per file."""
+    """Validates the records of one file; column positions are worked out once per file.
+
+    A row is a list in the order of `columns` (email, the file's known columns, domain,
+    custom as JSON): what the insert takes as it is, with no dict per row.
+    """
 
     def __init__(self, names: list[str]) -> None:
         self.width = len(names)
-        self.email_at = names.index("email")
-        self.known = [(i, n) for i, n in enumerate(names) if n in KNOWN_COLUMNS]
+        known = [(i, n) for i, n in enumerate(names) if n in KNOWN_COLUMNS and n != "domain"]
+        at = {n: i for i, n in enumerate(names)}
+        self.columns = ["email", *(n for _, n in known), "domain", "custom"]
+        self.cells = _getter([at["email"], *(i for i, _ in known), at.get("domain", -1)])
+        slot = {n: i for i, n in enumerate(self.columns)}
+        # Where the columns that need more than strip() are in a row (0: not in this file).
+        self.at_employees = slot.get("employees", 0)
+        self.at_last_activity = slot.get("last_activity", 0)
+        self.at_timezone = slot.get("timezone", 0)
+        self.at_country = slot.get("country", 0)
         self.one_line = [(i, n) for i, n in enumerate(names) if n in _ONE_LINE_SET]
-        self.custom = [(i, n) for i, n in enumerate(names) if n and n not in _ONE_LINE_SET]
+        # Custom columns become a JSON object; keys are encoded once, values per row.
+        self.custom = [(i, encode_basestring(n) + ": ") for i, n in enumerate(names)
+                       if n and n not in _ONE_LINE_SET]
+        self.never_filled = [(slot[n], n) for n in names if n in KNOWN_COLUMNS]
 
-    def __call__(self, record: list[str]) -> dict[str, Any]:
+    def __call__(self, record: list[str]) -> list[Any]:
         """One record -> a prospect row; raises RowError with the reason it cannot be used."""
         if len(record) < self.width:
             record = record + [""] * (self.width - len(record))
+        record.append("")  # what position -1 reads when the file has no domain column
         joined = "".join(record)
         if "\n" in joined or "\r" in joined:  # rare: only then look at which column has it
             for i, key in self.one_line:
                 if "\r" in record[i] or "\n" in record[i]:
                     raise RowError(f"{key} contains a line break (it could reach an email "
                                    "header)")
-        email = record[self.email_at].strip()
+        row = [*map(str.strip, self.cells(record))]
+        email = row[0]
         if not email:
             raise RowError("missing email")
         if not is_email(email):
             raise RowError(f'invalid email "{email}"')
-        row: dict[str, Any] = {"email": email.lower()}
-        for i, key in self.known:
-            row[key] = record[i].strip()
-        if row.get("employees"):
-            raw = row["employees"].replace(",", "").replace("_", "")
-            if not raw.isdigit():
-                raise RowError(f'employees "{row["employees"]}" is not a whole number')
-            row["employees"] = int(raw)
-        elif "employees" in row:
-            row["employees"] = None
-        if row.get("last_activity"):
-            row["last_activity"] = _iso_date(row["last_activity"])
-        elif "last_activity" in row:
-            row["last_activity"] = None
-        if row.get("timezone") and not valid_timezone(row["timezone"]):
-            raise RowError(f'unknown timezone "{row["timezone"]}" (use an IANA name like '
+        row[0] = email.lower()
+        at = self.at_employees
+        if at:
+            text = row[at]
+            row[at] = int(text) if text.isdigit() else _employees(text)
+        at = self.at_last_activity
+        if at:
+            row[at] = _iso_date(row[at]) if row[at] else None
+        at = self.at_timezone
+        if at and row[at] and not valid_timezone(row[at]):
+            raise RowError(f'unknown timezone "{row[at]}" (use an IANA name like '
                            '"Europe/Berlin")')
-        if row.get("domain"):
-            row["domain"] = row["domain"].lower().removeprefix("www.")
+        at = self.at_country
+        if at:
+            row[at] = row[at].upper()
+        domain = row[-1]
+        if not domain:
+            row[-1] = email.rpartition("@")[2].lower()
+        elif "/" in domain:
+            row[-1] = _domain(domain)
         else:
-            row["domain"] = email.rpartition("@")[2].lower()
-        if "country" in row:
-            row["country"] = row["country"].upper()
-        row["custom"] = {n: record[i] for i, n in self.custom if record[i]}
+            row[-1] = domain.lower().removeprefix("www.")
+        row.append("{" + ", ".join([key + encode_basestring(record[i])
+                                    for i, key in self.custom if record[i]]) + "}")
+        if self.never_filled:
+            self.never_filled = [(i, n) for i, n in self.never_filled if not row[i]]
         return row
 
 
+def _getter(positions: list[int]) -> Callable[[list[str]], Iterable[str]]:
+    """The cells at `positions` (at least two) of a record, as one call."""
+    return itemgetter(*positions)
+
+
+def _employees(text: str) -> int | None:
+    """`1,200` -> 1200; a size band as exports write it (`201-500`, `10,001+`) -> its lower end."""
+    if text.isdigit():
+        return int(text)
+    if not text:
+        return None
+    raw = text.replace(",", "").replace("_", "").lower().removesuffix("employees").strip()
+    if raw.isdigit():
+        return int(raw)
+    band = _BAND.match(raw)
+    if band:
+        return int(band.group(1) or band.group(2))
+    raise RowError(f'employees "{text}" is not a whole number (or a band like "201-500")')
+
+
+def _domain(url: str) -> str:
+    """`https://www.Acme.example/about` (a Website column) -> `acme.example`."""
+    text = url.lower()
+    text = text.partition("//")[2] or text
+    return text.partition("/")[0].removeprefix("www.")
+
+
+@functools.lru_cache(maxsize=4096)  # a list repeats its dates
 def _iso_date(text: str) -> str:
     try:
         return date.fromisoformat(text).isoformat()
@@ -115,63 +165,111 @@ def _iso_date(text: str) -> str:
         raise RowError(f'last_activity "{text}" is not an ISO date (YYYY-MM-DD)') from None
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
-    """Yield (line number, prospect row or why not) per record; raise for a non-CSV file."""
-    try:
-        handle = path.open(encoding="utf-8-sig", newline="")
-    except OSError as exc:
-        raise ImportFileError(f"{path}: cannot open: {exc.strerror}") from None
-    # A long notes column is a usable row; the csv module's 128 KiB default would reject
-    # the whole file. Past 16 MiB a "field" is an unclosed quote, and the file is broken.
-    csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
-    with handle:
-        try:
-            yield from _records(path, csv.reader(handle))
-        except UnicodeDecodeError:
-            raise ImportFileError(
-                f"{path} line {_first_undecodable_line(path)}: not UTF-8 text; save the file as "
-                "UTF-8 CSV and import again (nothing was imported)") from None
+class ProspectFile:
+    """One prospect file being read: its layout (known once the header is read) and rows."""
 
+    def __init__(self, path: Path, mapping: dict[str, str] | None = None) -> None:
+        self.path = path
+        self.mapping = mapping or {}
+        self.layout: Layout | None = None
+        self.parse: RowParser | None = None
 
-def _records(path: Path, reader: Any) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
-    try:
-        header = next(reader, None)
-    except csv.Error as exc:
-        raise ImportFileError(f"{path} line 1: not a CSV header ({exc})") from None
-    if not header:
-        raise ImportFileError(f"{path}: empty file; expected a header row with an email column")
-    names = [column_name(h) for h in header]
-    if "email" not in names:
-        raise ImportFileError(
-            f"{path} line 1: no email column (found: {', '.join(h.strip() for h in header)}). "
-            "Add a header row whose columns include email."
-        )
-    duplicates = {n for n in names if names.count(n) > 1 and n}
-    if duplicates:
-        raise ImportFileError(f"{path} line 1: duplicate column {sorted(duplicates)[0]}; "
-                              "each column may appear once")
-    parse = RowParser(names)
-    end = reader.line_num
-    while True:
-        start = end + 1
+    def rows(self) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+        """Yield (line number, prospect row or why not) per record; raise for a non-CSV file."""
+        path = self.path
         try:
-            record = next(reader)
-        except StopIteration:
-            return
+            handle = path.open(encoding="utf-8-sig", newline="")
+        except OSError as exc:
+            raise ImportFileError(f"{path}: cannot open: {exc.strerror}") from None
+        # A long notes column is a usable row; the csv module's 128 KiB default would reject
+        # the whole file. Past 16 MiB a "field" is an unclosed quote, and the file is broken.
+        csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
+        with handle:
+            try:
+                first = handle.readline()
+                skipped = 0
+                if first.lower().startswith("sep=") and len(first.strip()) == 5:
+                    delimiter, skipped = first.strip()[4], 1  # Excel's "sep=;" line
+                else:
+                    delimiter = sniff_delimiter(first)
+                    handle.seek(0)
+                yield from self._records(csv.reader(handle, delimiter=delimiter), skipped)
+            except UnicodeDecodeError:
+                raise ImportFileError(
+                    f"{path} line {_first_undecodable_line(path)}: not UTF-8 text; save the "
+                    "file as UTF-8 CSV and import again (nothing was imported)") from None
+
+    def _records(self, reader: Any, skipped: int
+                 ) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+        path = self.path
+        try:
+            header = next(reader, None)
         except csv.Error as exc:
-            raise ImportFileError(f"{path} line {start}: broken CSV ({exc}); fix the line "
-                                  "and import again (nothing was imported)") from None
-        end = reader.line_num
-        if not any(record):
-            continue
-        if len(record) > len(names):
-            yield start, RowError(f"{len(record)} fields but the header has {len(names)} "
-                                  "(an unquoted comma?)")
-            continue
+            raise ImportFileError(f"{path} line 1: not a CSV header ({exc})") from None
+        if not header:
+            raise ImportFileError(f"{path}: empty file; expected a header row with an email "
+                                  "column")
         try:
-            yield start, parse(record)
-        except RowError as exc:
-            yield start, exc
+            self.layout = layout(header, self.mapping)
+        except LayoutError as exc:
+            raise ImportFileError(f"{path} line {1 + skipped}: {exc}") from None
+        names = self.layout.names
+        if "email" not in names:
+            raise ImportFileError(
+                f"{path} line {1 + skipped}: no email column (found: "
+                f"{', '.join(h.strip() for h in header)}). Add a header row whose columns "
+                'include email, or name it: --map "HEADER=email".'
+            )
+        self.parse = parse = RowParser(names)
+        end = reader.line_num + skipped
+        while True:
+            start = end + 1
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise ImportFileError(f"{path} line {start}: broken CSV ({exc}); fix the line "
+                                      "and import again (nothing was imported)") from None
+            end = reader.line_num + skipped
+            if not any(record):
+                continue
+            if len(record) > len(names):
+                yield start, RowError(f"{len(record)} fields but the header has {len(names)} "
+                                      "(an unquoted comma?)")
+                continue
+            try:
+                yield start, parse(record)
+            except RowError as exc:
+                yield start, exc
+
+    def empty_columns(self) -> list[str]:
+        """Known columns the file has but never fills (an export that left them out)."""
+        return [n for _, n in self.parse.never_filled] if self.parse else []
+
+
+DUPLICATES_SHOWN = 10
+
+
+def report_lines(result: ImportResult) -> list[str]:
+    """What `import` tells the user besides the counts: how columns were read, rejected rows,
+    known columns left empty, and addresses the file lists twice."""
+    lines = []
+    if result.mapped:
+        lines.append("  read " + ", ".join(f'"{h}" as {c}' for h, c in result.mapped.items()))
+    for header, column in result.ignored.items():
+        lines.append(f'  not imported: "{header}" (--map chose another column for {column})')
+    lines += [f"  line {r['line']}: {r['reason']}" for r in result.rejected]
+    for column in result.empty_columns:
+        lines.append(f"  warning: column {column} is empty in every row (did the export "
+                     "leave it out?)")
+    for dup in result.duplicates[:DUPLICATES_SHOWN]:
+        lines.append(f"  note: line {dup['line']}: {dup['email']} is also on line "
+                     f"{dup['first_line']}; line {dup['line']} wins where it has a value")
+    if len(result.duplicates) > DUPLICATES_SHOWN:
+        lines.append(f"  note: {len(result.duplicates) - DUPLICATES_SHOWN} more addresses "
+                     "listed twice (--json lists them all)")
+    return lines
 
 
 def _first_undecodable_line(path: Path) -> int:
@@ -185,22 +283,49 @@ def _first_undecodable_line(path: Path) -> int:
     return 1
 
 
-def import_csv(app: App, path: Path) -> ImportResult:
+def import_csv(app: App, path: Path, mapping: dict[str, str] | None = None) -> ImportResult:
     """Import a prospect CSV into the store; all-or-nothing for file-level errors."""
     result = ImportResult()
     changed: list[str] = []
     notify = has_impls(app.pm, "prospect_imported")
     now = app.now()
+    source = ProspectFile(path, mapping)
+    first_line: dict[str, int] = {}
     with app.store.transaction():
-        batch: dict[str, dict[str, Any]] = {}
-        for line, row in read_rows(path):
+        # Into an empty store only an address the file repeats can be there already.
+        fresh = app.store.count_prospects() == 0
+        repeated: set[str] = set()
+        batch: list[list[Any]] = []
+
+        def flush() -> None:
+            if not batch:
+                return
+            assert source.parse is not None  # a row was read, so the header was
+            emails = [r[0] for r in batch]
+            lookup = [e for e in emails if e in repeated] if fresh else emails
+            _flush(app, source.parse.columns, batch, lookup, result,
+                   changed if notify else None, now)
+            batch.clear()
+
+        for line, row in source.rows():
             if isinstance(row, RowError):
                 result.rejected.append({"line": line, "reason": str(row)})
                 continue
-            if row["email"] in batch or len(batch) >= BATCH:
-                _flush(app, batch, result, changed if notify else None, now)
-            batch[row["email"]] = row
-        _flush(app, batch, result, changed if notify else None, now)
+            email = row[0]
+            seen = first_line.setdefault(email, line)
+            if seen != line:  # the earlier row is written first; this one merges into it
+                result.duplicates.append({"email": email, "line": line, "first_line": seen})
+                repeated.add(email)
+                flush()
+            elif len(batch) >= BATCH:
+                flush()
+            batch.append(row)
+        flush()
+    if source.layout is not None:
+        result.mapped = dict(source.layout.renamed)
+        result.ignored = dict(source.layout.ignored)
+    if first_line:
+        result.empty_columns = source.empty_columns()
     for email in changed:
         prospect = app.store.prospect(email)
         if prospect is not None:
@@ -208,31 +333,28 @@ def import_csv(app: App, path: Path) -> ImportResult:
     return result
 
 
-def _flush(app: App, batch: dict[str, dict[str, Any]], result: ImportResult,
-           changed: list[str] | None, now: datetime) -> None:
-    if not batch:
-        return
-    existing = app.store.prospects_by_email(list(batch))
+def _flush(app: App, columns: list[str], batch: list[list[Any]], lookup: list[str],
+           result: ImportResult, changed: list[str] | None, now: datetime) -> None:
+    """Write one batch: new addresses inserted, known ones merged (`lookup`: which may be)."""
+    existing = app.store.prospects_by_email(lookup) if lookup else {}
     inserts, updates = [], []
-    for email, row in batch.items():
-        old = existing.get(email)
+    for row in batch:
+        old = existing.get(row[0])
         if old is None:
-            row["custom"] = json.dumps(row["custom"], ensure_ascii=False)
             inserts.append(row)
             continue
-        merged = _merge(old, row)
+        merged = _merge(old, dict(zip(columns, row, strict=True)))
         if merged is None:
             result.unchanged += 1
         else:
             updates.append(merged)
-    app.store.insert_prospects(inserts, at=now)
+    app.store.insert_prospect_rows(columns, inserts, at=now)
     app.store.update_prospects(updates, at=now)
     result.added += len(inserts)
     result.updated += len(updates)
     if changed is not None:
-        changed.extend(r["email"] for r in inserts)
+        changed.extend(r[0] for r in inserts)
         changed.extend(r["email"] for r in updates)
-    batch.clear()
 
 
 def _merge(old: Any, row: dict[str, Any]) -> dict[str, Any] | None:
@@ -247,7 +369,7 @@ def _merge(old: Any, row: dict[str, Any]) -> dict[str, Any] | None:
             merged[key] = new
             changed = changed or new != old[key]
     custom = json.loads(old["custom"])
-    for key, value in row["custom"].items():
+    for key, value in json.loads(row["custom"]).items():
         if custom.get(key) != value:
             custom[key] = value
             changed = True
