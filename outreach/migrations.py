@@ -143,5 +143,19 @@ M001_INITIAL = """
         );
 """
 
+# The key of the List-Unsubscribe tokens (an HMAC of the address), made here once per
+# database from SQLite's randomness (the OS's) and never written anywhere else. `legacy` marks
+# the last message sent before it existed: those carried the old unkeyed token, which stays
+# accepted for their prospects only.
+M002_UNSUBSCRIBE_SECRET = """
+        CREATE TABLE secrets (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        INSERT INTO secrets (name, value) VALUES ('unsubscribe', lower(hex(randomblob(32))));
+        INSERT INTO secrets (name, value)
+            SELECT 'unsubscribe_legacy_until_message', coalesce(max(id), 0) FROM messages;
+"""
+
 # Each entry runs once, in its own transaction, in this order.
-MIGRATIONS: tuple[str, ...] = (M001_INITIAL,)
+MIGRATIONS: tuple[str, ...] = (M001_INITIAL, M002_UNSUBSCRIBE_SECRET)

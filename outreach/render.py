@@ -13,6 +13,7 @@ a millisecond per message, which alone would cap a run near 600 messages a secon
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -429,8 +430,15 @@ def thread_for(previous: Sequence[Row | Mapping[str, Any]]) -> Thread | None:
                   subject=reply_subject(last["subject"]))
 
 
-def unsubscribe_token(email: str) -> str:
-    """A per-prospect token for List-Unsubscribe: stable, opaque, 16 characters."""
+def unsubscribe_token(email: str, secret: bytes) -> str:
+    """A per-prospect token for List-Unsubscribe: an HMAC-SHA256 of the address under the
+    database's own secret, 16 hex characters. Stable, and only this database can make one,
+    so knowing someone's address is not enough to unsubscribe them."""
+    return hmac.new(secret, email.strip().lower().encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def legacy_unsubscribe_token(email: str) -> str:
+    """The unkeyed token mail sent before the secret carried: still honoured for it."""
     digest = hashlib.sha256(b"outreach-unsubscribe\x00" + email.strip().lower().encode())
     return digest.hexdigest()[:16]
 
@@ -464,12 +472,12 @@ class Envelope:
 
 
 def compose(config: Config, prospect: Prospect, rendered: Rendered, *, message_id: str,
-            now: datetime, thread: Thread | None = None) -> Envelope:
+            now: datetime, unsubscribe_secret: bytes, thread: Thread | None = None) -> Envelope:
     """Assemble the message bytes of CONTRACT §7 for one rendered email."""
     sender = config.sender
     compliance = config.compliance
     subject = thread.subject if thread else rendered.subject
-    token = unsubscribe_token(prospect.email)
+    token = unsubscribe_token(prospect.email, unsubscribe_secret)
     # The token is hex, so it needs no URL quoting.
     unsubscribe = f"<mailto:{compliance.unsubscribe_mailto}?subject=unsubscribe%20{token}>"
     if compliance.unsubscribe_url:

@@ -149,12 +149,16 @@ class _Pass:
         return self.prospects.get(prospect_id) or app.store.prospect_by_id(prospect_id)
 
     def by_token(self, app: App, token: str) -> Prospect | None:
-        """The prospect whose List-Unsubscribe token this is (built on the first use)."""
+        """The prospect whose List-Unsubscribe token this is (built on the first use): the
+        keyed token, or the old unkeyed one for a prospect sent mail before the key existed."""
         if self.tokens is None:
-            from .render import unsubscribe_token
+            from .render import legacy_unsubscribe_token, unsubscribe_token
 
-            self.tokens = {unsubscribe_token(email): pid
-                           for pid, email in app.store.prospect_emails()}
+            secret = app.store.unsubscribe_secret()
+            self.tokens = {legacy_unsubscribe_token(email): pid
+                           for pid, email in app.store.legacy_token_prospects()}
+            self.tokens.update((unsubscribe_token(email, secret), pid)
+                               for pid, email in app.store.prospect_emails())
         pid = self.tokens.get(token)
         return self.prospect(app, pid) if pid is not None else None
 

@@ -308,7 +308,8 @@ class _Run:
         message_id = render.new_message_id(self.config.sender.domain, enrollment_id=e["id"],
                                            step=step.number, now=self.now)
         envelope = render.compose(self.config, prospect, rendered, message_id=message_id,
-                                  now=self.now, thread=thread)
+                                  now=self.now, thread=thread,
+                                  unsubscribe_secret=self.app.store.unsubscribe_secret())
         envelope.meta.update(enrollment_id=e["id"], enrollment=e, prospect=prospect, step=step,
                              template=rendered.template, variant=rendered.variant)
         return envelope
@@ -668,4 +669,5 @@ def preview(app: App, email: str, *, step: int | None = None) -> bytes:
     message_id = render.new_message_id(app.config.sender.domain, enrollment_id=enrollment["id"],
                                        step=number, now=now)
     return render.compose(app.config, prospect, rendered, message_id=message_id, now=now,
-                          thread=thread).data
+                          thread=thread,
+                          unsubscribe_secret=app.store.unsubscribe_secret()).data

@@ -56,6 +56,8 @@ def domain_of(email: str) -> str:
 class Store:
     """One connection to the state database, migrated to the current schema."""
 
+    _secret: bytes | None = None
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         try:
@@ -179,6 +181,24 @@ class Store:
     def prospect_emails(self) -> list[tuple[int, str]]:
         """(id, email) of every prospect: cheap rows for lookups built in Python."""
         return [(r[0], r[1]) for r in self.db.execute("SELECT id, email FROM prospects")]
+
+    def unsubscribe_secret(self) -> bytes:
+        """This database's key for List-Unsubscribe tokens (made once by a migration; read
+        once per connection, as every message sent asks)."""
+        if self._secret is None:
+            row = self.db.execute("SELECT value FROM secrets WHERE name = 'unsubscribe'")
+            self._secret = bytes.fromhex(row.fetchone()[0])
+        return self._secret
+
+    def legacy_token_prospects(self) -> list[tuple[int, str]]:
+        """(id, email) of the prospects sent mail before the unsubscribe key existed: that
+        mail carried the old unkeyed token, still honoured for them alone."""
+        return [(r[0], r[1]) for r in self.db.execute(
+            "SELECT DISTINCT p.id, p.email FROM prospects p "
+            "JOIN enrollments e ON e.prospect_id = p.id "
+            "JOIN messages m ON m.enrollment_id = e.id "
+            "WHERE m.id <= (SELECT CAST(value AS INTEGER) FROM secrets "
+            "WHERE name = 'unsubscribe_legacy_until_message')")]
 
     def prospects_in_domain(self, domain: str) -> list[Prospect]:
         """Prospects whose address is at `domain` (or its subdomains)."""

@@ -20,6 +20,7 @@ from outreach.render import (
     Rendered,
     compose,
     context,
+    legacy_unsubscribe_token,
     lint,
     render_template_email,
     reply_subject,
@@ -29,6 +30,7 @@ from outreach.render import (
 from tests.conftest import prospect_row
 
 NOW = datetime(2026, 3, 5, 13, 30, tzinfo=UTC)
+KEY = bytes(range(32))  # a database's unsubscribe secret
 STEP = Step(number=0, day=0, kind="email", templates=("t",))
 
 
@@ -187,7 +189,8 @@ def test_headers_round_trip(campaign, first, last, subject):
     who = prospect(first_name=first, last_name=last)
     rendered = Rendered(template="t", variant="A", subject=subject.strip(), headers=(),
                         body="Hi.\n")
-    env = compose(config, who, rendered, message_id="<1@acme.example>", now=NOW)
+    env = compose(config, who, rendered, message_id="<1@acme.example>", now=NOW,
+                  unsubscribe_secret=KEY)
     assert env.data.isascii()
     head = env.data.split(b"\r\n\r\n")[0].split(b"\r\n")
     # every header line is folded to 78 characters, but for one unbreakable mailto URI
@@ -210,7 +213,8 @@ def test_headers_round_trip(campaign, first, last, subject):
 def test_body_round_trips(campaign, body):
     config = campaign.config()
     rendered = Rendered(template="t", variant="A", subject="s", headers=(), body=body)
-    env = compose(config, prospect(), rendered, message_id="<1@acme.example>", now=NOW)
+    env = compose(config, prospect(), rendered, message_id="<1@acme.example>", now=NOW,
+                  unsubscribe_secret=KEY)
     msg = parse(env.data)
     assert msg.get_content_type() == "text/plain" and msg.get_content_charset() == "utf-8"
     expected = "7bit" if body.isascii() and len(body) < 998 else "quoted-printable"
@@ -222,7 +226,7 @@ def test_body_round_trips(campaign, body):
 def test_envelope_as_email_message_matches_the_bytes(campaign):
     rendered = Rendered(template="t", variant="A", subject="Grüße", headers=(), body="Hi\n")
     env = compose(campaign.config(), prospect(), rendered, message_id="<9@acme.example>",
-                  now=NOW)
+                  now=NOW, unsubscribe_secret=KEY)
     msg = env.as_email_message()
     assert msg["Subject"] == "Grüße" and msg.as_bytes(policy=default_policy.clone(
         linesep="\r\n")).count(b"Message-ID") == 1
@@ -247,10 +251,14 @@ def test_thread_references_every_earlier_message():
     assert thread_for([]) is None
 
 
-def test_unsubscribe_token_is_per_prospect_and_stable():
-    assert unsubscribe_token("Jane@Maker.example") == unsubscribe_token("jane@maker.example")
-    assert unsubscribe_token("a@x.example") != unsubscribe_token("b@x.example")
-    assert len(unsubscribe_token("a@x.example")) == 16
+def test_unsubscribe_token_is_per_prospect_stable_and_keyed():
+    assert unsubscribe_token("Jane@Maker.example", KEY) == unsubscribe_token("jane@maker.example",
+                                                                             KEY)
+    assert unsubscribe_token("a@x.example", KEY) != unsubscribe_token("b@x.example", KEY)
+    assert len(unsubscribe_token("a@x.example", KEY)) == 16
+    # Another database's key, or none (the old unkeyed token): another token.
+    assert unsubscribe_token("a@x.example", KEY) != unsubscribe_token("a@x.example", b"other")
+    assert unsubscribe_token("a@x.example", KEY) != legacy_unsubscribe_token("a@x.example")
 
 
 # -- check and preview --------------------------------------------------------------------

@@ -11,7 +11,7 @@ from outreach.migrations import MIGRATIONS
 from outreach.store import Store
 
 TABLES = {"prospects", "suppressions", "enrollments", "messages", "inbound", "mailbox_state",
-          "call_tasks", "stage_history", "events", "locks"}
+          "call_tasks", "stage_history", "events", "locks", "secrets"}
 
 
 def test_empty_database_is_migrated_to_the_current_schema(tmp_path):
@@ -24,6 +24,14 @@ def test_empty_database_is_migrated_to_the_current_schema(tmp_path):
     # Opening again applies nothing twice.
     with Store(tmp_path / "new.db") as store:
         assert store.version == len(MIGRATIONS)
+
+
+def test_each_database_gets_its_own_unsubscribe_secret_once(tmp_path):
+    with Store(tmp_path / "a.db") as a, Store(tmp_path / "b.db") as b:
+        secret = a.unsubscribe_secret()
+        assert len(secret) == 32 and secret != b.unsubscribe_secret()
+    with Store(tmp_path / "a.db") as again:  # made once: the same on every open
+        assert again.unsubscribe_secret() == secret
 
 
 def test_database_from_a_newer_outreach_is_refused(tmp_path):
