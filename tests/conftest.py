@@ -23,6 +23,11 @@ pytest_plugins = ["tests.dovecot", "tests.smtp_server"]
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CSV = REPO / "examples" / "prospects.csv"
+# The instant every command runs at unless a test says otherwise (`campaign.now(...)`), so no
+# result depends on the day the suite runs: a Sunday evening in the sample prospects' Chicago,
+# before any date a test pins. A test that needs the real clock takes the `real_clock` fixture.
+PINNED_NOW = "2026-03-01T18:00:00-06:00"
+
 COLUMNS = ("email", "first_name", "last_name", "title", "company", "domain", "industry",
            "employees", "country", "timezone", "phone", "last_activity", "pain_point")
 
@@ -86,12 +91,24 @@ def prospect_row(n: int, **overrides: Any) -> dict[str, Any]:
     return row
 
 
+@pytest.fixture(autouse=True)
+def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test, every command and every subprocess sees PINNED_NOW as "now"."""
+    monkeypatch.setenv("OUTREACH_NOW", PINNED_NOW)
+    return PINNED_NOW
+
+
+@pytest.fixture
+def real_clock(pinned_clock: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """For the few tests about the real clock itself: OUTREACH_NOW unset."""
+    monkeypatch.delenv("OUTREACH_NOW", raising=False)
+
+
 @pytest.fixture
 def campaign(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Campaign:
     root = tmp_path / "campaign"
     list(init_campaign(root))
     monkeypatch.delenv("OUTREACH_CONFIG", raising=False)
-    monkeypatch.delenv("OUTREACH_NOW", raising=False)
     monkeypatch.delenv("OUTREACH_LOAD_PLUGINS", raising=False)
     monkeypatch.delenv("OUTREACH_TRACE_PLUGINS", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # entry-point cache

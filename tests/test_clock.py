@@ -9,8 +9,15 @@ from outreach.errors import OutreachError
 def test_outreach_now_is_the_only_clock(monkeypatch):
     monkeypatch.setenv("OUTREACH_NOW", "2026-03-02T08:15:00-06:00")
     assert clock.now() == datetime(2026, 3, 2, 8, 15, tzinfo=timezone(timedelta(hours=-6)))
-    monkeypatch.delenv("OUTREACH_NOW")
+
+
+def test_without_outreach_now_the_real_clock_is_read(real_clock):
     assert abs(clock.now() - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+def test_the_harness_pins_every_test_to_one_instant():
+    from tests.conftest import PINNED_NOW
+    assert clock.now() == datetime.fromisoformat(PINNED_NOW)
 
 
 @pytest.mark.parametrize(("raw", "message"), [
