@@ -6,15 +6,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import pluggy
 
 from . import clock
-from .config import Config
+from .config import Config, Sender
 from .plugins import activate, fire, make_manager
 from .store import Store
+
+if TYPE_CHECKING:
+    from .calls import CallTask
+    from .models import Prospect
 
 
 @dataclass
@@ -32,7 +37,9 @@ class App:
         if pm is None:
             pm = make_manager(config.plugin_paths, config.plugin_settings)
         activate(pm, config.root)  # plugins' settings() and campaign_dir() follow this config
-        return cls(config=config, store=Store(config.store_path), pm=pm)
+        app = cls(config=config, store=Store(config.store_path), pm=pm)
+        app.fire("campaign_opened", campaign=CampaignView(app))
+        return app
 
     def close(self) -> None:
         self.store.close()
@@ -72,3 +79,21 @@ class App:
             self._held = None
         for hook, kwargs in held:
             fire(self.pm, hook, **kwargs)
+
+
+class CampaignView:
+    """The open campaign as `campaign_opened` hands it to plugins: facts to read, no store."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+        self.root: Path = app.config.root
+        self.sender: Sender = app.config.sender
+
+    def open_call_tasks(self) -> list[tuple[Prospect, CallTask]]:
+        """Every open call task with its prospect, oldest due first."""
+        from .calls import to_task
+
+        store = self._app.store
+        pairs = [(store.prospect_by_id(row["prospect_id"]), to_task(row))
+                 for row in store.open_call_tasks()]
+        return [(prospect, task) for prospect, task in pairs if prospect is not None]

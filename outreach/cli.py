@@ -454,9 +454,10 @@ def stats(app: Any, since: str | None, by: str | None, html_file: Path | None,
 @config_option
 def plugins_list(json_: bool, config_path: str | None) -> None:
     """List the loaded plugins and the hooks each implements."""
-    from .plugins import describe, make_manager
+    from .plugins import activate, describe, make_manager
 
     pm = _startup.get("pm")
+    root = Path(_startup["config"]).parent if _startup.get("config") else None
     if pm is None and not config_path and "manager" in _startup:
         pm = make_manager(*_startup["manager"])   # start-up found only the built-ins
     elif pm is None or config_path:
@@ -464,6 +465,9 @@ def plugins_list(json_: bool, config_path: str | None) -> None:
 
         config = load_config(config_path)
         pm = make_manager(config.plugin_paths, config.plugin_settings)
+        root = config.root
+    if root is not None:
+        activate(pm, root)  # a plugin's status reads its files in the campaign folder
     plugins = describe(pm)
     if json_:
         echo_json(plugins)
@@ -472,6 +476,8 @@ def plugins_list(json_: bool, config_path: str | None) -> None:
         version = f" {p['version']}" if p["version"] else ""
         kind = " (built-in)" if p["builtin"] else ""
         click.echo(f"{p['name']}{version}{kind}: {', '.join(p['hooks']) or 'no hooks'}")
+        if p["status"]:
+            click.echo(f"  {p['status']}")
 
 
 @cli.command()

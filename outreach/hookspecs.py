@@ -28,6 +28,19 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookspec
+def campaign_opened(campaign: Any) -> None:
+    """A command opened the campaign, before doing its work: a plugin catches up here (send
+    what it kept, write its first state). `campaign` has `root` (the folder of outreach.toml),
+    `sender` (the `[sender]` settings) and `open_call_tasks()`: (prospect, task) pairs."""
+
+
+@hookspec
+def plugin_status() -> str | None:
+    """One line about the plugin's own state for `outreach plugins` (events waiting to be
+    delivered, the file it keeps), or None to say nothing."""
+
+
+@hookspec
 def template_context(prospect: Prospect, step: Any) -> dict[str, Any] | None:
     """Return extra template variables for rendering `step` for `prospect`.
 

@@ -253,7 +253,9 @@ def _short(value: Any) -> str:
 
 
 def describe(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
-    """Every loaded plugin and the hooks it implements, for `outreach plugins`."""
+    """Every loaded plugin, the hooks it implements and its own status line (None when it
+    has none, or its `plugin_status` failed, which is reported), for `outreach plugins`."""
+    statuses = {impl.plugin_name: impl for impl in pm.hook.plugin_status.get_hookimpls()}
     out = []
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
         hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or [])
@@ -262,5 +264,14 @@ def describe(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
             "hooks": hooks,
             "version": _versions(pm).get(name),
             "builtin": name in DEFAULT_PLUGINS,
+            "status": _status(statuses[name]) if name in statuses else None,
         })
     return out
+
+
+def _status(impl: Any) -> str | None:
+    try:
+        return impl.function()
+    except Exception as exc:
+        report_failure(impl.plugin_name, "plugin_status", exc)
+        return None

@@ -4,14 +4,15 @@ Enable it by copying this file into your campaign's plugins/ folder. Settings (o
 
     [plugins.calendar_ics]
     path = "calls.ics"        # relative to outreach.toml; this is the default
-    domain = "acme.example"   # for the UIDs: your sender domain makes them match
-                              # `outreach calls --format ics`
     minutes = 5               # length of each call slot
 
 Subscribe to the file (or re-import it) in your calendar app: each task is a short event at
-its due time with the phone number and the script. A task leaves the file when its call is
-recorded (`outreach call`), or the prospect replies, wins, is suppressed or has a bad number.
-The open tasks are kept beside it in `calls.ics.json`, so the file is rewritten whole.
+its due time with the phone number and the script. The first command after you enable it
+writes every open task; a task leaves the file when its call is recorded (`outreach call`),
+or the prospect replies, wins, is suppressed or has a bad number. The UIDs are those of
+`outreach calls --format ics` (`call-task-ID@` your sender domain), so importing both never
+duplicates an event. The open tasks are kept beside it in `calls.ics.json`, so the file is
+rewritten whole; every command checks them against the call list first and catches up.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from outreach.ics import CalendarItem, calendar
 
 NAME = "calendar_ics"
 ENDING_KINDS = {"reply", "bounce", "unsubscribe"}  # `outreach poll` closes their tasks
+_campaign: dict[str, str] = {}  # the open campaign's sender `domain`, for the UIDs
 
 
 def paths() -> tuple[Path, Path]:
@@ -60,14 +62,37 @@ def _replace(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def entry(prospect: Any, task: Any) -> dict[str, Any]:
+    """One task as kept in the state file: its calendar item plus whose it is."""
+    item = calendar_item(task, prospect, domain=_campaign["domain"],
+                         minutes=int(settings(NAME).get("minutes", 5)))
+    return {**asdict(item), "start": item.start.isoformat(), "email": prospect.email}
+
+
+@hookimpl
+def campaign_opened(campaign: Any) -> None:
+    """Catch up with the call list: all open tasks on the first run, and whatever changed
+    while the plugin was not loaded."""
+    _campaign["domain"] = campaign.sender.domain
+    tasks = {str(task.id): entry(prospect, task)
+             for prospect, task in campaign.open_call_tasks()}
+    if tasks != load() or not paths()[0].exists():
+        save(tasks)
+
+
+@hookimpl
+def plugin_status() -> str | None:
+    ics = paths()[0]
+    if not ics.exists():
+        return f"{ics} is written by the next command that opens the campaign"
+    count = len(load())
+    return f"{count} open call{'s' * (count != 1)} in {ics}"
+
+
 @hookimpl
 def call_task_created(prospect: Any, task: Any) -> None:
-    conf = settings(NAME)
-    item = calendar_item(task, prospect, domain=conf.get("domain") or "outreach.invalid",
-                         minutes=int(conf.get("minutes", 5)))
     tasks = load()
-    tasks[str(task.id)] = {**asdict(item), "start": item.start.isoformat(),
-                           "email": prospect.email}
+    tasks[str(task.id)] = entry(prospect, task)
     save(tasks)
 
 

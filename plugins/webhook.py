@@ -1,4 +1,5 @@
-"""webhook: POST every event as JSON to a URL, with retries, backoff and a timeout.
+"""webhook: POST every event as JSON to a URL; what the endpoint does not take waits in a
+spool and is sent again, oldest first, once it is back.
 
 Enable it by copying this file into your campaign's plugins/ folder, then:
 
@@ -6,69 +7,187 @@ Enable it by copying this file into your campaign's plugins/ folder, then:
     url = "https://hooks.example.com/outreach"
     token_env = "OUTREACH_WEBHOOK_TOKEN"   # optional: sent as "Authorization: Bearer ..."
     timeout = 5                            # seconds per attempt
-    attempts = 3                           # tries per event (5xx, 429, network errors)
+    attempts = 3                           # tries per event (5xx, 408, 429, network errors)
     backoff = 0.5                          # seconds before the 2nd try, doubling after
-    down_for = 300                         # seconds to skip an endpoint that stayed down
+    down_for = 300                         # seconds before a down endpoint is tried again
+    spool_path = "webhook-spool"           # undelivered events, relative to outreach.toml
 
-An endpoint that cannot be reached never holds up sending for long: once an event has used
-up its attempts, the endpoint counts as down for `down_for` seconds (the rest of a `send` run;
-a long-lived `outreach watch` tries it again after that) and events meanwhile are skipped
-instead of each waiting out its own timeouts (stderr says so, once).
+Delivery is at least once. Every event has an `id` (also sent as the `Idempotency-Key`
+header) that stays the same on every attempt, so the receiver can drop a duplicate.
+
+An event the endpoint does not take (down, timing out, 5xx, or 401/403/404: check the url and
+token) is kept as a file in the spool, and everything after it joins the queue, so the
+endpoint always gets events in order. The queue is sent at the start of the next command and
+with the next event, once `down_for` has passed; `outreach plugins` says how many wait. An
+event the endpoint refuses for itself (another 4xx) is set aside in `rejected/` inside the
+spool and reported, so it cannot hold up the rest.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from tenacity import (
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-)
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from outreach import campaign_dir, hookimpl, settings
 from outreach import event_record as record
-from outreach import hookimpl, settings
 
 NAME = "webhook"
-_down: dict[str, float] = {}  # endpoint -> time.monotonic() until which it is skipped
+ENDPOINT_WRONG = {401, 403, 404, 405, 410}  # every event would fail: keep them all
+_down: dict[str, float] = {}  # endpoint -> time.monotonic() until which it is not tried
 
 
 class Transient(Exception):
-    """A failure worth retrying: network error, timeout, 429 or 5xx."""
+    """Worth retrying: network error, timeout, 408, 429 or 5xx."""
+
+
+class EndpointWrong(Exception):
+    """The endpoint refuses every event (bad url or token): keep them, tell the user."""
+
+
+class Refused(Exception):
+    """The endpoint refused this one event (a 4xx about its content)."""
+
+
+def spool_dir() -> Path:
+    return Path(settings(NAME).get("spool_path") or campaign_dir() / "webhook-spool")
+
+
+def waiting(spool: Path) -> list[Path]:
+    """The spooled events, oldest first (names start with the time they were kept)."""
+    return sorted(spool.glob("*.json")) if spool.is_dir() else []
+
+
+def keep(spool: Path, doc: dict[str, Any]) -> None:
+    """Add one event to the spool, durably (write, fsync, rename)."""
+    spool.mkdir(parents=True, exist_ok=True)
+    path = spool / f"{time.time_ns():020d}-{doc['id']}.json"
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as fh:
+        fh.write(json.dumps(doc, ensure_ascii=False, default=str).encode("utf-8"))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def spool_lock(spool: Path) -> Iterator[bool]:
+    """Whether this process may send the spool: one sender at a time keeps the order."""
+    spool.mkdir(parents=True, exist_ok=True)
+    with (spool / ".lock").open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def post(doc: dict[str, Any]) -> None:
+    """Deliver one new event, after any that wait in the spool."""
     conf = settings(NAME)
     url = str(conf.get("url", ""))
     if not url:
         return
+    doc = {"id": uuid.uuid4().hex, **doc}
+    spool = spool_dir()
     if _down.get(url, 0.0) > time.monotonic():
+        keep(spool, doc)
         return
+    if not waiting(spool):
+        try:
+            deliver(conf, doc)
+            return
+        except (Transient, EndpointWrong) as exc:
+            keep(spool, doc)
+            went_down(conf, spool, exc)
+            return
+        except Refused as exc:
+            keep(spool / "rejected", doc)
+            set_aside(spool, str(exc))
+            return
+    keep(spool, doc)
+    replay(conf, spool)
+
+
+def replay(conf: dict[str, Any], spool: Path, *, attempts: int | None = None) -> None:
+    """Send the spooled events oldest first, each removed once the endpoint took it; stop
+    at the first that cannot go (it and the rest wait for the next try)."""
+    with spool_lock(spool) as mine:
+        if not mine:
+            return  # another run is sending them, in order
+        while batch := waiting(spool):
+            for path in batch:
+                try:
+                    doc = json.loads(path.read_text(encoding="utf-8"))
+                    deliver(conf, doc, attempts=attempts)
+                except (Transient, EndpointWrong) as exc:
+                    went_down(conf, spool, exc)
+                    return
+                except (Refused, ValueError) as exc:  # ValueError: a damaged file
+                    (spool / "rejected").mkdir(exist_ok=True)
+                    os.replace(path, spool / "rejected" / path.name)
+                    set_aside(spool, str(exc) if isinstance(exc, Refused)
+                              else f"{path.name} cannot be read ({exc})")
+                    continue
+                path.unlink()
+
+
+def went_down(conf: dict[str, Any], spool: Path, exc: Exception) -> None:
+    """Remember the endpoint is down for `down_for` seconds, and say so once."""
+    down_for = float(conf.get("down_for", 300))
+    _down[str(conf["url"])] = time.monotonic() + down_for
+    count = len(waiting(spool))
+    report(f"{conf['url']} {exc}; {count} event{'s' * (count != 1)} kept in {spool}, sent "
+           f"again in order once it is back (tried again after {down_for:g}s or on the next "
+           "command; `outreach plugins` counts them)")
+
+
+def set_aside(spool: Path, why: str) -> None:
+    report(f"{why}; set aside in {spool / 'rejected'} (not sent again)")
+
+
+def report(text: str) -> None:
+    print(f"outreach: plugin {NAME}: {text}", file=sys.stderr)
+
+
+def deliver(conf: dict[str, Any], doc: dict[str, Any], *, attempts: int | None = None) -> None:
+    """POST one event, retrying what is worth retrying with exponential backoff."""
+    url = str(conf["url"])
     body = json.dumps(doc, ensure_ascii=False, default=str).encode("utf-8")
-    headers = {"Content-Type": "application/json", "User-Agent": "outreach-webhook"}
+    headers = {"Content-Type": "application/json", "User-Agent": "outreach-webhook",
+               "Idempotency-Key": str(doc["id"])}
     if conf.get("token"):
         headers["Authorization"] = f"Bearer {conf['token']}"
-    timeout = float(conf.get("timeout", 5))
-    attempts = int(conf.get("attempts", 3))
+    tries = max(1, attempts or int(conf.get("attempts", 3)))
     backoff = float(conf.get("backoff", 0.5))
     retrying = Retrying(
-        stop=stop_after_attempt(max(1, attempts)),
+        stop=stop_after_attempt(tries),
         wait=wait_exponential(multiplier=backoff, min=backoff, max=max(backoff, 8)),
         retry=retry_if_exception(lambda exc: isinstance(exc, Transient)),
         reraise=True,
     )
     try:
-        retrying(_send, url, body, headers, timeout)
+        retrying(_send, url, body, headers, float(conf.get("timeout", 5)))
     except Transient as exc:
-        down_for = float(conf.get("down_for", 300))
-        _down[url] = time.monotonic() + down_for
-        raise RuntimeError(f"{url} unreachable after {attempts} attempt(s) ({exc}); "
-                           f"skipping it for {down_for:g}s") from None
+        raise Transient(f"unreachable after {tries} attempt(s) ({exc})") from None
+    except Refused as exc:
+        raise Refused(f"{url} refused event {doc['id']} ({doc.get('event')} "
+                      f"{doc.get('email')}): {exc}") from None
 
 
 def _send(url: str, body: bytes, headers: dict[str, str], timeout: float) -> None:
@@ -77,11 +196,39 @@ def _send(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Non
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
     except urllib.error.HTTPError as exc:
-        if exc.code == 429 or exc.code >= 500:
+        if exc.code in (408, 429) or exc.code >= 500:
             raise Transient(f"HTTP {exc.code}") from None
-        raise RuntimeError(f"{url} refused the event: HTTP {exc.code} {exc.reason}") from None
+        if exc.code in ENDPOINT_WRONG:
+            raise EndpointWrong(f"answers HTTP {exc.code} {exc.reason}: check url and "
+                                "token") from None
+        raise Refused(f"HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise Transient(str(getattr(exc, "reason", exc))) from None
+        reason = getattr(exc, "reason", exc)
+        raise Transient(getattr(reason, "strerror", None) or str(reason)) from None
+
+
+@hookimpl
+def campaign_opened() -> None:
+    """Send what waits, if anything: one attempt, so a still-down endpoint costs little."""
+    conf = settings(NAME)
+    spool = spool_dir()
+    if conf.get("url") and waiting(spool) and _down.get(str(conf["url"]), 0.0) <= time.monotonic():
+        replay(conf, spool, attempts=1)
+
+
+@hookimpl
+def plugin_status() -> str | None:
+    if not settings(NAME).get("url"):
+        return f"not sending: no url in [plugins.{NAME}]"
+    spool = spool_dir()
+    pending = len(waiting(spool))
+    rejected = len(waiting(spool / "rejected"))
+    if not pending and not rejected:
+        return "no events waiting"
+    parts = [f"{pending} event{'s' * (pending != 1)} waiting in {spool}"] if pending else []
+    if rejected:
+        parts.append(f"{rejected} refused by the endpoint in {spool / 'rejected'}")
+    return "; ".join(parts)
 
 
 @hookimpl

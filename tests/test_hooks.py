@@ -191,6 +191,46 @@ def test_hook_register_commands(campaign: Campaign) -> None:
     assert (proc.returncode, proc.stdout) == (0, "hello Dana\n"), proc.stderr
 
 
+def test_hook_campaign_opened(campaign: Campaign) -> None:
+    """Fired by every command that opens the campaign, before its work, with the campaign's
+    folder, sender and open call tasks."""
+    seen: list[tuple[Any, str, list[tuple[str, int]]]] = []
+
+    class Opener:
+        @hookimpl
+        def campaign_opened(self, campaign: Any) -> None:
+            seen.append((campaign.root, campaign.sender.domain,
+                         [(p.email, t.id) for p, t in campaign.open_call_tasks()]))
+
+    plug(campaign, ("opener", Opener()))
+    started(campaign, 2)  # import, enroll
+    ok(campaign.run("send", "--ignore-window"))  # opened before the call tasks exist
+    ok(campaign.run("calls"))
+    tasks = [(c["email"], c["id"]) for c in campaign.run_json("calls")]
+    assert len(tasks) == 2
+    assert seen[:4] == [(campaign.root, "acme.example", [])] * 3 + [
+        (campaign.root, "acme.example", sorted(tasks, key=lambda t: t[1]))]
+
+
+def test_hook_plugin_status(campaign: Campaign) -> None:
+    """`outreach plugins` shows each plugin's status line; one that raises is reported and
+    the listing goes on."""
+    (campaign.root / "plugins" / "queue.py").write_text(
+        "from outreach import campaign_dir, hookimpl\n\n@hookimpl\ndef plugin_status():\n"
+        "    return f'3 things waiting in {campaign_dir().name}'\n", encoding="utf-8")
+    (campaign.root / "plugins" / "broken.py").write_text(
+        "from outreach import hookimpl\n\n@hookimpl\ndef plugin_status():\n"
+        "    raise RuntimeError('boom')\n", encoding="utf-8")
+    result = ok(campaign.run("plugins"))
+    assert result.stdout == (
+        "broken: plugin_status\n"
+        "outreach.default_plugins.classifier (built-in): classify_reply\n"
+        "queue: plugin_status\n  3 things waiting in campaign\n")
+    assert result.stderr == "outreach: plugin broken failed in plugin_status: RuntimeError: boom\n"
+    listed = {p["name"]: p["status"] for p in campaign.run_json("plugins")}
+    assert listed["queue"] == "3 things waiting in campaign" and listed["broken"] is None
+
+
 def test_hook_prospect_imported(campaign: Campaign, recorder: Recorder) -> None:
     campaign.now(NOW)
     path = campaign.write_csv([prospect_row(1), prospect_row(2)])
