@@ -59,7 +59,7 @@ def test_installed_example_package_is_listed_and_its_hooks_run(
     listed = json.loads(outreach(campaign, installed, "plugins", "--json").stdout)
     hello = next(p for p in listed if p["name"] == "hello")
     assert hello == {"name": "hello", "hooks": ["register_commands", "template_context"],
-                     "version": "0.1.0", "builtin": False}
+                     "version": "0.1.0", "builtin": False, "status": None}
     assert outreach(campaign, installed, "hello").stdout == "Good morning from outreach-hello!\n"
 
     template = campaign.root / "templates" / "referral.txt"
