@@ -42,7 +42,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from .config import Config, Sender, Step
 from .config import Sequence as SequenceConfig
 from .errors import TemplateError
-from .models import Prospect
+from .models import KNOWN_COLUMNS, Prospect
 from .schedule import zone_for
 
 # Headers outreach writes itself; a template may not set them.
@@ -80,6 +80,16 @@ class Compiled:
     constant: bool                          # uses only _CONSTANT_VARIABLES
 
 
+class Blank(jinja2.StrictUndefined):
+    """A prospect column that is blank for this prospect: false in `{% if %}`, replaced by
+    `default(...)`, and an error when printed, so no email says "Hi ," or "at ?"."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+
 class _Sandbox(SandboxedEnvironment):
     """The Jinja sandbox, with a fast yes for public fields of the values outreach passes in
     (the general check costs more than the rest of a render)."""
@@ -87,9 +97,16 @@ class _Sandbox(SandboxedEnvironment):
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) in _PLAIN and not attribute.startswith("_"):
             try:
-                return getattr(obj, attribute)
+                value = getattr(obj, attribute)
             except AttributeError:
                 pass   # the sandbox reports it as undefined, naming the attribute
+            else:
+                if (value == "" or value is None) and type(obj) is Prospect \
+                        and attribute in _COLUMNS:
+                    return Blank(hint=f'{attribute} is blank for this prospect; give it a '
+                                      f'fallback: {{{{ ... .{attribute} | default("...") }}}}',
+                                 obj=obj, name=attribute)
+                return value
         return super().getattr(obj, attribute)
 
 
@@ -181,6 +198,9 @@ def _load(path: Path, *, email: bool) -> Compiled:
             current = number
         else:
             body_line = len(lines) + 1
+    if email and not any(h.lower() == "subject" for h, _ in headers):
+        raise TemplateError(f'{_where(path)} line 1: no "Subject:" line; an email template '
+                            'starts with "Subject: ..." and a blank line before the body')
     combined += _at_line(body_line, current) + "\n".join(lines[body_line - 1:])
     template, constant = _compile(path, combined)
     compiled = Compiled(name=path.stem, path=path, headers=tuple(headers), template=template,
@@ -223,6 +243,8 @@ class SequenceView:
 
 
 _PLAIN = frozenset({Prospect, Sender, Step, SequenceView})
+# A prospect's columns that a template may print: blank ones need a fallback (see Blank).
+_COLUMNS = frozenset({*KNOWN_COLUMNS, "name"})
 
 
 @lru_cache(maxsize=64)
@@ -268,7 +290,6 @@ class Rendered:
     subject: str
     headers: tuple[tuple[str, str], ...]
     body: str
-    has_subject: bool = True
 
 
 _PATHS: dict[tuple[Path, str], Path] = {}
@@ -290,7 +311,6 @@ def render_template_email(config: Config, name: str, ctx: Mapping[str, Any], *, 
         raise TemplateError(f"{_where(compiled.path)}: a variable holds control characters "
                             f"(prospect {who}); clean the prospect's data")
     subject = ""
-    has_subject = False
     headers: list[tuple[str, str]] = []
     for (header, line), value in zip(compiled.headers, parts, strict=False):
         value = value.strip(" \t")
@@ -299,12 +319,16 @@ def render_template_email(config: Config, name: str, ctx: Mapping[str, Any], *, 
                                 f"header would contain a line break (prospect {who}); a "
                                 "variable in it holds more than one line")
         if header.lower() == "subject":
-            subject, has_subject = value, True
+            if not value:
+                raise TemplateError(f"{_where(compiled.path)} line {line}: the Subject is "
+                                    f"empty (prospect {who}); give its variables a fallback "
+                                    "or write a subject")
+            subject = value
         else:
             headers.append((header, value))
     body = parts[-1].strip("\n")
     return Rendered(template=name, variant=variant, subject=subject, headers=tuple(headers),
-                    body=f"{body}\n\n{_footer(config, ctx, who)}\n", has_subject=has_subject)
+                    body=f"{body}\n\n{_footer(config, ctx, who)}\n")
 
 
 _FOOTERS: dict[tuple[int, Sender, str], str] = {}
@@ -389,10 +413,8 @@ def _say_date(sent_at: str, prospect_zone: str, sender_zone: str, mode: str) -> 
 
 
 def lint(rendered: Rendered) -> list[str]:
-    """What `outreach check` warns about in a rendered email: length, links, HTML, Subject."""
+    """What `outreach check` warns about in a rendered email: length, links, HTML."""
     warnings = []
-    if not rendered.has_subject:
-        warnings.append("no Subject: line")
     body = rendered.body.rsplit("\n\n", 1)[0] if "\n\n" in rendered.body else rendered.body
     words = len(body.split())
     if words > MAX_WORDS:
@@ -590,8 +612,13 @@ def check_templates(app: Any) -> tuple[list[str], list[str]]:
     return [_who(k, v) for k, v in errors.items()], [_who(k, v) for k, v in warnings.items()]
 
 
+WHO_SHOWN = 5
+
+
 def _who(problem: str, emails: list[str]) -> str:
+    """The problem and who it affects: the first few addresses, then how many more."""
     if not emails:
         return problem
-    more = f" and {len(emails) - 1} more" if len(emails) > 1 else ""
-    return f"{problem} [prospect {emails[0]}{more}]"
+    shown = ", ".join(emails[:WHO_SHOWN])
+    more = f" and {len(emails) - WHO_SHOWN} more" if len(emails) > WHO_SHOWN else ""
+    return f"{problem} [{'prospect' if len(emails) == 1 else 'prospects'} {shown}{more}]"

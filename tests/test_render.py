@@ -136,10 +136,40 @@ def test_a_line_break_in_a_header_value_is_refused(campaign):
                                  who=who).body
 
 
-def test_no_header_block_means_no_subject(campaign):
-    out = render(campaign, "Just a body, {{ prospect.first_name }}.\n")
-    assert (out.subject, out.has_subject) == ("", False)
-    assert out.body.startswith("Just a body, Jane.")
+def test_an_email_template_without_a_subject_is_an_error(campaign):
+    with pytest.raises(TemplateError, match=r'^templates/t\.txt line 1: no "Subject:" line; '
+                                            r'an email template starts with "Subject: \.\.\."'):
+        render(campaign, "Just a body, {{ prospect.first_name }}.\n")
+
+
+def test_an_empty_subject_is_an_error(campaign):
+    with pytest.raises(TemplateError, match=r"^templates/t\.txt line 1: the Subject is empty "
+                                            r"\(prospect jane@maker\.example\)"):
+        render(campaign, 'Subject: {{ prospect.nickname | default("") }}\n\nHi\n')
+
+
+@pytest.mark.parametrize(("source", "error"), [
+    ("Subject: Hi\n\nHi {{ prospect.first_name }},\n", "line 3: first_name is blank"),
+    ("Subject: at {{ prospect.company }}?\n\nHi\n", "line 1: company is blank"),
+    ("Subject: Hi\n\n{{ prospect.name | upper }}\n", "line 3: name is blank"),
+    ("Subject: Hi\n\nWe have {{ prospect.employees }} people\n",
+     "line 3: employees is blank"),
+])
+def test_a_blank_column_without_a_fallback_is_an_error(campaign, source, error):
+    who = prospect(first_name="", last_name="", company="", employees=None)
+    with pytest.raises(TemplateError, match="^templates/t\\.txt " + error + " for this "
+                       "prospect; give it a fallback"):
+        render(campaign, source, who=who)
+
+
+def test_a_blank_column_with_a_fallback_renders(campaign):
+    who = prospect(first_name="", company="", title="CFO")
+    out = render(campaign, 'Subject: at {{ prospect.company | default("your company") }}?\n\n'
+                 'Hi {{ prospect.first_name | default("there") }},\n'
+                 '{% if prospect.company %}never{% else %}no company{% endif %}\n'
+                 '{{ prospect.title }}\n', who=who)
+    assert out.subject == "at your company?"
+    assert out.body.startswith("Hi there,\nno companyCFO\n")  # trim_blocks eats a newline
 
 
 def test_template_context_plugins_add_but_cannot_replace(campaign):
@@ -164,12 +194,10 @@ def test_template_context_plugins_add_but_cannot_replace(campaign):
         "contains a link (plain text without links lands in the inbox)"]),
     ("<p>Hello</p>", "Hi", ["contains HTML tags (messages are plain text)"]),
     ("a < b and c > d", "Hi", []),
-    ("Plain", None, ["no Subject: line"]),
 ])
 def test_lint(body, subject, warnings):
-    rendered = Rendered(template="t", variant="A", subject=subject or "", headers=(),
-                        body=f"{body}\n\n--\nfooter words " + "x " * 200,
-                        has_subject=subject is not None)
+    rendered = Rendered(template="t", variant="A", subject=subject, headers=(),
+                        body=f"{body}\n\n--\nfooter words " + "x " * 200)
     assert lint(rendered) == warnings
 
 
@@ -276,7 +304,7 @@ def test_check_renders_every_step_for_every_enrolled_prospect(campaign):
     clean = campaign.run_json("check")
     assert clean["errors"] == [] and not [w for w in clean["warnings"] if "templates/" in w]
 
-    write(campaign, "meeting-b", "Hello {{ prospect.first_name }}, see "
+    write(campaign, "meeting-b", "Subject: hello\n\nHello {{ prospect.first_name }}, see "
           "<b>https://acme.example</b>\n" + "word " * 130)
     write(campaign, "referral-bump",
           "Subject: bump\n\nHi {{ prospect.nickname }}\n")
@@ -288,16 +316,14 @@ def test_check_renders_every_step_for_every_enrolled_prospect(campaign):
     assert report["errors"] == [
         "templates/referral-bump.txt line 3: 'outreach.models.Prospect object' has no "
         "attribute 'nickname'; fix the template or the prospect's data "
-        "[prospect cfo1@maker1.example and 1 more]"]
+        "[prospects cfo1@maker1.example, cfo2@maker2.example]"]
     warnings = [w for w in report["warnings"] if w.startswith("templates/")]
+    two = "[prospects cfo1@maker1.example, cfo2@maker2.example]"
     assert warnings == [
-        "templates/meeting-b.txt: no Subject: line [prospect cfo1@maker1.example and 1 more]",
-        "templates/meeting-b.txt: body is 134 words (keep it under 120) "
-        "[prospect cfo1@maker1.example and 1 more]",
+        f"templates/meeting-b.txt: body is 134 words (keep it under 120) {two}",
         "templates/meeting-b.txt: contains a link (plain text without links lands in the "
-        "inbox) [prospect cfo1@maker1.example and 1 more]",
-        "templates/meeting-b.txt: contains HTML tags (messages are plain text) "
-        "[prospect cfo1@maker1.example and 1 more]",
+        f"inbox) {two}",
+        f"templates/meeting-b.txt: contains HTML tags (messages are plain text) {two}",
     ]
 
 
