@@ -506,14 +506,22 @@ def watch(app: Any, interval: float) -> None:
     """Poll forever: IMAP IDLE wakes a pass when mail arrives, dropped connections are
     re-opened with backoff. Stop it with Ctrl-C or SIGTERM."""
     from .watch import watch as watch_
+    from .watch import watching
+
+    at_terminal = sys.stderr.isatty()  # under cron or piped: only what mail did, no chatter
 
     def report(result: Any) -> None:
+        stamp = f"{app.now().astimezone(app.sender_zone):%H:%M} " if at_terminal else ""
         if result.processed:
-            click.echo(_poll_line(result))
+            click.echo(stamp + _poll_line(result))
+        elif at_terminal:
+            click.echo(f"{stamp}checked: no new mail", err=True)
         for bad in result.malformed:
             click.echo(f"skipped malformed message {bad['key']}: {bad['error']}", err=True)
 
     with _poll_lock(app):
+        if at_terminal:
+            click.echo(watching(app.config.imap, interval), err=True)
         watch_(app, interval=interval, on_pass=report)
     click.echo("outreach watch: stopped", err=True)
 

@@ -23,6 +23,16 @@ from .replies import PollResult, poll
 IDLE_RENEW = 540.0  # re-issue IDLE well before the 29-minute timeout servers may apply
 
 
+def watching(imap: Imap, interval: float) -> str:
+    """What `outreach watch` says it watches, at a terminal, before it first connects."""
+    every = f"{interval / 60:g} min" if interval >= 60 and interval % 60 == 0 else f"{interval:g} s"
+    if imap.source == "maildir":
+        return f"watching the Maildir {imap.maildir}, checking every {every}; Ctrl-C stops"
+    who = f" as {imap.username}" if imap.username else ""
+    return (f"watching {', '.join(imap.folders)} on {imap.host}:{imap.port}{who} (IMAP IDLE: "
+            f"new mail is read as it arrives; a full check every {every}); Ctrl-C stops")
+
+
 def _transient(exc: BaseException) -> bool:
     """Connection trouble is retried; a refused login, a missing folder or a config error
     is not (it needs the user)."""
