@@ -69,8 +69,9 @@ def cli() -> None:
 
 def config_option(fn: F) -> F:
     return click.option(
-        "--config", "config_path", type=click.Path(dir_okay=False), default=None,
-        help="Config file (default: $OUTREACH_CONFIG, else ./outreach.toml).",
+        "--config", "config_path", type=click.Path(), default=None,
+        help="Config file or campaign folder (default: $OUTREACH_CONFIG, else "
+             "./outreach.toml).",
     )(fn)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .configpath import CONFIG_NAME as CONFIG_NAME  # re-exported
-from .configpath import find_config
+from .configpath import find_config, missing_config
 from .errors import ConfigError
 from .models import is_email
 
@@ -55,6 +55,8 @@ class Smtp:
     password_env: str
     concurrency: int
     timeout: float
+    provider: str = "custom"
+    auth: str = "none"     # "password", "oauth2" or "none" (resolved: "none" when no username)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,30 @@ class Imap:
     username: str
     password_env: str
     folders: tuple[str, ...]
+    provider: str = "custom"
+    auth: str = "none"
+
+
+@dataclass(frozen=True)
+class OAuth2:
+    """The user's own app registration with one provider, and where its endpoints are."""
+
+    provider: str
+    client_id: str
+    client_secret_env: str
+    tenant: str
+    token_url: str
+    device_authorization_url: str
+    authorization_url: str
+    scopes: tuple[str, ...]
+
+    @property
+    def flow(self) -> str:
+        """`device` (RFC 8628) where the provider allows it, else `browser` (RFC 8252 + PKCE).
+        Google refuses the mail scope in its device flow."""
+        if self.device_authorization_url and self.provider != "google":
+            return "device"
+        return "browser"
 
 
 @dataclass(frozen=True)
@@ -141,6 +167,7 @@ class Config:
     sequences: Mapping[str, Sequence]
     plugin_paths: tuple[Path, ...]
     plugin_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    oauth2: Mapping[str, OAuth2] = field(default_factory=dict)   # by provider, when used
 
     @property
     def root(self) -> Path:
@@ -157,10 +184,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     try:
         raw = cfg_path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(
-            f"{cfg_path}: no such config file. Run `outreach init` to create one, "
-            "or pass --config PATH (or set OUTREACH_CONFIG)."
-        ) from None
+        raise ConfigError(missing_config(path, cfg_path)) from None
     except OSError as exc:
         raise ConfigError(f"{cfg_path}: cannot read: {exc.strerror}") from None
     try:
@@ -189,6 +213,45 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+PROVIDERS = ("google", "microsoft", "custom")
+AUTH_METHODS = ("password", "oauth2", "none")
+
+# provider = "google" | "microsoft" fills host, port and security of [smtp] and [imap].
+SERVER_PRESETS: dict[tuple[str, str], tuple[str, int, str]] = {
+    ("smtp", "google"): ("smtp.gmail.com", 587, "starttls"),
+    ("imap", "google"): ("imap.gmail.com", 993, "tls"),
+    ("smtp", "microsoft"): ("smtp.office365.com", 587, "starttls"),
+    ("imap", "microsoft"): ("outlook.office365.com", 993, "tls"),
+}
+
+# Their OAuth2 endpoints and the scopes mail needs (openid + email/profile name the account).
+_MS = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0"
+OAUTH2_PRESETS: dict[str, dict[str, Any]] = {
+    "microsoft": {
+        "token_url": f"{_MS}/token",
+        "device_authorization_url": f"{_MS}/devicecode",
+        "authorization_url": f"{_MS}/authorize",
+        "scopes": ("https://outlook.office.com/SMTP.Send",
+                   "https://outlook.office.com/IMAP.AccessAsUser.All", "offline_access",
+                   "openid", "profile"),
+    },
+    "google": {
+        "token_url": "https://oauth2.googleapis.com/token",
+        "authorization_url": "https://accounts.google.com/o/oauth2/v2/auth",
+        "scopes": ("https://mail.google.com/", "openid", "email"),
+    },
+}
+
+
+def _endpoint_ok(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    return parts.scheme == "http" and is_loopback(parts.hostname or "")
 
 
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
@@ -288,8 +351,8 @@ class _Parser:
     # -- tables ---------------------------------------------------------------------
 
     def config(self, data: Mapping[str, Any]) -> Config:
-        top = {"sender", "store", "smtp", "imap", "sending", "compliance", "icp", "sequences",
-               "plugins"}
+        top = {"sender", "store", "smtp", "imap", "oauth2", "sending", "compliance", "icp",
+               "sequences", "plugins"}
         for key in data:
             if key not in top:
                 close = difflib.get_close_matches(key, sorted(top), n=1)
@@ -303,12 +366,14 @@ class _Parser:
         sequences = self.sequences(data, icps)
         plugin_paths, plugin_settings = self.plugins(data)
         store = self.section(data, "store", {"path"})
+        smtp, imap = self.smtp(data), self.imap(data)
         return Config(
             path=self.path,
             sender=sender,
             store_path=self.path_key(store, "store", "path", "outreach.db"),
-            smtp=self.smtp(data),
-            imap=self.imap(data),
+            smtp=smtp,
+            imap=imap,
+            oauth2=self.oauth2(data, (smtp, imap)),
             sending=self.sending(data, sender),
             compliance=self.compliance(data, sender),
             icps=icps,
@@ -341,9 +406,21 @@ class _Parser:
 
     def server(self, t: Mapping[str, Any], where: str, default_port: int,
                default_security: str) -> dict[str, Any]:
+        provider = self.choice(t, where, "provider", PROVIDERS, "custom")
+        preset = SERVER_PRESETS.get((where, provider))
+        if preset:
+            for key, value in zip(("host", "port", "security"), preset, strict=True):
+                if key in t and t[key] != value:
+                    raise self.fail(
+                        f"[{where}] {key}",
+                        f'{t[key]!r} differs from provider = "{provider}" ({value!r}): remove '
+                        f'{key} (the preset fills it), or use provider = "custom"')
+            default_host, default_port, default_security = preset
+        else:
+            default_host = "127.0.0.1"
         security = self.choice(t, where, "security", ("tls", "starttls", "none"),
                                default_security)
-        host = self.get(t, where, "host", str, "127.0.0.1")
+        host = self.get(t, where, "host", str, default_host)
         port = self.get(t, where, "port", int, default_port)
         if not 0 < port < 65536:
             raise self.fail(f"[{where}] port", f"must be 1-65535, not {port}")
@@ -358,12 +435,73 @@ class _Parser:
             raise self.fail(f"[{where}] password_env",
                             f'"{env}" is not an environment variable name (the secret itself '
                             "never goes in the config)")
-        return {"host": host, "port": port, "security": security,
-                "username": self.get(t, where, "username", str, ""), "password_env": env}
+        username = self.get(t, where, "username", str, "")
+        # No `auth` key: a username means a password login, none means no login (as before).
+        auth = self.choice(t, where, "auth", AUTH_METHODS, "password" if username else "none")
+        if auth != "none" and not username:
+            raise self.fail(f"[{where}] username",
+                            f'is required for auth = "{auth}": the mailbox to log in as '
+                            '(or set auth = "none" for a server that needs no login)')
+        return {"host": host, "port": port, "security": security, "username": username,
+                "password_env": env, "provider": provider, "auth": auth}
+
+    def oauth2(self, data: Mapping[str, Any], servers: tuple[Smtp | Imap, ...]
+               ) -> dict[str, OAuth2]:
+        """One resolved registration per provider that a server signs in to with OAuth2."""
+        keys = {"client_id", "client_secret_env", "tenant", "token_url",
+                "device_authorization_url", "authorization_url", "scopes"}
+        top = self.section(data, "oauth2", keys | set(PROVIDERS))
+        out: dict[str, OAuth2] = {}
+        for server in servers:
+            if server.auth != "oauth2" or server.provider in out:
+                continue
+            name = server.provider
+            where = f"oauth2.{name}" if name in top else "oauth2"
+            own = self.table(top.get(name, {}), f"oauth2.{name}", keys)
+            t = {**{k: v for k, v in top.items() if k in keys}, **own}
+            section = "smtp" if isinstance(server, Smtp) else "imap"
+            client_id = self.get(t, where, "client_id", str, "")
+            if not client_id:
+                raise self.fail(f"[{where}] client_id",
+                                f'is required for [{section}] auth = "oauth2": the client ID of '
+                                "your own app registration (README: Sign in with OAuth2)")
+            tenant = self.get(t, where, "tenant", str, "organizations")
+            if not re.fullmatch(r"[A-Za-z0-9.-]+", tenant):
+                raise self.fail(f"[{where}] tenant", f'"{tenant}" is not a tenant ID or domain')
+            secret_env = self.get(t, where, "client_secret_env", str, "")
+            if secret_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", secret_env):
+                raise self.fail(f"[{where}] client_secret_env",
+                                f'"{secret_env}" is not an environment variable name')
+            if name == "google" and not secret_env:
+                raise self.fail(f"[{where}] client_secret_env",
+                                "is required for Google: name the environment variable that "
+                                "holds your Desktop app client's secret")
+            preset = OAUTH2_PRESETS.get(name, {})
+            urls = {}
+            for key in ("token_url", "device_authorization_url", "authorization_url"):
+                url = self.get(t, where, key, str, preset.get(key, "").format(tenant=tenant))
+                if url and not _endpoint_ok(url):
+                    raise self.fail(f"[{where}] {key}",
+                                    f'"{url}" must be an https:// URL (http:// only on loopback)')
+                urls[key] = url
+            scopes = self.strings(t, where, "scopes", preset.get("scopes", ()))
+            if not urls["token_url"]:
+                raise self.fail(f"[{where}] token_url",
+                                'is required for provider = "custom": the token endpoint')
+            if not urls["device_authorization_url"] and not urls["authorization_url"]:
+                raise self.fail(f"[{where}] device_authorization_url",
+                                'or authorization_url is required for provider = "custom": '
+                                "where `outreach login` signs in")
+            if not scopes:
+                raise self.fail(f"[{where}] scopes", "is required: the scopes to ask for")
+            out[name] = OAuth2(provider=name, client_id=client_id, client_secret_env=secret_env,
+                               tenant=tenant, scopes=scopes, **urls)
+        return out
 
     def smtp(self, data: Mapping[str, Any]) -> Smtp:
         t = self.section(data, "smtp", {"transport", "outbox", "host", "port", "security",
-                                      "username", "password_env", "concurrency", "timeout"})
+                                      "username", "password_env", "concurrency", "timeout",
+                                      "provider", "auth"})
         timeout = self.get(t, "smtp", "timeout", (int, float), 30)
         if timeout <= 0:
             raise self.fail("[smtp] timeout", f"must be more than 0 seconds, not {timeout}")
@@ -377,7 +515,7 @@ class _Parser:
 
     def imap(self, data: Mapping[str, Any]) -> Imap:
         t = self.section(data, "imap", {"source", "maildir", "host", "port", "security",
-                                      "username", "password_env", "folders"})
+                                      "username", "password_env", "folders", "provider", "auth"})
         folders = self.strings(t, "imap", "folders", ("INBOX",))
         if not folders:
             raise self.fail("[imap] folders", 'is empty: list at least one, e.g. ["INBOX"]')

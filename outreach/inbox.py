@@ -182,7 +182,7 @@ def connect(imap: Imap, *, timeout: float = 60) -> Any:
 
     where = f"imap {imap.host}:{imap.port}"
     password = secret(imap.password_env, what=f"[imap] password_env for {where}") \
-        if imap.password_env else ""
+        if imap.auth == "password" and imap.password_env else ""
     # Building a TLS context loads the system's CA store: only when TLS is used.
     context = ssl.create_default_context() if imap.security != "none" else None
     try:
@@ -192,8 +192,13 @@ def connect(imap: Imap, *, timeout: float = 60) -> Any:
         if imap.security == "starttls":
             client.starttls(context)
     except (OSError, IMAPClientError) as exc:
+        if imap.security == "tls" and "WRONG_VERSION_NUMBER" in str(exc):
+            raise MailboxRefused(f"{where}: this port does not speak TLS: 143 usually wants "
+                                 "starttls, 993 tls") from None
         raise MailboxError(f"{where}: cannot connect ({_text(exc)}); check [imap] host, port "
                            "and security") from None
+    if imap.auth == "none":
+        return client
     try:
         client.login(imap.username, password)
     except LoginError as exc:
@@ -218,8 +223,8 @@ def check_mailbox(config: Config) -> str:
                     for _ in (where / sub).iterdir())
         return f"maildir {where}: readable, {count} messages"
     folders = check_login(imap)
-    return (f"imap {imap.host}:{imap.port}: logged in as {imap.username}; "
-            f"{', '.join(folders)} readable")
+    who = "connected (no login)" if imap.auth == "none" else f"logged in as {imap.username}"
+    return f"imap {imap.host}:{imap.port}: {who}; {', '.join(folders)} readable"
 
 
 def check_login(imap: Imap, *, timeout: float = 15) -> list[str]:

@@ -34,6 +34,17 @@ RETRY_INITIAL = 0.5
 RETRY_MAX = 8.0
 
 
+NO_AUTH = 'server offers no AUTH: set auth = none (or username = "") if it needs no login'
+NOT_TLS = "this port does not speak TLS: 587 usually wants starttls, 465 tls"
+
+
+def _wrong_tls(exc: BaseException) -> bool:
+    """A TLS handshake that met a plaintext greeting (security = "tls" on port 587 or 25)."""
+    cause = exc.__cause__ or exc.__context__
+    return any(isinstance(e, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(e)
+               for e in (exc, cause))
+
+
 class Outcome(enum.Enum):
     SENT = "sent"            # the server accepted it (250 after DATA)
     FAILED = "failed"        # refused for good (5xx): not sent
@@ -184,25 +195,38 @@ class SmtpConnection:
         )
         try:
             await smtp.connect()
-            if s.username:
-                await smtp.login(s.username, self.password or "")
             if smtp.is_ehlo_or_helo_needed:   # MAIL and RCPT are issued by hand below
                 await smtp.ehlo()
+            await self._authenticate(smtp)
             if self._watchdog is None:
                 self._watchdog = asyncio.create_task(self._watch())
-        except aiosmtplib.SMTPAuthenticationError as exc:
+        except TransportError:
             smtp.close()
-            raise TransportError(f"[smtp] username {s.username}: login refused "
-                                 f"({_describe(exc.code, exc.message)}); check the username "
-                                 f"and the password in ${s.password_env}") from None
+            raise
         except aiosmtplib.SMTPResponseException as exc:
             smtp.close()
             raise _Temporary(_describe(exc.code, exc.message)) from None
         except (*_NETWORK, aiosmtplib.SMTPException) as exc:
             smtp.close()
+            if s.security == "tls" and _wrong_tls(exc):
+                raise TransportError(f"[smtp] {s.host}:{s.port}: {NOT_TLS}") from None
             raise _Temporary(f"cannot connect: {exc}") from None
         self.smtp = smtp
         return smtp
+
+    async def _authenticate(self, smtp: aiosmtplib.SMTP) -> None:
+        """Log in as [smtp] auth says; a refusal is a TransportError that names the fix."""
+        s = self.settings
+        if s.auth == "none":
+            return
+        if not smtp.supports_extension("auth"):
+            raise TransportError(f"[smtp] {s.host}:{s.port}: {NO_AUTH}")
+        try:
+            await smtp.login(s.username, self.password or "")
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise TransportError(f"[smtp] username {s.username}: login refused "
+                                 f"({_describe(exc.code, exc.message)}); check the username "
+                                 f"and the password in ${s.password_env}") from None
 
     def _drop(self) -> None:
         if self.smtp is not None:
@@ -330,7 +354,7 @@ def connections(config: Config, count: int | None = None) -> list[Any]:
     if s.transport == "outbox":
         return [OutboxConnection(s.outbox)]
     password = secret(s.password_env, what=f"[smtp] password_env ({s.username})") \
-        if s.username and s.password_env else None
+        if s.auth == "password" and s.password_env else None
     return [SmtpConnection(s, password) for _ in range(count or s.concurrency)]
 
 
@@ -341,4 +365,7 @@ async def login_check(config: Config) -> str:
     await conn.close()
     if config.smtp.transport == "outbox":
         return f"outbox {config.smtp.outbox}: writable"
-    return f"smtp {config.smtp.host}:{config.smtp.port}: logged in"
+    s = config.smtp
+    if s.auth == "none":
+        return f"smtp {s.host}:{s.port}: connected (no login)"
+    return f"smtp {s.host}:{s.port}: logged in as {s.username}"

@@ -113,7 +113,7 @@ def test_plugin_tables_are_settings_for_that_plugin(campaign):
 
 
 def test_missing_and_broken_files(tmp_path):
-    with pytest.raises(ConfigError, match=r"no such config file. Run `outreach init`"):
+    with pytest.raises(ConfigError, match=r"no config at .*nope.toml \(named by --config\)"):
         load_config(tmp_path / "nope.toml")
     bad = tmp_path / "outreach.toml"
     bad.write_text("[sender\nname = 1", encoding="utf-8")
