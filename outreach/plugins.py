@@ -143,12 +143,13 @@ def _load_folder(pm: pluggy.PluginManager, folder: Path, allow: set[str] | None)
 
 def where_failed(exc: BaseException) -> str:
     """`FILE line N: Type: message` for an exception raised while importing a plugin: the
-    syntax error's own place, else the deepest frame of real (not importlib's) code."""
+    syntax error's own place, else the deepest frame outside the loaders (importlib's and
+    ours); just `Type: message` when there is none (an entry point's module is missing)."""
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"{exc.filename} line {exc.lineno}: {type(exc).__name__}: {exc.msg}"
-    machinery = os.path.dirname(importlib.__file__)
+    ours = (os.path.dirname(importlib.__file__), os.path.dirname(__file__))  # loaders
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not f.filename.startswith(("<", machinery))]
+              if not f.filename.startswith(("<", *ours))]
     place = f"{frames[-1].filename} line {frames[-1].lineno}: " if frames else ""
     return f"{place}{type(exc).__name__}: {exc}"
 

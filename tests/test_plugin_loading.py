@@ -117,3 +117,27 @@ def test_a_hook_wrapper_is_refused_at_load_time_naming_plugin_and_hook(campaign,
         "outreach cannot run: it calls each plugin's hook on its own, so that one failing "
         "plugin cannot stop the others, and there is no call of all of them to wrap. Make it "
         "a plain @hookimpl.\n")
+
+
+def test_an_entry_point_that_cannot_load_names_the_plugins_own_file_and_line(
+        tmp_path, monkeypatch):
+    import outreach.entrypoints
+    from outreach.entrypoints import EntryPoint
+    from outreach.plugins import PluginError, make_manager
+
+    (tmp_path / "outreach_broken_ep.py").write_text("x = 1\nimport gone_module_xyz\n",
+                                                     encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("OUTREACH_LOAD_PLUGINS", raising=False)
+    errors = []
+    for value in ("outreach_broken_ep", "outreach_not_installed_xyz:hooks"):
+        monkeypatch.setattr(outreach.entrypoints, "entry_points",
+                            lambda value=value: [EntryPoint("broken", value, "1.0")])
+        with pytest.raises(PluginError) as caught:
+            make_manager()
+        errors.append(str(caught.value).splitlines()[0])
+    assert errors == [
+        f"plugin broken (outreach_broken_ep) cannot be loaded: {tmp_path}/outreach_broken_ep.py "
+        "line 2: ModuleNotFoundError: No module named 'gone_module_xyz'",
+        "plugin broken (outreach_not_installed_xyz:hooks) cannot be loaded: "
+        "ModuleNotFoundError: No module named 'outreach_not_installed_xyz'"]
