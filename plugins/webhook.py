@@ -152,9 +152,9 @@ def went_down(conf: dict[str, Any], spool: Path, exc: Exception) -> None:
     down_for = float(conf.get("down_for", 300))
     _down[str(conf["url"])] = time.monotonic() + down_for
     count = len(waiting(spool))
-    report(f"{conf['url']} {exc}; {count} event{'s' * (count != 1)} kept in {spool}, sent "
-           f"again in order once it is back (tried again after {down_for:g}s or on the next "
-           "command; `outreach plugins` counts them)")
+    report(f"{conf['url']} {exc}; {count} event{'s' * (count != 1)} kept in {spool}, and the "
+           "next ones join them: sent again in order on the next command or after "
+           f"{down_for:g}s (`outreach plugins` counts them)")
 
 
 def set_aside(spool: Path, why: str) -> None:

@@ -163,8 +163,8 @@ def test_webhook_down_keeps_events_in_a_spool_and_replays_them_in_order_when_bac
     spool = campaign.root / "webhook-spool"
     assert said(result) == [
         f"outreach: plugin webhook: {url} unreachable after 2 attempt(s) (Connection refused); "
-        f"1 event kept in {spool}, sent again in order once it is back (tried again after "
-        "300s or on the next command; `outreach plugins` counts them)"]
+        f"1 event kept in {spool}, and the next ones join them: sent again in order on the "
+        "next command or after 300s (`outreach plugins` counts them)"]
     assert f"\n  3 events waiting in {spool}\n" in campaign.run("plugins").stdout
     kept = [json.loads(p.read_text()) for p in sorted(spool.glob("*.json"))]
     assert [d["email"] for d in kept] == [f"cfo{n}@maker{n}.example" for n in (1, 2, 3)]
@@ -324,8 +324,8 @@ def test_webhook_skips_a_down_endpoint_for_down_for_seconds(
     assert [r["status"] for r in handler.received] == statuses
     assert result.stderr.count("outreach: plugin webhook: ") == 1
     assert (f"unreachable after 2 attempt(s) (HTTP 503); 1 event kept in "
-            f"{campaign.root / 'webhook-spool'}, sent again in order once it is back (tried "
-            f"again after {down_for}s") in result.stderr
+            f"{campaign.root / 'webhook-spool'}, and the next ones join them: sent again in "
+            f"order on the next command or after {down_for}s") in result.stderr
     assert [d["email"] for d in delivered(handler)] == (
         ["cfo1@maker1.example", "cfo2@maker2.example"] if down_for == 0 else [])
 
