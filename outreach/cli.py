@@ -155,6 +155,11 @@ def check(app: Any, connect: bool, json_: bool) -> None:
     report["deliverability"] = deliverability.as_dict()
     report["warnings"].extend(deliverability.problems)
     report["warnings"].extend(deliverability.warnings)
+    from .placeholders import warning as identity_warning
+
+    identity = identity_warning(app.config)
+    if identity:
+        report["warnings"].append(identity)
     from .render import check_templates
 
     template_errors, template_warnings = check_templates(app)
@@ -184,6 +189,8 @@ def check(app: Any, connect: bool, json_: bool) -> None:
         click.echo(deliverability.summary())
         for problem in deliverability.problems:
             click.echo(f"warning: {problem}", err=True)
+        if identity:
+            click.echo(f"warning: {identity}", err=True)
         for problem in template_warnings:
             click.echo(f"warning: {problem}", err=True)
         if "smtp" in report:
@@ -586,11 +593,14 @@ def _n(count: int, one: str, many: str | None = None) -> str:
 def preview(app: Any, email: str, step_number: int | None) -> None:
     """Print the exact message the next (or --step N) step would send to EMAIL.
 
-    Headers and body as bytes on the wire; a call step prints its script.
+    Headers and body as bytes on the wire; a call step prints its script. Which step,
+    template and A/B variant made it goes to stderr.
     """
     from .send import preview as preview_
 
-    sys.stdout.buffer.write(preview_(app, email, step=step_number))
+    data, source = preview_(app, email, step=step_number)
+    click.echo(f"preview: {source}", err=True)  # stderr: stdout stays the exact bytes
+    sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
 
 
@@ -615,8 +625,11 @@ def send(app: Any, dry_run: bool, limit: int | None, ignore_window: bool, force:
     above 0.3% (a warning above 0.1%), unless --force.
     """
     from .guard import check_before_send
+    from .placeholders import refuse_example_identity
     from .send import send as send_
 
+    if not dry_run:
+        refuse_example_identity(app.config)
     # A dry run shows that refusal too, as a real run would.
     for warning in check_before_send(app, force=force).warnings:
         click.echo(f"warning: {warning}", err=True)

@@ -630,9 +630,10 @@ def _send(run: _Run, *, dry_run: bool) -> None:
     run.act(later, run.follow_blocked)
 
 
-def preview(app: App, email: str, *, step: int | None = None) -> bytes:
-    """The exact bytes the enrollment's next step (or step `step`) would send; a call step's
-    script. The Message-ID and Date are fresh each time."""
+def preview(app: App, email: str, *, step: int | None = None) -> tuple[bytes, str]:
+    """The exact bytes the enrollment's next step (or step `step`) would send, or a call
+    step's script, and which step, template and A/B variant made them. The Message-ID and Date
+    are fresh each time."""
     from .lifecycle import require_prospect
 
     prospect = require_prospect(app, email)
@@ -657,8 +658,10 @@ def preview(app: App, email: str, *, step: int | None = None) -> bytes:
         raise OutreachError(f"{prospect.email}: sequence {sequence.name} has steps 0-"
                             f"{len(sequence.steps) - 1}; pass --step N")
     chosen = sequence.steps[number]
+    where = f"step {number} of {sequence.name}"
     if chosen.kind == "call":
-        return render.render_call_script(app, prospect, enrollment, chosen).encode("utf-8")
+        script = render.render_call_script(app, prospect, enrollment, chosen)
+        return script.encode("utf-8"), f"{where}: call script templates/{chosen.templates[0]}.txt"
     if chosen.kind == "recycle":
         raise OutreachError(f"{prospect.email}: step {number} of {sequence.name} recycles the "
                             "lead; it sends nothing")
@@ -668,6 +671,9 @@ def preview(app: App, email: str, *, step: int | None = None) -> bytes:
     now = app.now()
     message_id = render.new_message_id(app.config.sender.domain, enrollment_id=enrollment["id"],
                                        step=number, now=now)
-    return render.compose(app.config, prospect, rendered, message_id=message_id, now=now,
+    data = render.compose(app.config, prospect, rendered, message_id=message_id, now=now,
                           thread=thread,
                           unsubscribe_secret=app.store.unsubscribe_secret()).data
+    variant = f", A/B variant {rendered.variant} of {len(chosen.templates)}" \
+        if len(chosen.templates) > 1 else ""
+    return data, f"{where}: templates/{rendered.template}.txt{variant}"

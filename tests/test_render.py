@@ -450,3 +450,20 @@ def test_voicemail_script_names_the_last_email_or_not(campaign):
     cold = render_script(config, "voicemail", context(_App(config), prospect(), voicemail,
                                                       "referral"), who="jane@maker.example")
     assert "I'm calling about month-end close at Maker Inc." in cold
+
+
+def test_preview_names_step_template_and_variant_on_stderr(campaign):
+    from outreach.schedule import choose_variant
+
+    enroll_two(campaign)
+    shown = campaign.run("preview", "cfo1@maker1.example")
+    assert shown.stderr == "preview: step 0 of referral: templates/referral.txt\n"
+    assert shown.stdout_bytes.startswith(b"From: Dana Reyes <dana@acme.example>\r\n")
+    call = campaign.run("preview", "cfo1@maker1.example", "--step", "1")
+    assert call.stderr == "preview: step 1 of referral: call script templates/voicemail.txt\n"
+    chosen = choose_variant(("meeting-a", "meeting-b"), email="cfo1@maker1.example",
+                            sequence="referral", step=4)
+    letter = "A" if chosen == "meeting-a" else "B"
+    ab = campaign.run("preview", "cfo1@maker1.example", "--step", "4")
+    assert ab.stderr == (f"preview: step 4 of referral: templates/{chosen}.txt, "
+                         f"A/B variant {letter} of 2\n")
