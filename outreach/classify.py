@@ -435,6 +435,14 @@ _BOUNCE_SUBJECT = re.compile(
     r"returning (?:message )?to sender|returned to sender|rejected mail",
     re.IGNORECASE,
 )
+# Every alternative above holds one of these: most subjects hold none and skip the regex.
+_BOUNCE_WORDS = ("deliver", "zustellbar", "remis", "distribuable", "entreg", "delayed",
+                 "failure", "failed", "mail error", "return", "rejected")
+
+
+def _bounce_subject(subject: str) -> bool:
+    low = subject.lower()
+    return any(word in low for word in _BOUNCE_WORDS) and bool(_BOUNCE_SUBJECT.search(subject))
 _STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _SMTP_CODE = re.compile(r"(?<![\d.#-])([45])\d\d(?=[ -]|$)", re.MULTILINE)
 _SOFT_WORDS = re.compile(
@@ -465,13 +473,13 @@ def looks_like_bounce(message: Message) -> bool:
     sender = address_of(header(message, "From"))
     subject = header(message, "Subject")
     return message.get_content_type() == "multipart/report" or _is_daemon(message, sender) \
-        or "X-Failed-Recipients" in message or bool(_BOUNCE_SUBJECT.search(subject)) \
+        or "X-Failed-Recipients" in message or _bounce_subject(subject) \
         or (message.get_content_maintype() == "multipart"
-            and bool(_FEEDBACK_SUBJECT.search(subject)))
+            and any(word in subject.lower() for word in _FEEDBACK_WORDS))
 
 
 # Feedback loops that are not multipart/report (Microsoft JMRP: "complaint about message").
-_FEEDBACK_SUBJECT = re.compile(r"complaint|abuse report|feedback", re.IGNORECASE)
+_FEEDBACK_WORDS = ("complaint", "abuse report", "feedback")
 
 
 def _is_daemon(message: Message, sender: str) -> bool:
@@ -507,9 +515,8 @@ def _bounce(message: Message, sender: str, subject: str, context: Context) -> Ve
     report = ctype == "multipart/report" and (
         message.get_param("report-type") or "").lower() == "delivery-status"
     daemon = _is_daemon(message, sender)
-    bounce_subject = bool(_BOUNCE_SUBJECT.search(subject))
-    if not (report or daemon or bounce_subject or ctype == "multipart/report"
-            or "X-Failed-Recipients" in message):
+    if not (report or daemon or ctype == "multipart/report" or "X-Failed-Recipients" in message
+            or _bounce_subject(subject)):
         return None
     found = _Failures()
     actions: list[str] = []
@@ -524,7 +531,7 @@ def _bounce(message: Message, sender: str, subject: str, context: Context) -> Ve
     if not dsn_named:
         _flufl_failures(message, found)
     null_sender = header(message, "Return-Path") in ("<>", "")
-    if not (report or found or ((daemon or null_sender) and bounce_subject)
+    if not (report or found or ((daemon or null_sender) and _bounce_subject(subject))
             or (daemon and ctype == "multipart/report")):
         return None
     notice = body_text(message)
@@ -674,28 +681,42 @@ _LIST_HEADERS = ("List-Id", "List-Unsubscribe", "List-Post", "List-Help", "List-
                  "X-Mailing-List", "X-Campaign-Id", "X-MC-User", "X-Mailgun-Campaign-Id")
 
 
+def _present(message: Message) -> Any:
+    """The lower-cased names of the message's headers (a view of the index, when it has
+    one): some thirty names are asked of every message, most of them absent."""
+    if isinstance(message, IndexedMessage):
+        return message._by_name().keys()
+    return {name.lower() for name in message}
+
+
+def _first_present(present: Any, names: tuple[str, ...]) -> str:
+    return next((name for name in names if name.lower() in present), "")
+
+
 def auto_reply_reason(message: Message, subject: str, body: str = "") -> str:
     """Why this is an automatic answer (RFC 3834, vendor headers, an out-of-office subject),
     or "" when it is not one. Mailing-list mail is not an auto-reply: see `machine_reason`."""
-    auto = header(message, "Auto-Submitted").lower()
-    if auto and not auto.startswith("no"):
-        return f"Auto-Submitted: {auto} (RFC 3834)"
+    present = _present(message)
+    if "auto-submitted" in present:
+        auto = header(message, "Auto-Submitted").lower()
+        if auto and not auto.startswith("no"):
+            return f"Auto-Submitted: {auto} (RFC 3834)"
     for name in _AUTO_HEADERS:
-        if message.get(name) is not None and header(message, name).lower() not in ("no",
-                                                                                  "false"):
+        if name.lower() in present and header(message, name).lower() not in ("no", "false"):
             return f"{name} header"
-    precedence = header(message, "Precedence").lower()
+    precedence = header(message, "Precedence").lower() if "precedence" in present else ""
     if precedence == "auto_reply":
         return "Precedence: auto_reply"
-    if any(message.get(n) is not None for n in _LIST_HEADERS):
+    if _first_present(present, _LIST_HEADERS):
         return ""  # a list's mail: machine_reason names it
     if precedence in ("bulk", "junk"):
         return f"Precedence: {precedence}"
-    suppress = header(message, "X-Auto-Response-Suppress").lower()
-    if message.get("X-MS-Exchange-Inbox-Rules-Loop") or (
-            suppress and suppress not in ("none", "dr", "rn", "nrn")):
-        return f"X-Auto-Response-Suppress: {suppress}" if suppress else \
-            "X-MS-Exchange-Inbox-Rules-Loop header"
+    suppress = header(message, "X-Auto-Response-Suppress").lower() \
+        if "x-auto-response-suppress" in present else ""
+    if suppress and suppress not in ("none", "dr", "rn", "nrn"):
+        return f"X-Auto-Response-Suppress: {suppress}"
+    if "x-ms-exchange-inbox-rules-loop" in present:
+        return "X-MS-Exchange-Inbox-Rules-Loop header"
     if _OOF_SUBJECT.search(_strip_re(subject)):
         return "out-of-office subject"
     return ""
@@ -711,6 +732,8 @@ _CHALLENGE = re.compile(
     r"(?:add|added) (?:yourself )?to (?:my|the|our) (?:approved senders|whitelist|allow ?list)|"
     r"protected by (?:boxbe|spamarrest|spam arrest|mailmate|sendio|choicemail)",
     re.IGNORECASE)
+# Each challenge phrase holds one of these: most texts hold none, and skip the regex.
+_CHALLENGE_WORDS = ("verif", "challenge", "approv", "whitelist", "allow", "protected by")
 _NO_REPLY = re.compile(r"^(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|notifications?|"
                        r"newsletters?|mailer|automailer|auto-?confirm)(?:[+@]|$)", re.IGNORECASE)
 
@@ -719,18 +742,19 @@ def machine_reason(message: Message, sender: str, subject: str, text: str) -> st
     """Why a message that is neither a report nor an auto-reply was still sent by a machine
     (a mailing list or newsletter, a challenge-response check, a no-reply or daemon address,
     a null return path), or "" when a person may have written it."""
-    for name in _LIST_HEADERS:
-        if message.get(name) is not None:
-            return f"mailing-list or newsletter mail ({name} header)"
-    if header(message, "Precedence").lower() == "list":
+    present = _present(message)
+    if name := _first_present(present, _LIST_HEADERS):
+        return f"mailing-list or newsletter mail ({name} header)"
+    if "precedence" in present and header(message, "Precedence").lower() == "list":
         return "mailing-list mail (Precedence: list)"
-    if _CHALLENGE.search(subject) or _CHALLENGE.search(text[:3000]):
+    sample = (subject + "\n" + text[:3000]).lower()
+    if any(word in sample for word in _CHALLENGE_WORDS) and _CHALLENGE.search(sample):
         return "challenge-response: asks us to verify we are human"
     if _NO_REPLY.match(sender) or _DAEMON.match(sender):
         return f"sent from a no-reply or system address ({sender})"
-    if header(message, "Return-Path") == "<>":
+    if "return-path" in present and header(message, "Return-Path") == "<>":
         return "null return path (<>): sent by a mail system, not a person"
-    if _BOUNCE_SUBJECT.search(subject) and not _REPLY_PREFIX.match(subject):
+    if _bounce_subject(subject) and not _REPLY_PREFIX.match(subject):
         return "a delivery notice naming no address we know"
     return ""
 

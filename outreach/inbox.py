@@ -162,10 +162,9 @@ class ImapSource:
             return
         # `UID SEARCH UID n:*` always includes the newest message, even below n.
         uids = sorted(u for u in client.search(["UID", f"{start}:*"]) if u >= start)
-        for first in range(0, len(uids), BATCH):
-            chunk = uids[first:first + BATCH]
-            # A batch keeps the UID list in the command short (imapclient fails past ~64 kB).
-            data = client.fetch(chunk, ["BODY.PEEK[]"])
+        # A batch keeps the UID list in the command short (imapclient fails past ~64 kB).
+        chunks = [uids[first:first + BATCH] for first in range(0, len(uids), BATCH)]
+        for chunk, data in _prefetched(client, chunks):
             batch = [Inbound(name, f"{uidvalidity}:{uid}", data[uid][b"BODY[]"] or b"",
                              uidvalidity, uid)
                      for uid in chunk if uid in data and b"BODY[]" in data[uid]]
@@ -173,6 +172,27 @@ class ImapSource:
             store.set_mailbox_state(name, uidvalidity=uidvalidity, last_uid=chunk[-1])
         if not uids:
             store.set_mailbox_state(name, uidvalidity=uidvalidity, last_uid=start - 1)
+
+
+def _prefetched(client: Any, chunks: list[list[int]]) -> Iterator[tuple[list[int], Any]]:
+    """Each chunk's bodies, the next chunk fetched by a helper thread while the caller acts
+    on this one: the server prepares and sends it while we classify, instead of after.
+
+    Only one thread uses the connection at a time: the caller touches it again only after
+    the last fetch is collected (leaving the `with` waits for one still under way)."""
+    if len(chunks) < 2:
+        for chunk in chunks:
+            yield chunk, client.fetch(chunk, ["BODY.PEEK[]"])
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outreach-fetch") as pool:
+        pending = pool.submit(client.fetch, chunks[0], ["BODY.PEEK[]"])
+        for i, chunk in enumerate(chunks):
+            data = pending.result()
+            if i + 1 < len(chunks):
+                pending = pool.submit(client.fetch, chunks[i + 1], ["BODY.PEEK[]"])
+            yield chunk, data
 
 
 def connect(imap: Imap, *, timeout: float = 60) -> Any:

@@ -212,9 +212,12 @@ def poll(app: App, *, source: Source | None = None) -> PollResult:
     source = source or open_source(app.config)
     result = PollResult()
     state: _Pass | None = None
+    batches = source.batches(app.store)
     try:
         with ExitStack() as stack, _collector_paused():
-            for batch in source.batches(app.store):
+            # Closed first when the pass fails: a source may still be reading ahead.
+            stack.callback(getattr(batches, "close", lambda: None))
+            for batch in batches:
                 if not batch:
                     continue
                 if state is None:  # built on the first message: nothing new is fast

@@ -194,6 +194,43 @@ def test_imap_position_moves_only_after_the_batch_is_saved(campaign, dovecot, mo
     assert campaign.run_json("poll")["processed"] == 0
 
 
+def test_imap_reads_ahead_and_a_pass_dying_in_a_later_batch_keeps_the_earlier_ones(
+        campaign, dovecot, monkeypatch):
+    """Batches of 2: the next batch is fetched while one is acted on. A pass that dies in
+    the second batch keeps the first (and the position after it), never the read-ahead."""
+    from tests.test_inbox_imap import eml, use_imap
+
+    seed(campaign)
+    use_imap(campaign, dovecot)
+    names = ("reply-apple-mail", "reply-not-interested", "reply-outlook-interested",
+             "reply-spanish", "reply-german-outlook")
+    for name in names:
+        dovecot.append(eml(name))
+    monkeypatch.setattr("outreach.inbox.BATCH", 2)
+    calls = {"n": 0}
+    real = Store.add_inbound_many
+
+    def dies_on_the_second(self, rows):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, rows)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Store, "add_inbound_many", dies_on_the_second)
+        with pytest.raises(KeyboardInterrupt):
+            run_poll(campaign, Probe(campaign.root / "outreach.db"))
+    with campaign.app() as app:
+        assert len(app.store.inbound()) == 2
+        assert app.store.db.execute("SELECT last_uid FROM mailbox_state").fetchone()[0] == \
+            app.store.db.execute("SELECT max(uid) FROM inbound").fetchone()[0]
+    result = run_poll(campaign, Probe(campaign.root / "outreach.db"))
+    assert (result.processed, result.replies) == (3, 3)
+    assert campaign.run_json("poll")["processed"] == 0
+    with campaign.app() as app:
+        assert len(app.store.inbound()) == 5
+
+
 class Seen:
     """Records, for each stage change and reply hook, what the prospect looked like then
     and whether the garbage collector was running."""
