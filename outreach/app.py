@@ -13,13 +13,25 @@ from zoneinfo import ZoneInfo
 import pluggy
 
 from . import clock
-from .config import Config, Sender
+from .config import Config, Sender, secret
 from .plugins import activate, fire, make_manager
 from .store import Store
 
 if TYPE_CHECKING:
     from .calls import CallTask
     from .models import Prospect
+
+
+def open_store(config: Config) -> Store:
+    """The campaign's store: its PostgreSQL database, or its SQLite file (folder made)."""
+    password = None
+    if config.store_url:
+        if config.store_password_env:
+            password = secret(config.store_password_env,
+                              what=f"{config.path.name}: [store] password_env")
+    else:
+        config.store_path.parent.mkdir(parents=True, exist_ok=True)
+    return Store(config.store_target, password=password)
 
 
 @dataclass
@@ -33,11 +45,10 @@ class App:
     @classmethod
     def open(cls, config: Config, pm: pluggy.PluginManager | None = None) -> App:
         """Open the store (migrating it) and load plugins unless a manager is given."""
-        config.store_path.parent.mkdir(parents=True, exist_ok=True)
         if pm is None:
             pm = make_manager(config.plugin_paths, config.plugin_settings)
         activate(pm, config.root)  # plugins' settings() and campaign_dir() follow this config
-        app = cls(config=config, store=Store(config.store_path), pm=pm)
+        app = cls(config=config, store=open_store(config), pm=pm)
         app.fire("campaign_opened", campaign=CampaignView(app))
         return app
 

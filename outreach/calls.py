@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
@@ -49,7 +48,7 @@ class CallTask:
         }
 
 
-def to_task(row: sqlite3.Row) -> CallTask:
+def to_task(row: Mapping[str, Any]) -> CallTask:
     done = row["done_at"]
     return CallTask(
         id=row["id"], enrollment_id=row["enrollment_id"], prospect_id=row["prospect_id"],

@@ -142,7 +142,7 @@ def check(app: Any, connect: bool, json_: bool) -> None:
     """Validate the config and the database; with --connect, log in to SMTP and IMAP."""
     report = {
         "config": str(app.config.path),
-        "database": str(app.config.store_path),
+        "database": app.store.where,
         "prospects": app.store.count_prospects(),
         "sequences": sorted(app.config.sequences),
         "icps": sorted(app.config.icps),

@@ -168,6 +168,13 @@ class Config:
     plugin_paths: tuple[Path, ...]
     plugin_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     oauth2: Mapping[str, OAuth2] = field(default_factory=dict)   # by provider, when used
+    store_url: str = ""            # a postgresql:// URL (a team database); "": SQLite
+    store_password_env: str = ""   # the variable holding its password (else libpq's own ways)
+
+    @property
+    def store_target(self) -> str | Path:
+        """What the store opens: the PostgreSQL URL, else the SQLite file."""
+        return self.store_url or self.store_path
 
     @property
     def root(self) -> Path:
@@ -365,12 +372,13 @@ class _Parser:
         icps = self.icps(data)
         sequences = self.sequences(data, icps)
         plugin_paths, plugin_settings = self.plugins(data)
-        store = self.section(data, "store", {"path"})
+        store = self.section(data, "store", {"path", "url", "password_env"})
+        store_path, store_url, store_env = self.store(store)
         smtp, imap = self.smtp(data), self.imap(data)
         return Config(
             path=self.path,
             sender=sender,
-            store_path=self.path_key(store, "store", "path", "outreach.db"),
+            store_path=store_path, store_url=store_url, store_password_env=store_env,
             smtp=smtp,
             imap=imap,
             oauth2=self.oauth2(data, (smtp, imap)),
@@ -381,6 +389,34 @@ class _Parser:
             plugin_paths=plugin_paths,
             plugin_settings=plugin_settings,
         )
+
+    def store(self, t: Mapping[str, Any]) -> tuple[Path, str, str]:
+        """[store]: a SQLite `path`, or a PostgreSQL `url` (a `url` that is not one is a path)."""
+        from urllib.parse import urlsplit
+
+        url = self.get(t, "store", "url", str, "")
+        if url and not url.startswith(("postgresql://", "postgres://")):
+            if "://" in url:
+                raise self.fail("[store] url", f'"{url}" is not a postgresql:// URL (for '
+                                "SQLite give a file path)")
+            return self.root / url, "", ""
+        if url and "path" in t:
+            raise self.fail("[store] path", "and url are both set: keep one (url is the team's "
+                            "PostgreSQL database, path the SQLite file)")
+        try:
+            password = urlsplit(url).password
+        except ValueError as exc:
+            raise self.fail("[store] url", f'"{url}" is not a valid URL: {exc}') from None
+        if password:
+            raise self.fail("[store] url", "holds a password: take it out and name the "
+                            "variable that holds it in [store] password_env (or use libpq's "
+                            "PGPASSWORD or ~/.pgpass)")
+        env = self.get(t, "store", "password_env", str, "")
+        if env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):
+            raise self.fail("[store] password_env",
+                            f'"{env}" is not an environment variable name (the secret itself '
+                            "never goes in the config)")
+        return self.path_key(t, "store", "path", "outreach.db"), url, env
 
     def sender(self, data: Mapping[str, Any]) -> Sender:
         t = self.section(data, "sender",

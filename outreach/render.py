@@ -31,7 +31,6 @@ from email.policy import default as default_policy
 from email.utils import format_datetime, formataddr
 from functools import lru_cache
 from pathlib import Path
-from sqlite3 import Row
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -360,12 +359,12 @@ def _referrer(app: Any, prospect: Prospect) -> Prospect | None:
     return app.store.prospect_by_id(prospect.referrer_id) if prospect.referrer_id else None
 
 
-def _sequence(app: Any, enrollment: Row | Mapping[str, Any]) -> SequenceConfig:
+def _sequence(app: Any, enrollment: Mapping[str, Any]) -> SequenceConfig:
     return app.config.sequences[enrollment["sequence"]]
 
 
 def chosen_template(step: Step, prospect: Prospect, sequence: str,
-                    enrollment: Row | Mapping[str, Any] | None = None) -> str:
+                    enrollment: Mapping[str, Any] | None = None) -> str:
     """The step's template for this prospect: a variant already recorded, else a stable hash."""
     from .schedule import choose_variant
 
@@ -377,7 +376,7 @@ def chosen_template(step: Step, prospect: Prospect, sequence: str,
                           step=step.number)
 
 
-def render_email(app: Any, prospect: Prospect, enrollment: Row | Mapping[str, Any],
+def render_email(app: Any, prospect: Prospect, enrollment: Mapping[str, Any],
                  step: Step) -> Rendered:
     """Render an enrollment's email step for a prospect (A/B variant chosen stably)."""
     sequence = _sequence(app, enrollment)
@@ -387,7 +386,7 @@ def render_email(app: Any, prospect: Prospect, enrollment: Row | Mapping[str, An
                                  variant=variant_letter(step, name))
 
 
-def render_call_script(app: Any, prospect: Prospect, enrollment: Row | Mapping[str, Any],
+def render_call_script(app: Any, prospect: Prospect, enrollment: Mapping[str, Any],
                        step: Step, *, last_sent_at: str | None = None) -> str:
     """Render a call step's script; `last_email_date` is the day this enrollment last mailed
     (`last_sent_at`, an ISO time, when the caller knows it; else looked up)."""
@@ -442,7 +441,7 @@ def reply_subject(subject: str) -> str:
     return "Re: " + _RE_PREFIX.sub("", subject)
 
 
-def thread_for(previous: Sequence[Row | Mapping[str, Any]]) -> Thread | None:
+def thread_for(previous: Sequence[Mapping[str, Any]]) -> Thread | None:
     """The thread from an enrollment's earlier handed-over messages (oldest first), if any."""
     if not previous:
         return None

@@ -24,7 +24,6 @@ from zoneinfo import ZoneInfo
 from .app import App
 from .clock import iso
 from .config import valid_timezone
-from .errors import LockedError
 from .inbox import Inbound, Source, open_source
 from .models import is_email
 from .plugins import first_result, has_impls
@@ -93,24 +92,12 @@ _COUNTS = ("processed", "replies", "auto_replies", "bounces", "unsubscribes", "r
 @contextmanager
 def poll_lock(app: App) -> Iterator[None]:
     """One `poll` or `watch` per database at a time: two would race on the same messages.
-
-    An flock on a file beside the database: released by the kernel however the process
-    ends, and no database write (so a pass with nothing new writes nothing at all).
-    """
-    import fcntl
-
-    path = app.config.store_path.with_name(app.config.store_path.name + ".poll-lock")
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockedError(f"{app.config.store_path}: another `outreach poll` or `outreach "
-                              "watch` is running on it; let it finish (or stop it), then run "
-                              "again.") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    Released however the process ends, and no database write (so a pass with nothing new
+    writes nothing at all)."""
+    with app.store.exclusive("poll", f"{app.store.where}: another `outreach poll` or "
+                             "`outreach watch` is running on it; let it finish (or stop it), "
+                             "then run again."):
+        yield
 
 
 def context_for(app: App) -> classify.Context:

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from sqlite3 import Row
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,6 +26,7 @@ from .errors import OutreachError
 from .models import Prospect
 from .plugins import has_impls
 from .schedule import allowance, day_bounds, due_at, next_window, window_open, zone_for
+from .store import Record
 from .transport import Delivery, Outcome, connections
 
 LEASE = timedelta(minutes=10)
@@ -85,7 +85,7 @@ class SendResult:
 
 @dataclass
 class _Due:
-    enrollment: Row
+    enrollment: Record
     step: Step
     due: datetime
     zone: ZoneInfo
@@ -95,7 +95,7 @@ class _Due:
 class _Action:
     """A due call, recycle or end-of-sequence step (no message)."""
 
-    enrollment: Row
+    enrollment: Record
     step: Step | None        # None: the sequence has no steps left
     due: datetime
 
@@ -127,7 +127,7 @@ class _Run:
 
     # -- planning ---------------------------------------------------------------------
 
-    def walk(self, enrollment: Row, sequence: Sequence, start: int,
+    def walk(self, enrollment: Record, sequence: Sequence, start: int,
              actions: list[_Action]) -> _Due | None:
         """From step `start`, collect the due non-email steps and return the due email, if any."""
         zone = zone_for(enrollment["prospect_timezone"], self.config.sender.timezone,
@@ -148,7 +148,7 @@ class _Run:
             actions.append(_Action(enrollment, None, self.now))
         return None
 
-    def plan(self, rows: list[Row]) -> tuple[list[_Action], list[_Due]]:
+    def plan(self, rows: list[Record]) -> tuple[list[_Action], list[_Due]]:
         actions: list[_Action] = []
         emails: list[_Due] = []
         stamp = iso(self.now)
@@ -238,7 +238,7 @@ class _Run:
         if advanced:   # committed with the tasks: a crash in between redoes both
             store.advance_enrollments(advanced)
 
-    def _script(self, e: Row, step: Step) -> str | OutreachError:
+    def _script(self, e: Record, step: Step) -> str | OutreachError:
         try:
             return render.render_call_script(self.app, self.prospect(e["prospect_id"]), e, step,
                                              last_sent_at=self.sent_at.get(e["id"]))
@@ -412,7 +412,7 @@ class _Run:
         if self.progress:
             self.progress(self.result.sent, self.result.failed, self.total)
 
-    def find_follow_ups(self, sent: list[tuple[Row, Step]]) -> None:
+    def find_follow_ups(self, sent: list[tuple[Record, Step]]) -> None:
         """Queue the due steps after these enrollments' recorded emails, from the step each
         is at now (advanced, or left at a step to retry); ended ones have none."""
         self.followed.update(e["id"] for e, _ in sent)
@@ -427,7 +427,7 @@ class _Run:
                 self.walk(e, self.config.sequences[e["sequence"]], steps[e["id"]],
                           self.follow_ups)
 
-    def _email_next(self, enrollment: Row, step: Step) -> bool:
+    def _email_next(self, enrollment: Record, step: Step) -> bool:
         steps = self.config.sequences[enrollment["sequence"]].steps
         return step.number + 1 < len(steps) and steps[step.number + 1].kind == "email"
 

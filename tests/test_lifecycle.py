@@ -155,8 +155,8 @@ def test_a_busy_database_is_a_clear_error(seeded):
 
         original = Store.__init__
 
-        def impatient(self, path):  # the real wait is 30 s; the message is what is tested
-            original(self, path)
+        def impatient(self, path, **kw):  # the real wait is 30 s; the message is what is tested
+            original(self, path, **kw)
             self.db.execute("PRAGMA busy_timeout = 50")
 
         seeded.monkeypatch.setattr(Store, "__init__", impatient)

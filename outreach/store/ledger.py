@@ -1,0 +1,211 @@
+"""Enrollments and the send ledger (`messages`): what makes "never twice" hold.
+
+An intent row is committed before a message is handed to a transport and marked sent once the
+server accepts it; `add_intents` writes one only while its enrollment is open at that step and
+its prospect not suppressed, in the same statement that checks it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from ..clock import iso
+from .base import Part, domain_of
+from .engine import Engine, Record, chunks, marks
+
+_OPEN = "state IN ('active', 'paused')"
+
+
+class Enrollments(Part):
+    def enroll(self, prospect_id: int, sequence: str, *, at: datetime) -> int:
+        return int(self.value(
+            "INSERT INTO enrollments (prospect_id, sequence, started_at) VALUES (?, ?, ?) "
+            "RETURNING id", (prospect_id, sequence, iso(at))))
+
+    def enrollments(self, prospect_id: int) -> list[Record]:
+        return self.db.records("SELECT * FROM enrollments WHERE prospect_id = ? ORDER BY id",
+                               (prospect_id,))
+
+    def enrollment(self, enrollment_id: int) -> Record | None:
+        return self.one("SELECT * FROM enrollments WHERE id = ?", (enrollment_id,))
+
+    def latest_enrollment(self, prospect_id: int) -> Record | None:
+        return self.one("SELECT * FROM enrollments WHERE prospect_id = ? "
+                        "ORDER BY id DESC LIMIT 1", (prospect_id,))
+
+    def open_enrollments(self, *, sequence: str | None = None) -> list[Record]:
+        sql = f"SELECT * FROM enrollments WHERE {_OPEN}"
+        args: tuple[Any, ...] = ()
+        if sequence:
+            sql += " AND sequence = ?"
+            args = (sequence,)
+        return self.db.records(sql + " ORDER BY id", args)
+
+    def enrollment_facts(self) -> dict[int, dict[str, Any]]:
+        """Per prospect: has an open enrollment, when a sequence last ran out without an
+        answer (recycled, or completed with no recycle step), ever replied. For enroll."""
+        return {row["prospect_id"]: row for row in self.db.records(
+            "SELECT prospect_id, "
+            f"max(CASE WHEN {_OPEN} THEN 1 ELSE 0 END) AS open, "
+            "max(CASE WHEN state IN ('recycled', 'completed') THEN ended_at END) "
+            "AS recycled_at, "
+            "max(CASE WHEN state IN ('replied', 'won') THEN 1 ELSE 0 END) AS replied "
+            "FROM enrollments GROUP BY prospect_id")}
+
+    def open_prospects_by_domain(self) -> dict[str, list[int]]:
+        """Email domain -> ids of prospects there with an active or paused enrollment."""
+        out: dict[str, list[int]] = {}
+        for pid, email in self.db.execute(
+                "SELECT DISTINCT p.id, p.email FROM prospects p JOIN enrollments e "
+                f"ON e.prospect_id = p.id WHERE e.{_OPEN}"):
+            out.setdefault(domain_of(email), []).append(pid)
+        return out
+
+    def end_enrollments(self, prospect_id: int, *, state: str, reason: str,
+                        at: datetime) -> list[int]:
+        """End every open enrollment of a prospect; returns their ids."""
+        return [r[0] for r in self.db.execute(
+            "UPDATE enrollments SET state = ?, end_reason = ?, ended_at = ?, paused_until = NULL "
+            f"WHERE prospect_id = ? AND {_OPEN} RETURNING id",
+            (state, reason, iso(at), prospect_id)).fetchall()]
+
+    def end_enrollment(self, enrollment_id: int, *, state: str, reason: str,
+                       at: datetime) -> bool:
+        cur = self.db.execute(
+            "UPDATE enrollments SET state = ?, end_reason = ?, ended_at = ?, paused_until = NULL "
+            f"WHERE id = ? AND {_OPEN}", (state, reason, iso(at), enrollment_id))
+        return cur.rowcount == 1
+
+    def pause_enrollments(self, prospect_id: int, *, until: datetime) -> list[int]:
+        """Pause a prospect's open enrollment until `until` (an auto-reply's return)."""
+        return [r[0] for r in self.db.execute(
+            "UPDATE enrollments SET state = 'paused', paused_until = ? "
+            f"WHERE prospect_id = ? AND {_OPEN} RETURNING id",
+            (iso(until), prospect_id)).fetchall()]
+
+    def open_next_steps(self, ids: Sequence[int]) -> dict[int, int]:
+        """{enrollment id: next step} of those among `ids` still open (active or paused)."""
+        out: dict[int, int] = {}
+        for chunk in chunks(ids):
+            out.update((r[0], r[1]) for r in self.db.execute(
+                f"SELECT id, next_step FROM enrollments WHERE {_OPEN} "
+                f"AND id IN ({marks(len(chunk))})", chunk))
+        return out
+
+    def advance_enrollments(self, steps: Iterable[tuple[int, int]]) -> None:
+        """Move open enrollments past a step, for (enrollment id, step) pairs (never
+        backwards); a paused one that was due is active again."""
+        _advance(self.db, steps)
+
+    def advance_enrollment(self, enrollment_id: int, *, past_step: int) -> None:
+        self.advance_enrollments([(enrollment_id, past_step)])
+
+    def record_variant(self, enrollment_id: int, step: int, template: str) -> None:
+        self.db.execute(f"UPDATE enrollments SET variants = {self.db.json_put('variants')} "
+                        "WHERE id = ?", (str(step), template, enrollment_id))
+
+
+class Ledger(Part):
+    def send_candidates(self) -> list[Record]:
+        """Open enrollments with their prospect's address, time zone and suppression."""
+        return self.db.records(
+            f"SELECT e.*, p.email, p.timezone AS prospect_timezone, {self.suppressed} "
+            "AS suppressed FROM enrollments e JOIN prospects p ON p.id = e.prospect_id "
+            f"WHERE e.{_OPEN} ORDER BY e.id")
+
+    def handed_over(self, enrollment_id: int) -> list[Record]:
+        """An enrollment's messages that reached a server (or may have), oldest step first."""
+        return self.db.records(
+            "SELECT * FROM messages WHERE enrollment_id = ? AND status IN ('sent', 'unknown') "
+            "ORDER BY step", (enrollment_id,))
+
+    def last_email_sent_at(self, enrollment_id: int) -> str | None:
+        return self.value("SELECT max(sent_at) FROM messages WHERE enrollment_id = ? "
+                          "AND status = 'sent'", (enrollment_id,))
+
+    def messages_started_between(self, start: datetime, end: datetime) -> int:
+        """Messages handed over (or about to be) in [start, end): what daily_limit counts."""
+        return int(self.value(
+            "SELECT count(*) FROM messages WHERE status != 'failed' AND created_at >= ? "
+            "AND created_at < ?", (iso(start), iso(end))))
+
+    def add_intents(self, intents: Sequence[Mapping[str, Any]], *, at: datetime) -> dict[str, int]:
+        """Write ledger intents (keys: enrollment_id, step, template, variant, message_id,
+        subject), each only while its enrollment is open at that step, not paused, and its
+        prospect not suppressed. Returns {message_id: ledger id} of those written; the rest
+        were refused or are already in the ledger. Call inside a transaction."""
+        stamp = iso(at)
+        self.db.executemany(
+            "INSERT INTO messages (enrollment_id, step, template, variant, message_id, "
+            "subject, status, created_at) SELECT ?, ?, ?, ?, ?, ?, 'intent', ? "
+            "WHERE EXISTS (SELECT 1 FROM enrollments e JOIN prospects p ON p.id = e.prospect_id "
+            "WHERE e.id = ? AND e.state IN ('active', 'paused') AND e.next_step = ? "
+            f"AND (e.paused_until IS NULL OR e.paused_until <= ?) AND NOT {self.suppressed}) "
+            "ON CONFLICT DO NOTHING",
+            [(i["enrollment_id"], i["step"], i["template"], i["variant"], i["message_id"],
+              i["subject"], stamp, i["enrollment_id"], i["step"], stamp) for i in intents])
+        ids = [i["message_id"] for i in intents]
+        if not ids:
+            return {}
+        return {r[0]: r[1] for r in self.db.execute(
+            "SELECT message_id, id FROM messages WHERE status = 'intent' "
+            f"AND message_id IN ({marks(len(ids))})", ids)}
+
+    def ledger_templates(self, enrollment_ids: Iterable[int]) -> dict[tuple[int, str], int]:
+        """(enrollment id, template) -> the step it went out as, for these enrollments."""
+        out: dict[tuple[int, str], int] = {}
+        for chunk in chunks(list(enrollment_ids)):
+            for r in self.db.execute(
+                    "SELECT enrollment_id, template, step FROM messages WHERE enrollment_id IN "
+                    f"({marks(len(chunk))})", chunk):
+                out[(r[0], r[1])] = r[2]
+        return out
+
+    def mark_sent(self, sent: Sequence[Mapping[str, Any]], *, at: datetime) -> None:
+        """Mark accepted messages sent, add their `sent` events and move their enrollments
+        past the step, in three statements (keys: ledger_id, prospect_id, enrollment_id, step,
+        template, variant, message_id, subject). Call inside a transaction."""
+        stamp = iso(at)
+        self.db.executemany("UPDATE messages SET status = 'sent', sent_at = ? WHERE id = ?",
+                            [(stamp, m["ledger_id"]) for m in sent])
+        self.db.executemany(
+            "INSERT INTO events (prospect_id, enrollment_id, kind, detail, at) "
+            "VALUES (?, ?, 'sent', ?, ?)",
+            [(m["prospect_id"], m["enrollment_id"], json.dumps({
+                "template": m["template"], "variant": m["variant"], "step": m["step"],
+                "message_id": m["message_id"], "subject": m["subject"]}), stamp) for m in sent])
+        _advance(self.db, ((m["enrollment_id"], m["step"]) for m in sent))
+
+    def set_message_status(self, message_id: int, status: str, *, at: datetime | None = None,
+                           error: str | None = None) -> None:
+        self.db.execute("UPDATE messages SET status = ?, sent_at = ?, error = ? WHERE id = ?",
+                        (status, iso(at) if at else None, error, message_id))
+
+    def drop_intent(self, message_id: int) -> None:
+        """Forget an intent that was provably never handed over, so a later run may send it."""
+        self.db.execute("DELETE FROM messages WHERE id = ? AND status = 'intent'", (message_id,))
+
+    def stale_intents(self) -> list[Record]:
+        """Intents left by a run that died: their fate is unknown."""
+        return self.db.records(
+            "SELECT m.*, e.prospect_id FROM messages m JOIN enrollments e "
+            "ON e.id = m.enrollment_id WHERE m.status = 'intent' ORDER BY m.id")
+
+    def add_ledger_row(self, enrollment_id: int, *, step: int, message_id: str, at: datetime,
+                       template: str = "", subject: str = "", status: str = "sent") -> int:
+        """Record a sent message in the ledger directly (tests, and mail sent elsewhere)."""
+        return int(self.value(
+            "INSERT INTO messages (enrollment_id, step, template, message_id, subject, status, "
+            "created_at, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (enrollment_id, step, template, message_id, subject, status, iso(at), iso(at))))
+
+
+def _advance(db: Engine, steps: Iterable[tuple[int, int]]) -> None:
+    db.executemany(
+        "UPDATE enrollments SET next_step = CASE WHEN next_step > ? THEN next_step "
+        "ELSE ? END, state = 'active', paused_until = NULL "
+        f"WHERE id = ? AND {_OPEN}",
+        [(step + 1, step + 1, enrollment_id) for enrollment_id, step in steps])

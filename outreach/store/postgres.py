@@ -1,0 +1,200 @@
+"""The PostgreSQL engine, for a team sharing one database (psycopg 3).
+
+Statements keep the store's `?` placeholders and are translated once each. The schema version
+is a row in `schema_version`; migrations run under a transaction-scoped advisory lock so two
+processes opening a new database do not both apply them. Leases are session advisory locks:
+they work across hosts, and the server drops them the moment the holder's connection ends
+(a killed process, a crashed host), whatever the `locks` row (kept to name the holder) says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from ..clock import iso
+from ..errors import LockedError, StoreError
+from .engine import Cursor, PerEngine, Record, migration_sql, transaction
+
+_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+_MIGRATE_LOCK = 0x6F7574726561636B  # any fixed key: "outreack"
+
+
+class PostgresEngine:
+    name = "postgresql"
+    position = "strpos"
+    IntegrityError = psycopg.IntegrityError
+
+    def __init__(self, url: str, *, password: str | None = None) -> None:
+        self.where = redact(url)
+        try:
+            self.conn = psycopg.connect(url, autocommit=True, password=password,
+                                        application_name="outreach")
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.where}: cannot connect: {_first_line(exc)}") from None
+        self.held: set[str] = set()
+
+    def open(self, migrations: Sequence[str | PerEngine]) -> None:
+        try:
+            self.migrate(migrations)
+        except psycopg.Error as exc:
+            self.conn.close()
+            raise StoreError(f"{self.where}: cannot migrate: {_first_line(exc)}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- statements ----------------------------------------------------------------------
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor:
+        return self.conn.execute(_pg(sql, bool(args)), tuple(args) or None)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            with self.conn.cursor() as cur:
+                cur.executemany(_pg(sql, True), rows)
+
+    def records(self, sql: str, args: Sequence[Any] = ()) -> list[Record]:
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(_pg(sql, bool(args)), tuple(args) or None)
+            return cur.fetchall()
+
+    @staticmethod
+    def json_put(column: str) -> str:
+        """`column` (JSON text) with key ?1 set to the string ?2."""
+        return f"({column}::jsonb || jsonb_build_object(?::text, ?::text))::text"
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    def transaction(self) -> AbstractContextManager[PostgresEngine]:
+        """BEGIN (read committed); the ledger's checks sit in the statements that write."""
+        return transaction(self, self.conn.execute, nested=self.in_transaction, begin="BEGIN")
+
+    # -- schema --------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        self.conn.execute(_VERSION_TABLE)
+        row = self.conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        return int(row[0] or 0) if row else 0
+
+    def migrate(self, migrations: Sequence[str | PerEngine]) -> None:
+        """Apply the migrations this database has not seen; refuse one from a newer outreach."""
+        if self.version >= len(migrations):
+            self._refuse_newer(self.version, len(migrations))
+            return
+        with self.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+            current = self.version   # another process may have migrated meanwhile
+            for number, migration in enumerate(migrations[current:], start=current + 1):
+                self.conn.execute(migration_sql(migration, self.name).encode())
+                self.conn.execute("DELETE FROM schema_version")
+                self.conn.execute("INSERT INTO schema_version VALUES (%s)", (number,))
+
+    def _refuse_newer(self, current: int, known: int) -> None:
+        if current > known:
+            raise StoreError(
+                f"{self.where}: written by a newer outreach (schema {current}, this one knows "
+                f"{known}). Upgrade outreach: `pip install -U outreach`.")
+
+    # -- leases --------------------------------------------------------------------------
+
+    def acquire_lock(self, name: str, *, owner: str, now: datetime, until: datetime) -> None:
+        """Take a named lease, or raise LockedError naming the holder."""
+        if not self._try_lock(name):
+            row = self.conn.execute("SELECT owner, pid FROM locks WHERE name = %s",
+                                    (name,)).fetchone()
+            holder = f" (pid {row[1]} on {row[0]})" if row else ""
+            raise LockedError(f"{self.where}: another `outreach {name}` is running{holder}; "
+                              "wait for it to finish, then run again.")
+        self.conn.execute(
+            "INSERT INTO locks (name, owner, pid, expires_at) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, pid = excluded.pid, "
+            "expires_at = excluded.expires_at",
+            (name, f"{socket.gethostname()} since {owner}", os.getpid(), iso(until)))
+
+    def renew_lock(self, name: str, *, until: datetime) -> None:
+        """The advisory lock lasts as long as the connection; the row says until when."""
+        if name in self.held:
+            self.conn.execute("UPDATE locks SET expires_at = %s WHERE name = %s",
+                              (iso(until), name))
+
+    def release_lock(self, name: str) -> None:
+        if name in self.held:
+            self.conn.execute("DELETE FROM locks WHERE name = %s", (name,))
+            self._unlock(name)
+
+    @contextmanager
+    def exclusive(self, name: str, message: str) -> Iterator[None]:
+        """Hold `name` for the block or raise LockedError(message); nothing is written."""
+        if not self._try_lock(name):
+            raise LockedError(message)
+        try:
+            yield
+        finally:
+            self._unlock(name)
+
+    def _try_lock(self, name: str) -> bool:
+        row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (_key(name),)).fetchone()
+        if row and row[0]:
+            self.held.add(name)
+            return True
+        return False
+
+    def _unlock(self, name: str) -> None:
+        self.held.discard(name)
+        if not self.conn.closed:
+            self.conn.execute("SELECT pg_advisory_unlock(%s)", (_key(name),))
+
+
+def _key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key for a lease name."""
+    digest = hashlib.blake2b(f"outreach:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@lru_cache(maxsize=512)
+def _pg(sql: str, has_args: bool) -> bytes:
+    """The store's `?` placeholders as psycopg's `%s` (outside string literals); a literal `%`
+    doubled when there are arguments."""
+    if not has_args:
+        return sql.encode()
+    out: list[str] = []
+    quoted = False
+    for char in sql:
+        if char == "'":
+            quoted = not quoted
+        if char == "%":
+            out.append("%%")
+        elif char == "?" and not quoted:
+            out.append("%s")
+        else:
+            out.append(char)
+    return "".join(out).encode()
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", "@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -1,0 +1,146 @@
+"""The SQLite engine: one file, WAL mode, `BEGIN IMMEDIATE` transactions, `PRAGMA
+user_version` as the schema version, and leases checked against the holder's pid (a SQLite
+file is only ever written from one host)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..clock import iso
+from ..errors import LockedError, StoreError
+from .engine import Cursor, PerEngine, Record, migration_sql, transaction
+
+
+class SQLiteEngine:
+    name = "sqlite"
+    position = "instr"
+    IntegrityError = sqlite3.IntegrityError
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.where = str(self.path)
+        try:
+            self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the database: {exc}") from None
+
+    def open(self, migrations: Sequence[str | PerEngine]) -> None:
+        try:
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self.conn.execute("PRAGMA busy_timeout = 30000")
+            self.migrate(migrations)
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise StoreError(f"{self.path}: not an outreach database ({exc})") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- statements ----------------------------------------------------------------------
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor:
+        return self.conn.execute(sql, args)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows)
+
+    def records(self, sql: str, args: Sequence[Any] = ()) -> list[Record]:
+        cur = self.conn.execute(sql, args)
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    @staticmethod
+    def json_put(column: str) -> str:
+        """`column` (JSON text) with key ?1 set to the string ?2."""
+        return f"json_set({column}, '$.\"' || ? || '\"', ?)"
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+    def transaction(self) -> AbstractContextManager[SQLiteEngine]:
+        """BEGIN IMMEDIATE: the write lock at once, so a check and its write are one step."""
+        return transaction(self, self.conn.execute, nested=self.conn.in_transaction,
+                           begin="BEGIN IMMEDIATE")
+
+    # -- schema --------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self, migrations: Sequence[str | PerEngine]) -> None:
+        """Apply the migrations this database has not seen; refuse one from a newer outreach."""
+        current = self.version
+        if current > len(migrations):
+            raise StoreError(
+                f"{self.path}: written by a newer outreach (schema {current}, this one knows "
+                f"{len(migrations)}). Upgrade outreach: `pip install -U outreach`."
+            )
+        for number, migration in enumerate(migrations[current:], start=current + 1):
+            self.conn.executescript(
+                f"BEGIN IMMEDIATE;\n{migration_sql(migration, self.name)}\n"
+                f"PRAGMA user_version = {number};\nCOMMIT;"
+            )
+
+    # -- leases --------------------------------------------------------------------------
+
+    def acquire_lock(self, name: str, *, owner: str, now: datetime, until: datetime) -> None:
+        """Take a named lease, or raise LockedError naming the holder. Expired leases lapse,
+        and so do those whose process is gone."""
+        with self.transaction():
+            row = self.conn.execute("SELECT owner, pid, expires_at FROM locks WHERE name = ?",
+                                    (name,)).fetchone()
+            if row and row[2] > iso(now) and _pid_alive(row[1]):
+                raise LockedError(
+                    f"{self.path}: another `outreach {name}` is running (pid {row[1]}, "
+                    f"since {row[0]}); wait for it to finish, then run again."
+                )
+            self.conn.execute(
+                "INSERT INTO locks (name, owner, pid, expires_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, pid = excluded.pid, "
+                "expires_at = excluded.expires_at", (name, owner, os.getpid(), iso(until)))
+
+    def renew_lock(self, name: str, *, until: datetime) -> None:
+        """Extend this process's lease (a long run renews it as it goes)."""
+        self.conn.execute("UPDATE locks SET expires_at = ? WHERE name = ? AND pid = ?",
+                          (iso(until), name, os.getpid()))
+
+    def release_lock(self, name: str) -> None:
+        self.conn.execute("DELETE FROM locks WHERE name = ? AND pid = ?", (name, os.getpid()))
+
+    @contextmanager
+    def exclusive(self, name: str, message: str) -> Iterator[None]:
+        """Hold `name` for the block or raise LockedError(message): an flock on a file beside
+        the database, released by the kernel however the process ends, and no database write
+        (so a pass with nothing to do writes nothing at all)."""
+        import fcntl
+
+        with open(self.path.with_name(f"{self.path.name}.{name}-lock"), "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockedError(message) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _pid_alive(pid: int) -> bool:
+    """A lease whose process is gone (killed, crashed) is stale, whatever its expiry says."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
