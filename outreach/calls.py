@@ -14,7 +14,7 @@ from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from .app import App
-from .clock import iso
+from .clock import iso, local
 from .config import Step
 from .errors import OutreachError
 from .models import Prospect
@@ -303,7 +303,7 @@ def table_lines(groups: list[list[CallItem]], zone: tzinfo) -> list[str]:
         lines.append(f"{persona_label(group[0].persona)}: {count} call{'s' * (count != 1)}")
         for item in group:
             p = item.prospect
-            due = item.task.due.astimezone(zone).strftime("%a %d %b %H:%M")
+            due = local(item.task.due, zone)
             who = ", ".join(x for x in (p.name or p.email, p.title, p.company) if x)
             lines.append(f"  #{item.task.id:<4} {due}  {who}  {p.phone or '(no phone)'}")
             lines += [f"        {line}" for line in item.task.script.splitlines()]

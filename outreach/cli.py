@@ -353,16 +353,25 @@ def status(app: Any, email: str, json_: bool) -> None:
     if json_:
         echo_json(doc)
         return
+    from .clock import local_text
+
+    zone = app.sender_zone
+
+    def when(value: Any) -> Any:
+        return local_text(value, zone, year=True)
+
     click.echo(f"{doc['email']}  {doc['name']}  {doc['company']}")
     click.echo(f"stage: {doc['stage']}" + ("   SUPPRESSED" if doc["suppressed"] else ""))
     click.echo(f"lead score: {doc['score']:g}")
+    click.echo(f"times in {zone.key} (your time zone)")
     for e in doc["enrollments"]:
-        click.echo(f"enrollment {e['id']}: {e['sequence']} {e['state']} since {e['started_at']}"
+        click.echo(f"enrollment {e['id']}: {e['sequence']} {e['state']} since "
+                   f"{when(e['started_at'])}"
                    + (f" (next step {e['next_step']})" if e["state"] == "active" else ""))
     for event in doc["events"]:
-        detail = ", ".join(f"{k}={v}" for k, v in event.items()
+        detail = ", ".join(f"{k}={when(v)}" for k, v in event.items()
                            if k not in ("at", "kind", "enrollment_id") and v not in (None, ""))
-        click.echo(f"  {event['at']}  {event['kind']:<16} {detail}")
+        click.echo(f"  {when(event['at'])}  {event['kind']:<16} {detail}")
 
 
 @cli.command()
@@ -663,6 +672,8 @@ def send(app: Any, dry_run: bool, limit: int | None, ignore_window: bool, force:
 
 
 def _send_report(result: Any, zone: Any) -> None:
+    from .clock import local
+
     verb = "would send" if result.dry_run else "sent"
     line = f"{verb} {result.sent}, failed {result.failed}, deferred {result.deferred}"
     if result.unknown:
@@ -675,8 +686,7 @@ def _send_report(result: Any, zone: Any) -> None:
     click.echo(line)
     for m in result.as_dict().get("messages", []):
         click.echo(f"  {m['email']}  step {m['step']}  {m['template']}  {m['subject']}")
-    opens = result.next_window.astimezone(zone).strftime("%a %d %b %H:%M %Z") \
-        if result.next_window else None
+    opens = local(result.next_window, zone) if result.next_window else None
     if result.limited_by:
         click.echo(f"the {result.limited_by} held some back; they stay due"
                    + (f" and go from {opens}" if opens and result.limited_by == "daily_limit"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 
 from .errors import OutreachError
@@ -45,3 +46,19 @@ def parse_now(raw: str) -> datetime:
 def iso(moment: datetime) -> str:
     """How instants are stored: UTC, seconds precision, sortable as text."""
     return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+_ISO_INSTANT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:\d\d)$")
+
+
+def local(moment: datetime, zone: tzinfo, *, year: bool = False) -> str:
+    """How every human-facing line shows an instant: in the sender's zone, `Thu 05 Mar 07:30`
+    (`Thu 05 Mar 2026 07:30` where a timeline spans years). --json keeps ISO with offset."""
+    return moment.astimezone(zone).strftime("%a %d %b %Y %H:%M" if year else "%a %d %b %H:%M")
+
+
+def local_text(value: object, zone: tzinfo, *, year: bool = False) -> object:
+    """A stored ISO instant (text with an offset) as `local`; anything else unchanged."""
+    if isinstance(value, str) and _ISO_INSTANT.match(value):
+        return local(datetime.fromisoformat(value), zone, year=year)
+    return value
