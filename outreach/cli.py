@@ -203,6 +203,49 @@ def check(app: Any, connect: bool, json_: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
+@cli.command()
+@click.option("--provider", type=click.Choice(["google", "microsoft", "custom"]),
+              help="Only the mailboxes of this provider (default: every auth = \"oauth2\").")
+@config_option
+def login(provider: str | None, config_path: str | None) -> None:
+    """Sign in once with OAuth2 (Google Workspace, Microsoft 365, or any OAuth2 server).
+
+    Prints what to open and waits; the token is then renewed automatically, so `send`,
+    `poll` and `watch` never ask. Tokens go to the OS keyring (else a 0600 file).
+    """
+    from .config import load_config
+    from .oauth import accounts
+    from .oauth import login as login_
+
+    config = load_config(config_path)
+    found = accounts(config, provider)
+    if not found:
+        raise OutreachError(f"{config.path.name}: no [smtp] or [imap] has auth = \"oauth2\""
+                            + (f" with provider = \"{provider}\"" if provider else "")
+                            + ": set it (README: Signing in to your mail server)")
+    for oauth, username, where in found:
+        click.echo(f"{where}: signing in to {oauth.provider} as {username}", err=True)
+        status = login_(oauth, username, say=lambda line: click.echo(line, err=True))
+        click.echo(f"signed in as {status.identity}; token refreshes automatically")
+
+
+@cli.command()
+@click.option("--provider", type=click.Choice(["google", "microsoft", "custom"]),
+              help="Only the mailboxes of this provider.")
+@config_option
+def logout(provider: str | None, config_path: str | None) -> None:
+    """Forget the OAuth2 tokens `outreach login` saved (sign in again with `outreach login`)."""
+    from .config import load_config
+    from .oauth import accounts
+    from .oauth import logout as logout_
+
+    config = load_config(config_path)
+    for oauth, username, _where in accounts(config, provider):
+        forgot = logout_(oauth, username)
+        click.echo(f"{username}: " + ("signed out; the saved tokens are deleted" if forgot
+                                      else "was not signed in"))
+
+
 @cli.command(name="import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--map", "maps", multiple=True, metavar='"HEADER=column"',

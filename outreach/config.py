@@ -7,6 +7,7 @@ names the environment variable that holds the secret, read only when it is neede
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import ipaddress
@@ -57,6 +58,7 @@ class Smtp:
     timeout: float
     provider: str = "custom"
     auth: str = "none"     # "password", "oauth2" or "none" (resolved: "none" when no username)
+    oauth2: OAuth2 | None = None   # the app registration, for auth = "oauth2"
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Imap:
     folders: tuple[str, ...]
     provider: str = "custom"
     auth: str = "none"
+    oauth2: OAuth2 | None = None
 
 
 @dataclass(frozen=True)
@@ -375,13 +378,16 @@ class _Parser:
         store = self.section(data, "store", {"path", "url", "password_env"})
         store_path, store_url, store_env = self.store(store)
         smtp, imap = self.smtp(data), self.imap(data)
+        oauth2 = self.oauth2(data, (smtp, imap))
+        smtp, imap = (dataclasses.replace(s, oauth2=oauth2.get(s.provider))
+                      if s.auth == "oauth2" else s for s in (smtp, imap))
         return Config(
             path=self.path,
             sender=sender,
             store_path=store_path, store_url=store_url, store_password_env=store_env,
             smtp=smtp,
             imap=imap,
-            oauth2=self.oauth2(data, (smtp, imap)),
+            oauth2=oauth2,
             sending=self.sending(data, sender),
             compliance=self.compliance(data, sender),
             icps=icps,

@@ -220,7 +220,10 @@ def connect(imap: Imap, *, timeout: float = 60) -> Any:
     if imap.auth == "none":
         return client
     try:
-        client.login(imap.username, password)
+        if imap.auth == "oauth2":
+            _xoauth2(client, imap, where)
+        else:
+            client.login(imap.username, password)
     except LoginError as exc:
         _quietly_close(client)
         raise MailboxRefused(f"{where}: login as \"{imap.username}\" refused ({_text(exc)}); "
@@ -229,7 +232,33 @@ def connect(imap: Imap, *, timeout: float = 60) -> Any:
     except (OSError, IMAPClientError) as exc:
         _quietly_close(client)
         raise MailboxError(f"{where}: login failed ({_text(exc)})") from None
+    except BaseException:
+        _quietly_close(client)
+        raise
     return client
+
+
+def _xoauth2(client: Any, imap: Imap, where: str) -> None:
+    """XOAUTH2 with a current access token (a fresh one on every connect, so `watch`
+    re-authenticates when it reconnects); a refusal renews the token once and tries again."""
+    from imapclient.exceptions import LoginError
+
+    from .oauth import TokenEndpointError, token_source
+
+    assert imap.oauth2 is not None   # the config sets it for auth = "oauth2"
+    tokens = token_source(imap.oauth2, imap.username)
+    try:
+        token = tokens.token()
+        try:
+            client.oauth2_login(imap.username, token)
+        except LoginError:
+            client.oauth2_login(imap.username, tokens.refreshed(token))
+    except LoginError as exc:
+        raise MailboxRefused(f"{where}: XOAUTH2 login as \"{imap.username}\" refused "
+                             f"({_text(exc)}) with a freshly renewed token: sign in as "
+                             f"{imap.username} with `outreach login`") from None
+    except TokenEndpointError as exc:
+        raise MailboxError(f"{where}: {exc}") from None
 
 
 def check_mailbox(config: Config) -> str:
@@ -244,6 +273,10 @@ def check_mailbox(config: Config) -> str:
         return f"maildir {where}: readable, {count} messages"
     folders = check_login(imap)
     who = "connected (no login)" if imap.auth == "none" else f"logged in as {imap.username}"
+    if imap.auth == "oauth2" and imap.oauth2 is not None:
+        from .oauth import signed_in_note, token_source
+
+        who += signed_in_note(token_source(imap.oauth2, imap.username), config.sender.timezone)
     return f"imap {imap.host}:{imap.port}: {who}; {', '.join(folders)} readable"
 
 

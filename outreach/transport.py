@@ -143,9 +143,10 @@ class OutboxConnection:
 class SmtpConnection:
     """One reusable SMTP connection; MAIL, RCPT and DATA issued by hand to know the handover."""
 
-    def __init__(self, settings: Smtp, password: str | None) -> None:
+    def __init__(self, settings: Smtp, password: str | None, tokens: Any = None) -> None:
         self.settings = settings
         self.password = password
+        self.tokens = tokens   # an oauth.TokenSource for auth = "oauth2"
         self.smtp: aiosmtplib.SMTP | None = None
         self._asked_at: float | None = None   # loop time of the command awaiting its reply
         self._timed_out = False
@@ -221,12 +222,38 @@ class SmtpConnection:
             return
         if not smtp.supports_extension("auth"):
             raise TransportError(f"[smtp] {s.host}:{s.port}: {NO_AUTH}")
+        if s.auth == "oauth2":
+            await self._xoauth2(smtp)
+            return
         try:
             await smtp.login(s.username, self.password or "")
         except aiosmtplib.SMTPAuthenticationError as exc:
             raise TransportError(f"[smtp] username {s.username}: login refused "
                                  f"({_describe(exc.code, exc.message)}); check the username "
                                  f"and the password in ${s.password_env}") from None
+
+    async def _xoauth2(self, smtp: aiosmtplib.SMTP) -> None:
+        """XOAUTH2 with a current access token; a refusal refreshes it once and tries again
+        (the token may have been revoked or have expired early)."""
+        from .oauth import SignInError, TokenEndpointError
+
+        s = self.settings
+        try:
+            token = await asyncio.to_thread(self.tokens.token)
+            for attempt in range(2):
+                try:
+                    await smtp.auth_xoauth2(s.username, token)
+                    return
+                except aiosmtplib.SMTPAuthenticationError as exc:
+                    if attempt:
+                        raise TransportError(
+                            f"[smtp] {s.host}:{s.port}: XOAUTH2 login as {s.username} refused "
+                            f"({_describe(exc.code, exc.message)}) with a freshly renewed "
+                            f"token: sign in as {s.username} with `outreach login`, and check "
+                            "the mailbox may send with SMTP AUTH") from None
+                    token = await asyncio.to_thread(self.tokens.refreshed, token)
+        except (SignInError, TokenEndpointError) as exc:
+            raise TransportError(f"[smtp] {exc}") from None
 
     def _drop(self) -> None:
         if self.smtp is not None:
@@ -269,6 +296,8 @@ class SmtpConnection:
             return Delivery(Outcome.FAILED, str(exc), bad_recipient=exc.bad_recipient)
         except _Unknown as exc:
             return Delivery(Outcome.UNKNOWN, str(exc))
+        except TransportError as exc:   # a new connection's login failed: before MAIL
+            return Delivery(Outcome.RETRY, str(exc))
         return _SENT
 
     async def _once(self, envelope: Envelope) -> None:
@@ -355,7 +384,12 @@ def connections(config: Config, count: int | None = None) -> list[Any]:
         return [OutboxConnection(s.outbox)]
     password = secret(s.password_env, what=f"[smtp] password_env ({s.username})") \
         if s.auth == "password" and s.password_env else None
-    return [SmtpConnection(s, password) for _ in range(count or s.concurrency)]
+    tokens = None
+    if s.auth == "oauth2" and s.oauth2 is not None:
+        from .oauth import token_source
+
+        tokens = token_source(s.oauth2, s.username)
+    return [SmtpConnection(s, password, tokens) for _ in range(count or s.concurrency)]
 
 
 async def login_check(config: Config) -> str:
@@ -368,4 +402,10 @@ async def login_check(config: Config) -> str:
     s = config.smtp
     if s.auth == "none":
         return f"smtp {s.host}:{s.port}: connected (no login)"
+    if s.auth == "oauth2":
+        from .oauth import signed_in_note
+
+        return (f"smtp {s.host}:{s.port}: logged in as {s.username}"
+                + signed_in_note(conn.tokens, config.sender.timezone))
     return f"smtp {s.host}:{s.port}: logged in as {s.username}"
+

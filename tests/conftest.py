@@ -19,7 +19,7 @@ from outreach.scaffold import init_campaign
 
 # The private Dovecot fixtures (`dovecot`, `dovecot_server`) for the IMAP tests, and the
 # aiosmtpd servers (`smtp_server`) for the sending tests.
-pytest_plugins = ["tests.dovecot", "tests.smtp_server"]
+pytest_plugins = ["tests.dovecot", "tests.smtp_server", "tests.oauth_server"]
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CSV = REPO / "examples" / "prospects.csv"
@@ -102,6 +102,14 @@ def pinned_clock(monkeypatch: pytest.MonkeyPatch) -> str:
 def real_clock(pinned_clock: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """For the few tests about the real clock itself: OUTREACH_NOW unset."""
     monkeypatch.delenv("OUTREACH_NOW", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def no_os_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OAuth2 tokens never reach the real OS keyring or ~/.config: no keyring backend (so
+    tokens.py uses its 0600 file) and a private config folder."""
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "user-config"))
 
 
 @pytest.fixture

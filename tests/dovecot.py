@@ -38,8 +38,9 @@ def _free_port() -> int:
 class Dovecot:
     """A running private server; `client()` logs in as the test user."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, introspection_url: str | None = None) -> None:
         self.root = root
+        self.introspection_url = introspection_url   # also accept XOAUTH2, asking this URL
         self.port = _free_port()
         self.mail = root / "mail"
         self.conf = root / "dovecot.conf"
@@ -72,6 +73,17 @@ class Dovecot:
 
             me = pwd.getpwuid(os.getuid()).pw_name
             users = f"default_login_user = {me}\ndefault_internal_user = {me}\n"
+        mechanisms, oauth_passdb = "plain login", ""
+        if self.introspection_url:
+            # RFC 7662 introspection against the local authorization server (an IP literal:
+            # a host name would go through Dovecot's dns-client).
+            (self.root / "oauth2.conf.ext").write_text(
+                f"introspection_mode = post\nintrospection_url = {self.introspection_url}\n"
+                "username_attribute = email\nactive_attribute = active\nactive_value = true\n"
+                "timeout_msecs = 5000\n", encoding="utf-8")
+            mechanisms = "plain login xoauth2 oauthbearer"
+            oauth_passdb = (f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                            f"  args = {self.root}/oauth2.conf.ext\n}}\n")
         self.conf.write_text(f"""\
 base_dir = {self.root}/run
 state_dir = {self.root}/state
@@ -80,7 +92,7 @@ protocols = imap
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 auth_failure_delay = 0
 login_trusted_networks = 127.0.0.0/8
 mail_location = maildir:{self.mail}/%u
@@ -89,9 +101,10 @@ imap_idle_notify_interval = 1 secs
 {users}
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = {self.root}/passwd
 }}
-userdb {{
+{oauth_passdb}userdb {{
   driver = static
   args = uid={uid} gid={gid} home={self.root}/home/%u
 }}
@@ -198,21 +211,38 @@ service stats {{
                 f'"OUTREACH_IMAP_PASSWORD"\nfolders = [{names}]\n')
 
 
-@pytest.fixture(scope="session")
-def dovecot_server() -> Iterator[Dovecot]:
+def _running(introspection_url: str | None = None) -> Iterator[Dovecot]:
     if not available():
         if os.environ.get("CI"):
             pytest.fail("dovecot is not installed; .ci/run installs dovecot-imapd")
         pytest.skip("dovecot is not installed (apt-get install dovecot-imapd); runs in CI")
     # A short folder: Dovecot's unix sockets must stay under ~107 bytes.
     root = Path(tempfile.mkdtemp(prefix="dv", dir="/tmp"))
-    server = Dovecot(root)
+    server = Dovecot(root, introspection_url)
     try:
         server.start()
         yield server
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dovecot_server() -> Iterator[Dovecot]:
+    yield from _running()
+
+
+@pytest.fixture(scope="session")
+def dovecot_oauth2_server(auth_server_session: Any) -> Iterator[Dovecot]:
+    """A second private Dovecot that also accepts XOAUTH2 tokens of the local authorization
+    server (tests/oauth_server.py), checked by introspection."""
+    yield from _running(f"{auth_server_session.url}/introspect")
+
+
+@pytest.fixture
+def dovecot_oauth2(dovecot_oauth2_server: Dovecot) -> Dovecot:
+    dovecot_oauth2_server.reset()
+    return dovecot_oauth2_server
 
 
 @pytest.fixture

@@ -9,6 +9,9 @@ port. Registered in tests/conftest.py through `pytest_plugins`.
 from __future__ import annotations
 
 import asyncio
+import base64
+import collections
+import json
 import shutil
 import socket
 import ssl
@@ -24,7 +27,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
 
 def free_port() -> int:
@@ -164,6 +167,44 @@ class Server:
     controller: Controller
 
 
+class XOAuth2SMTP(SMTP):
+    """aiosmtpd with AUTH XOAUTH2 (Gmail's and Exchange Online's mechanism). Real tokens are
+    1-2.5 kB: the line limits are raised (RFC 4954 allows 12,288 octets for AUTH)."""
+
+    line_length_limit = 16384
+
+    def __init__(self, *args: Any, validate: Callable[[str, str], bool], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.command_size_limits = collections.defaultdict(lambda: 512, {"AUTH": 12288})
+        self.validate = validate
+
+    async def auth_XOAUTH2(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            blob = await self.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        else:
+            blob = base64.b64decode(args[1])
+        fields = dict(part.split("=", 1) for part in blob.decode().split("\x01") if "=" in part)
+        user, bearer = fields.get("user", ""), fields.get("auth", "")
+        token = bearer[7:] if bearer.lower().startswith("bearer ") else ""
+        if user and token and self.validate(user, token):
+            return AuthResult(success=True, auth_data=user)
+        # Gmail's error challenge; the client answers with an empty line.
+        await self.challenge_auth(json.dumps({"status": "401", "schemes": "bearer"}))
+        return AuthResult(success=False, handled=False,
+                          message="535 5.7.8 Username and Password not accepted")
+
+
+class _XOAuth2Controller(Controller):
+    def __init__(self, *args: Any, validate: Callable[[str, str], bool], **kwargs: Any) -> None:
+        self.validate = validate
+        super().__init__(*args, **kwargs)
+
+    def factory(self) -> SMTP:
+        return XOAuth2SMTP(self.handler, validate=self.validate, **self.SMTP_kwargs)
+
+
 def _authenticator(username: str, password: str) -> Callable[..., AuthResult]:
     def check(server: Any, session: Any, envelope: Any, mechanism: str,
               auth_data: Any) -> AuthResult:
@@ -187,10 +228,10 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
 
 
 def start_server(handler: Recorder | None = None, *, auth: tuple[str, str] | None = None,
-                 certificate: tuple[Path, Path] | None = None, implicit_tls: bool = False
-                 ) -> Server:
+                 certificate: tuple[Path, Path] | None = None, implicit_tls: bool = False,
+                 xoauth2: Callable[[str, str], bool] | None = None) -> Server:
     """Start a server; with `certificate` it offers STARTTLS, or speaks TLS from the first
-    byte with `implicit_tls`."""
+    byte with `implicit_tls`; with `xoauth2(user, token)` it requires AUTH XOAUTH2 only."""
     handler = handler or Recorder()
     port = free_port()
     kwargs: dict[str, Any] = {}
@@ -201,7 +242,13 @@ def start_server(handler: Recorder | None = None, *, auth: tuple[str, str] | Non
     if auth:
         kwargs.update(authenticator=_authenticator(*auth), auth_require_tls=False,
                       auth_required=True)
-    controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
+    if xoauth2:
+        kwargs.update(auth_require_tls=False, auth_required=True,
+                      auth_exclude_mechanism=["LOGIN", "PLAIN"])
+        controller: Controller = _XOAuth2Controller(handler, hostname="127.0.0.1", port=port,
+                                                    validate=xoauth2, **kwargs)
+    else:
+        controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
     controller.start()
     return Server(handler=handler, port=port, controller=controller)
 

@@ -1,0 +1,112 @@
+"""Where OAuth2 tokens live: the OS keyring where one exists, else a file only the user can
+read (0600) under the user's config folder. Never outreach.toml, the database, logs or --json.
+
+One record per mailbox and token endpoint: the refresh token, the current access token and
+its expiry (so a cron run does not refresh on every start), and the signed-in identity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+SERVICE = "outreach-oauth2"
+
+
+def config_home() -> Path:
+    """The user's config folder: $XDG_CONFIG_HOME, else ~/.config."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+
+
+def _usable_keyring() -> Any:
+    """The keyring backend, or None when this machine has none (headless Linux, CI, tests
+    with PYTHON_KEYRING_BACKEND=keyring.backends.fail.Keyring)."""
+    try:
+        import keyring
+        from keyring.backends import fail, null
+    except ImportError:
+        return None
+    backend = keyring.get_keyring()
+    if isinstance(backend, fail.Keyring | null.Keyring) or backend.priority <= 0:
+        return None
+    return backend
+
+
+class TokenStore:
+    """The saved tokens of one mailbox (`key` names mailbox and token endpoint)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    @property
+    def file(self) -> Path:
+        digest = hashlib.sha256(self.key.encode()).hexdigest()[:24]
+        return config_home() / "outreach" / "tokens" / f"{digest}.json"
+
+    @property
+    def where(self) -> str:
+        backend = _usable_keyring()
+        if backend is not None and not self.file.exists():
+            return f"the OS keyring ({type(backend).__name__})"
+        return str(self.file)
+
+    def load(self) -> dict[str, Any] | None:
+        text = None
+        backend = _usable_keyring()
+        if backend is not None:
+            with contextlib.suppress(Exception):   # a locked or broken keyring: try the file
+                text = backend.get_password(SERVICE, self.key)
+        if text is None:
+            try:
+                text = self.file.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                return None
+        try:
+            record = json.loads(text)
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
+
+    def save(self, record: dict[str, Any]) -> str:
+        """Keep the record; returns where it went."""
+        text = json.dumps(record)
+        backend = _usable_keyring()
+        if backend is not None:
+            try:
+                backend.set_password(SERVICE, self.key, text)
+            except Exception:  # no usable keyring after all (locked, no D-Bus): the file
+                pass
+            else:
+                self.file.unlink(missing_ok=True)
+                return f"the OS keyring ({type(backend).__name__})"
+        self._write_private(text)
+        return str(self.file)
+
+    def delete(self) -> bool:
+        """Forget the tokens; True when there were any."""
+        found = False
+        backend = _usable_keyring()
+        if backend is not None:
+            with contextlib.suppress(Exception):
+                if backend.get_password(SERVICE, self.key) is not None:
+                    backend.delete_password(SERVICE, self.key)
+                    found = True
+        if self.file.exists():
+            self.file.unlink()
+            found = True
+        return found
+
+    def _write_private(self, text: str) -> None:
+        """Write atomically, readable by the user alone from the first byte."""
+        folder = self.file.parent
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+        temp = folder / f".{self.file.name}.{os.getpid()}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(temp, self.file)

@@ -1,0 +1,327 @@
+"""OAuth2 sign-in end to end, with no internet: `outreach login` against the local authorization
+server (device flow, and the loopback redirect with PKCE), then `send` over XOAUTH2 to aiosmtpd
+and `poll` over XOAUTH2 to a private Dovecot; expiry, renewal, revocation and the wrong user."""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+
+import pytest
+
+from outreach import oauth
+from outreach.tokens import TokenStore
+from tests.conftest import prospect_row
+from tests.oauth_server import USER, AuthServer, browse, oauth_toml
+from tests.smtp_server import Recorder, use_smtp
+from tests.test_send import enrolled, ledger
+
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+
+
+def use_oauth(campaign, auth: AuthServer, smtp_port: int | None = None, *,
+              flow: str = "device") -> None:
+    """[smtp] (when a port is given) signs in with OAuth2 at the local authorization server."""
+    if smtp_port is not None:
+        use_smtp(campaign, smtp_port, username=USER)
+        campaign.edit_config(f'username = "{USER}"', f'username = "{USER}"\nauth = "oauth2"')
+    campaign.edit_config("[sending]", oauth_toml(auth, flow=flow) + "\n[sending]")
+
+
+def xoauth2_server(smtp_server, auth: AuthServer, handler: Recorder | None = None):
+    return smtp_server(handler, xoauth2=auth.valid)
+
+
+def saved(campaign) -> dict:
+    config = campaign.config()
+    return oauth.store_for(config.smtp.oauth2 or config.imap.oauth2, USER).load() or {}
+
+
+@pytest.fixture
+def signed_in(campaign, smtp_server, auth_server):
+    """A campaign whose [smtp] uses XOAUTH2, signed in with the device flow, 3 prospects due."""
+    server = xoauth2_server(smtp_server, auth_server)
+    use_oauth(campaign, auth_server, server.port)
+    login = campaign.run("login")
+    assert login.exit_code == 0, login.output
+    enrolled(campaign, [prospect_row(i) for i in range(3)])
+    return server
+
+
+def test_device_login_then_send_over_xoauth2(campaign, smtp_server, auth_server, tmp_path):
+    server = xoauth2_server(smtp_server, auth_server)
+    use_oauth(campaign, auth_server, server.port)
+    enrolled(campaign, [prospect_row(1)])
+    before = campaign.run("send")
+    assert before.exit_code == 1
+    assert f"{USER}: not signed in with custom OAuth2; run `outreach login` once" in before.stderr
+    login = campaign.run("login")
+    assert login.exit_code == 0, login.output
+    assert (f"To sign in, open {auth_server.url}/activate and enter the code WDJB-MJHT"
+            in login.stderr)
+    assert login.stdout == f"signed in as {USER}; token refreshes automatically\n"
+    assert auth_server.grants["urn:ietf:params:oauth:grant-type:device_code"] == 2  # 1 pending
+    # No OS keyring here: a file only the user can read, under the user's config folder.
+    files = list((tmp_path / "user-config" / "outreach" / "tokens").iterdir())
+    assert len(files) == 1 and stat.S_IMODE(files[0].stat().st_mode) == 0o600
+    assert stat.S_IMODE(files[0].parent.stat().st_mode) == 0o700
+    doc = campaign.run_json("send")
+    assert doc["sent"] == 1
+    assert server.handler.recipients() == ["cfo1@maker1.example"]
+    assert auth_server.grants["refresh_token"] == 0   # the login's access token was fresh
+    check = campaign.run("check", "--connect")
+    assert (f"smtp 127.0.0.1:{server.port}: logged in as {USER} with OAuth2 (signed in as "
+            f"{USER}; access token expires ") in check.stdout
+    assert "renewed automatically" in check.stdout
+
+
+def test_tokens_never_reach_config_database_or_json(signed_in, campaign, auth_server):
+    record = saved(campaign)
+    doc = campaign.run("send", "--json").stdout
+    check = campaign.run("check", "--connect", "--json").stdout
+    stored = b"".join(p.read_bytes() for p in campaign.root.rglob("*") if p.is_file())
+    for secret in (record["refresh_token"], record["access_token"]):
+        assert secret not in doc and secret not in check
+        assert secret.encode() not in stored
+
+
+def test_expired_access_token_is_renewed_before_sending(signed_in, campaign, auth_server):
+    store = oauth.store_for(campaign.config().smtp.oauth2, USER)
+    store.save({**store.load(), "expires_at": time.time() - 10})
+    auth_server.expire_access_tokens()
+    assert campaign.run_json("send")["sent"] == 3
+    assert auth_server.grants["refresh_token"] == 1
+    assert saved(campaign)["expires_at"] > time.time() + 3000
+
+
+def test_token_refused_by_the_server_is_renewed_once(signed_in, campaign, auth_server):
+    auth_server.expire_access_tokens()    # the client still thinks its token is good
+    assert campaign.run_json("send")["sent"] == 3
+    assert auth_server.grants["refresh_token"] == 1
+    assert len(signed_in.handler.messages) == 3
+
+
+def test_revoked_sign_in_stops_with_login_advice_and_sends_nothing(signed_in, campaign,
+                                                                   auth_server):
+    auth_server.expire_access_tokens()
+    auth_server.revoke_refresh_tokens()
+    result = campaign.run("send")
+    assert result.exit_code == 1
+    assert (f"{USER}: custom refused to renew the sign-in (invalid_grant: the refresh token "
+            "was revoked); run `outreach login` to sign in again") in result.stderr
+    assert "Traceback" not in result.output
+    assert ledger(campaign) == [] and signed_in.handler.messages == []
+    check = campaign.run("check", "--connect")
+    assert check.exit_code == 1 and "run `outreach login`" in check.stderr
+    assert campaign.run("login").exit_code == 0     # signing in again fixes it
+    assert campaign.run_json("send")["sent"] == 3
+
+
+def test_another_account_is_refused_at_login(campaign, smtp_server, auth_server):
+    server = xoauth2_server(smtp_server, auth_server)
+    use_oauth(campaign, auth_server, server.port)
+    auth_server.user = "mallory@acme.example"
+    result = campaign.run("login")
+    assert result.exit_code == 1
+    assert (f"signed in as mallory@acme.example, but this mailbox is {USER}: run "
+            f"`outreach login` again and choose {USER}") in result.stderr
+    assert saved(campaign) == {}
+
+
+def test_a_token_for_another_user_is_refused_by_the_server(campaign, smtp_server, auth_server):
+    server = xoauth2_server(smtp_server, auth_server)
+    use_oauth(campaign, auth_server, server.port)
+    auth_server.user, auth_server.id_tokens = "mallory@acme.example", False   # no identity
+    assert campaign.run("login").exit_code == 0
+    enrolled(campaign, [prospect_row(1)])
+    result = campaign.run("send")
+    assert result.exit_code == 1
+    assert (f"XOAUTH2 login as {USER} refused (535 5.7.8 Username and Password not accepted) "
+            f"with a freshly renewed token: sign in as {USER} with `outreach login`"
+            in result.stderr)
+    assert auth_server.grants["refresh_token"] == 1   # renewed once, not in a loop
+    assert ledger(campaign) == [] and server.handler.messages == []
+
+
+class ExpiresMidRun(Recorder):
+    """After the 4th message every access token stops working and the server closes that
+    connection (421), so the client must log in again with a renewed token."""
+
+    def __init__(self, auth: AuthServer) -> None:
+        super().__init__()
+        self.auth = auth
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = self.accept(envelope)
+        if len(self.messages) == 4:
+            self.auth.expire_access_tokens()
+            server.transport.close()
+            return "421 4.3.2 closing"
+        return reply
+
+
+def test_a_token_expiring_mid_send_is_renewed_and_the_run_goes_on(campaign, smtp_server,
+                                                                   auth_server):
+    server = xoauth2_server(smtp_server, auth_server, ExpiresMidRun(auth_server))
+    use_oauth(campaign, auth_server, server.port)
+    assert campaign.run("login").exit_code == 0
+    enrolled(campaign, [prospect_row(i) for i in range(10)])
+    doc = campaign.run_json("send")
+    recipients = server.handler.recipients()
+    # The 4th message was accepted but its 250 never came: unknown, and never resent.
+    assert doc["sent"] == 9 and doc["unknown"] == 1, doc
+    assert len(recipients) == len(set(recipients)) == 10
+    assert auth_server.grants["refresh_token"] == 1
+    assert campaign.run_json("send", "--ignore-window")["sent"] == 0
+    assert len(server.handler.messages) == 10
+
+
+def test_browser_login_with_pkce_and_state(campaign, smtp_server, auth_server, monkeypatch):
+    server = xoauth2_server(smtp_server, auth_server)
+    use_oauth(campaign, auth_server, server.port, flow="browser")
+    monkeypatch.setattr("webbrowser.open", browse)
+    result = campaign.run("login")
+    assert result.exit_code == 0, result.output
+    assert f"To sign in, open this page in your browser (opening it now):\n  {auth_server.url}" \
+        "/authorize?" in result.stderr
+    assert result.stdout == f"signed in as {USER}; token refreshes automatically\n"
+    query = auth_server.authorize_queries[-1]
+    assert query["code_challenge_method"] == "S256" and query["redirect_uri"].startswith(
+        "http://127.0.0.1:")
+    enrolled(campaign, [prospect_row(1)])
+    assert campaign.run_json("send")["sent"] == 1
+
+
+def test_browser_login_refuses_a_forged_state(campaign, smtp_server, auth_server, monkeypatch):
+    use_oauth(campaign, auth_server, xoauth2_server(smtp_server, auth_server).port,
+              flow="browser")
+    monkeypatch.setattr("webbrowser.open", browse)
+    auth_server.tamper_state = True
+    result = campaign.run("login")
+    assert result.exit_code == 1
+    assert "sign-in failed" in result.stderr and "state" in result.stderr.lower()
+    assert auth_server.grants["authorization_code"] == 0 and saved(campaign) == {}
+
+
+def test_logout_forgets_the_tokens(signed_in, campaign):
+    assert campaign.run("logout").stdout == f"{USER}: signed out; the saved tokens are deleted\n"
+    assert saved(campaign) == {}
+    result = campaign.run("send")
+    assert result.exit_code == 1 and "run `outreach login` once" in result.stderr
+    assert campaign.run("logout").stdout == f"{USER}: was not signed in\n"
+
+
+def test_login_without_oauth2_says_what_to_set(campaign):
+    result = campaign.run("login")
+    assert result.exit_code == 1
+    assert 'outreach.toml: no [smtp] or [imap] has auth = "oauth2"' in result.stderr
+
+
+def test_the_os_keyring_is_used_where_there_is_one(signed_in, campaign, tmp_path, monkeypatch):
+    import keyring
+
+    from tests.oauth_server import FileKeyring
+
+    monkeypatch.setenv("OUTREACH_TEST_KEYRING", str(tmp_path / "keyring.json"))
+    before = keyring.get_keyring()
+    keyring.set_keyring(FileKeyring())
+    try:
+        assert campaign.run("login").exit_code == 0
+        assert not list((tmp_path / "user-config" / "outreach" / "tokens").iterdir())
+        entries = json.loads((tmp_path / "keyring.json").read_text())
+        assert [json.loads(v)["identity"] for v in entries.values()] == [USER]
+        assert campaign.run_json("send")["sent"] == 3
+        assert campaign.run("logout").exit_code == 0
+        assert json.loads((tmp_path / "keyring.json").read_text()) == {}
+    finally:
+        keyring.set_keyring(before)
+
+
+def test_identity_comes_from_the_id_token_claims():
+    from tests.oauth_server import _unsigned_jwt
+
+    assert oauth.identity_of({"id_token": _unsigned_jwt({"preferred_username": "a@b.example"})}
+                             ) == "a@b.example"
+    assert oauth.identity_of({"id_token": "garbage"}) is None
+    assert oauth.identity_of({}) is None
+
+
+def test_token_file_is_private_from_the_first_byte():
+    store = TokenStore("dana@acme.example https://idp.example/token")
+    assert store.save({"refresh_token": "r"}) == str(store.file)
+    assert stat.S_IMODE(store.file.stat().st_mode) == 0o600
+    assert store.load() == {"refresh_token": "r"}
+    assert store.delete() and store.load() is None
+
+
+# -- IMAP: poll and watch over XOAUTH2 against a private Dovecot ----------------------------
+
+
+@pytest.fixture
+def oauth_imap(campaign, auth_server, dovecot_oauth2):
+    from tests.test_poll import seed
+
+    seed(campaign)
+    text = campaign.config_path.read_text(encoding="utf-8")
+    start = text.index("[imap]")
+    end = text.index("\n[", start + 1)
+    imap = dovecot_oauth2.imap_toml().replace('password_env = "OUTREACH_IMAP_PASSWORD"',
+                                              'auth = "oauth2"')
+    campaign.config_path.write_text(text[:start] + imap + text[end:], encoding="utf-8")
+    use_oauth(campaign, auth_server)
+    assert campaign.run("login").exit_code == 0
+    return campaign
+
+
+@pytest.mark.dovecot
+def test_poll_over_xoauth2_renews_an_expired_token(oauth_imap, dovecot_oauth2, auth_server):
+    from tests.test_inbox_imap import eml
+    from tests.test_poll import NOW
+
+    dovecot_oauth2.append(eml("reply-gmail-interested"))
+    oauth_imap.now(NOW)
+    check = oauth_imap.run("check", "--connect")
+    assert (f"imap 127.0.0.1:{dovecot_oauth2.port}: logged in as {USER} with OAuth2 (signed in "
+            f"as {USER}; access token expires") in check.stdout
+    auth_server.expire_access_tokens()
+    doc = oauth_imap.run_json("poll")
+    assert doc["processed"] == 1 and doc["replies"] == 1
+    assert auth_server.grants["refresh_token"] == 1
+    auth_server.expire_access_tokens()
+    auth_server.revoke_refresh_tokens()
+    dovecot_oauth2.append(eml("auto-de"))
+    result = oauth_imap.run("poll")
+    assert result.exit_code == 1
+    assert "refused to renew the sign-in (invalid_grant" in result.stderr
+    assert "run `outreach login`" in result.stderr
+
+
+@pytest.mark.dovecot
+def test_watch_logs_in_again_with_a_renewed_token_when_it_reconnects(oauth_imap, dovecot_oauth2,
+                                                                     auth_server):
+    import threading
+
+    from outreach.watch import watch
+    from tests.test_inbox_imap import eml
+    from tests.test_poll import NOW
+
+    oauth_imap.now(NOW)
+    stop = threading.Event()
+    passes = []
+
+    def on_pass(result):
+        passes.append(result.processed)
+        if len(passes) == 1:
+            # The token stops working and the server drops every connection: watch must
+            # reconnect and log in with a renewed token to see the next message.
+            auth_server.expire_access_tokens()
+            dovecot_oauth2.kick()
+            dovecot_oauth2.append(eml("reply-gmail-interested"))
+        elif sum(passes) or len(passes) > 40:   # (a bound, should it never arrive)
+            stop.set()
+
+    with oauth_imap.app() as app:
+        watch(app, interval=0.5, stop=stop, on_pass=on_pass, max_backoff=0.5)
+    assert sum(passes) == 1
+    assert auth_server.grants["refresh_token"] >= 1
