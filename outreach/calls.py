@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from .app import App
 from .clock import iso, local
-from .config import Step
+from .config import Config, Icp, Step
 from .errors import OutreachError
+from .icp import matching_industry, matching_title
 from .models import Prospect
 
 if TYPE_CHECKING:
@@ -138,27 +139,44 @@ _TITLE_WORDS = {
     "senior": "sr", "sr.": "sr", "&": "and",
 }
 
-_ACRONYMS = {short for short in _TITLE_WORDS.values() if short.startswith("c") or short == "vp"}
-_ACRONYMS |= {"it", "hr", "svp", "evp", "avp", "ciso", "cpo", "cdo", "fp&a", "gm"}
 
 
-def persona(title: str, industry: str) -> tuple[str, str]:
+def persona(title: str, industry: str, icp: Icp | None = None) -> tuple[str, str]:
     """The power-hour group of a prospect: normalised (title, industry), lower-case.
 
     "Chief Financial Officer" and "CFO" are one persona; so are "VP, Finance" and "vp finance".
+    With the prospect's ICP, a title is grouped the way the ICP reads it: "Acting CFO, EMEA"
+    matches its "CFO", so it is a CFO.
     """
+    matched = matching_title(title, icp.titles) if icp else None
+    return _normalised(matched or title), " ".join(industry.lower().split())
+
+
+def _normalised(title: str) -> str:
     text = " ".join(title.lower().replace(",", " ").split())
     for long, short in _TITLE_WORDS.items():
         text = f" {text} ".replace(f" {long} ", f" {short} ").strip()
-    text = " ".join(w for w in text.split() if w not in ("of", "the"))
-    return text, " ".join(industry.lower().split())
+    return " ".join(w for w in text.split() if w not in ("of", "the"))
 
 
-def persona_label(key: tuple[str, str]) -> str:
-    title, industry = key
-    shown = " ".join(w.upper() if w in _ACRONYMS else w if w == "and" else w.capitalize()
-                     for w in title.split())
-    return " · ".join(p for p in (shown or "(no title)", industry.title() or "(no industry)"))
+def persona_label(title: str, industry: str, icp: Icp | None = None) -> str:
+    """How a persona is shown: the ICP's own words where it names the title or industry, else
+    as the prospect's data writes them ("Acting CFO, EMEA", never "Acting Cfo Emea")."""
+    shown_title = " ".join(title.split())
+    shown_industry = " ".join(industry.split())
+    if icp:
+        matched = matching_title(title, icp.titles)
+        if matched:
+            key = _normalised(matched)
+            shown_title = next(t for t in icp.titles if _normalised(t) == key)
+        shown_industry = matching_industry(industry, icp.industries) or shown_industry
+    return f"{shown_title or '(no title)'} · {shown_industry or '(no industry)'}"
+
+
+def sequence_icp(config: Config, sequence: str) -> Icp | None:
+    """The ICP a sequence enrolls from, if the config still has both."""
+    found = config.sequences.get(sequence)
+    return config.icps.get(found.icp) if found and found.icp else None
 
 
 @dataclass(frozen=True)
@@ -169,6 +187,7 @@ class CallItem:
     prospect: Prospect
     persona: tuple[str, str]
     sequence: str
+    label: str = ""          # the persona as shown (persona_label)
 
     def as_dict(self, zone: tzinfo) -> dict[str, Any]:
         p = self.prospect
@@ -176,7 +195,7 @@ class CallItem:
             "id": self.task.id, "email": p.email, "name": p.name, "company": p.company,
             "title": p.title, "industry": p.industry, "phone": p.phone,
             "due": self.task.due.astimezone(zone).isoformat(), "script": self.task.script,
-            "persona": persona_label(self.persona), "sequence": self.sequence,
+            "persona": self.label, "sequence": self.sequence,
             "step": self.task.step, "template": self.task.template,
         }
 
@@ -197,8 +216,12 @@ def call_list(app: App, *, include_later: bool = False) -> list[list[CallItem]]:
         paused = enrollment["paused_until"]
         if enrollment["state"] == "paused" and paused and paused > iso(now):
             continue  # out of office: call when they are back
-        key = persona(prospect.title, prospect.industry)
-        groups.setdefault(key, []).append(CallItem(task, prospect, key, enrollment["sequence"]))
+        icp = sequence_icp(app.config, enrollment["sequence"])
+        key = persona(prospect.title, prospect.industry, icp)
+        group = groups.setdefault(key, [])
+        # A group is shown as its first member reads it (one label per group).
+        label = group[0].label if group else persona_label(prospect.title, prospect.industry, icp)
+        group.append(CallItem(task, prospect, key, enrollment["sequence"], label))
     return sorted(groups.values(), key=lambda g: (-len(g), g[0].task.due, g[0].persona))
 
 
@@ -267,12 +290,13 @@ def to_ics(items: list[CallItem], *, domain: str, now: datetime, minutes: int = 
     per task, so re-importing updates an entry instead of duplicating it."""
     from .ics import calendar
 
-    return calendar((calendar_item(item.task, item.prospect, domain=domain, minutes=minutes)
+    return calendar((calendar_item(item.task, item.prospect, domain=domain, minutes=minutes,
+                                   persona=item.label)
                      for item in items), now=now, name="outreach calls")
 
 
 def calendar_item(task: CallTask, prospect: Prospect, *, domain: str,
-                  minutes: int = 5) -> CalendarItem:
+                  minutes: int = 5, persona: str | None = None) -> CalendarItem:
     """A call as a calendar entry: who, phone, how to record it, then the script."""
     from .ics import CalendarItem
 
@@ -287,7 +311,7 @@ def calendar_item(task: CallTask, prospect: Prospect, *, domain: str,
         summary=f"Call {prospect.name or prospect.email}"
                 + (f" ({prospect.company})" if prospect.company else ""),
         description="\n".join([*facts, "", task.script]),
-        categories=persona_label(persona(prospect.title, prospect.industry)),
+        categories=persona or persona_label(prospect.title, prospect.industry),
     )
 
 
@@ -300,7 +324,7 @@ def table_lines(groups: list[list[CallItem]], zone: tzinfo) -> list[str]:
     lines: list[str] = []
     for group in groups:
         count = len(group)
-        lines.append(f"{persona_label(group[0].persona)}: {count} call{'s' * (count != 1)}")
+        lines.append(f"{group[0].label}: {count} call{'s' * (count != 1)}")
         for item in group:
             p = item.prospect
             due = local(item.task.due, zone)

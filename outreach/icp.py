@@ -19,6 +19,20 @@ def _title_pattern(titles: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(r"(?<![\w-])(?:" + "|".join(words) + r")(?![\w-])", re.IGNORECASE)
 
 
+def matching_title(title: str, titles: tuple[str, ...]) -> str | None:
+    """The first of the ICP's `titles` that `title` matches, as the titles rule reads it."""
+    for candidate in titles:
+        if _title_pattern((candidate,)).search(title):
+            return candidate
+    return None
+
+
+def matching_industry(industry: str, industries: tuple[str, ...]) -> str | None:
+    """The ICP's spelling of `industry`, when the industries rule would match it."""
+    wanted = industry.strip().casefold()
+    return next((i for i in industries if i.casefold() == wanted), None)
+
+
 def failed_rules(prospect: Prospect, icp: Icp, *, today: date) -> list[str]:
     """The names of the rules this prospect fails, in RULES order (empty: it matches)."""
     failed = []

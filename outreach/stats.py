@@ -20,6 +20,7 @@ from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from .config import Icp
 from .errors import OutreachError
 
 GROUPINGS = ("sequence", "template", "variant", "persona")
@@ -85,12 +86,12 @@ def _per100(n: int, d: int) -> float | None:
     return round(100 * n / d, 2) if d else None
 
 
-def persona(title: str | None, industry: str | None) -> str:
-    """The call list's persona ("CFO · Manufacturing"): "Chief Financial Officer" is a CFO."""
-    from .calls import persona as persona_key
+def persona(title: str | None, industry: str | None, icp: Icp | None = None) -> str:
+    """The call list's persona ("CFO · Manufacturing"): "Chief Financial Officer" is a CFO, and
+    with the sequence's ICP "Acting CFO, EMEA" is one too."""
     from .calls import persona_label
 
-    return persona_label(persona_key(title or "", industry or ""))
+    return persona_label(title or "", industry or "", icp)
 
 
 def parse_since(text: str, zone: ZoneInfo) -> datetime:
@@ -114,10 +115,14 @@ def _identity(message: Mapping[str, Any]) -> str:
     return str(message["template"])
 
 
-def group_key(by: str, message: Mapping[str, Any] | None, row: Mapping[str, Any]) -> str:
-    """The group an outcome belongs to; `row` carries the prospect's persona and sequence."""
+def group_key(by: str, message: Mapping[str, Any] | None, row: Mapping[str, Any],
+              icps: Mapping[str, Icp | None] | None = None) -> str:
+    """The group an outcome belongs to; `row` carries the prospect's persona and sequence
+    (`icps`: each sequence's ICP, which reads the persona's title)."""
     if by == "persona":
-        return persona(row.get("title"), row.get("industry"))
+        sequence = (message or row).get("sequence")
+        icp = (icps or {}).get(sequence) if sequence else None
+        return persona(row.get("title"), row.get("industry"), icp)
     if by == "sequence":
         return str(message["sequence"] if message else row.get("sequence") or NO_EMAIL)
     if message is None:
@@ -128,7 +133,8 @@ def group_key(by: str, message: Mapping[str, Any] | None, row: Mapping[str, Any]
 
 
 def compute(messages: Iterable[Mapping[str, Any]], events: Iterable[Mapping[str, Any]], *,
-            since: datetime | None = None, by: str | None = None) -> dict[str, Any]:
+            since: datetime | None = None, by: str | None = None,
+            icps: Mapping[str, Icp | None] | None = None) -> dict[str, Any]:
     """The stats document from sent-message rows and event rows (as the store returns them)."""
     if by is not None and by not in GROUPINGS:
         raise OutreachError(f'--by "{by}": use one of {", ".join(GROUPINGS)}')
@@ -187,13 +193,13 @@ def compute(messages: Iterable[Mapping[str, Any]], events: Iterable[Mapping[str,
     for m in msgs:
         if since_iso and m["sent_at"] < since_iso:
             continue
-        key = group_key(by, m, m) if by else None
+        key = group_key(by, m, m, icps) if by else None
         if by == "variant" and (m["sequence"], m["step"]) not in ab_keys:
             key = None
         bump(key, sent=1, **{f: 1 for f in flags[m["id"]]})
     for row, what in loose:
         message = last_before(row)
-        key = group_key(by, message, row) if by else None
+        key = group_key(by, message, row, icps) if by else None
         if by == "variant" and (message is None or
                                 (message["sequence"], message["step"]) not in ab_keys):
             key = None
@@ -330,8 +336,11 @@ def compare(name_a: str, sent_a: int, replied_a: int, name_b: str, sent_b: int,
 
 def stats(app: Any, *, since: datetime | None = None, by: str | None = None) -> dict[str, Any]:
     """The stats document for `app`'s store."""
+    from .calls import sequence_icp
+
+    icps = {name: sequence_icp(app.config, name) for name in app.config.sequences}
     return compute(app.store.stats_messages(), app.store.stats_events(EVENT_KINDS),
-                   since=since, by=by)
+                   since=since, by=by, icps=icps)
 
 
 # -- text ---------------------------------------------------------------------------------
