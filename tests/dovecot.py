@@ -7,6 +7,7 @@ Outside CI the tests that need it are skipped when Dovecot is not installed; in 
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import socket
@@ -38,9 +39,9 @@ def _free_port() -> int:
 class Dovecot:
     """A running private server; `client()` logs in as the test user."""
 
-    def __init__(self, root: Path, introspection_url: str | None = None) -> None:
+    def __init__(self, root: Path, oauth2: tuple[bytes, str] | None = None) -> None:
         self.root = root
-        self.introspection_url = introspection_url   # also accept XOAUTH2, asking this URL
+        self.oauth2 = oauth2   # (HS256 key, issuer): also accept XOAUTH2 with such JWTs
         self.port = _free_port()
         self.mail = root / "mail"
         self.conf = root / "dovecot.conf"
@@ -74,13 +75,20 @@ class Dovecot:
             me = pwd.getpwuid(os.getuid()).pw_name
             users = f"default_login_user = {me}\ndefault_internal_user = {me}\n"
         mechanisms, oauth_passdb = "plain login", ""
-        if self.introspection_url:
-            # RFC 7662 introspection against the local authorization server (an IP literal:
-            # a host name would go through Dovecot's dns-client).
+        if self.oauth2:
+            # The oauth2 passdb validates the JWTs locally: the key is the file
+            # keys/<azp or default>/<alg>/<kid or default>, base64 without a newline, readable
+            # by Dovecot's own users.
+            key, issuer = self.oauth2
+            folder = self.root / "keys" / "default" / "HS256"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "default").write_bytes(base64.b64encode(key))
+            for path in (folder / "default", folder, folder.parent, folder.parent.parent):
+                os.chmod(path, 0o644 if path.is_file() else 0o755)
             (self.root / "oauth2.conf.ext").write_text(
-                f"introspection_mode = post\nintrospection_url = {self.introspection_url}\n"
-                "username_attribute = email\nactive_attribute = active\nactive_value = true\n"
-                "timeout_msecs = 5000\n", encoding="utf-8")
+                "introspection_mode = local\n"
+                f"local_validation_key_dict = fs:posix:prefix={self.root}/keys/\n"
+                f"username_attribute = email\nissuers = {issuer}\n", encoding="utf-8")
             mechanisms = "plain login xoauth2 oauthbearer"
             oauth_passdb = (f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
                             f"  args = {self.root}/oauth2.conf.ext\n}}\n")
@@ -211,14 +219,14 @@ service stats {{
                 f'"OUTREACH_IMAP_PASSWORD"\nfolders = [{names}]\n')
 
 
-def _running(introspection_url: str | None = None) -> Iterator[Dovecot]:
+def _running(oauth2: tuple[bytes, str] | None = None) -> Iterator[Dovecot]:
     if not available():
         if os.environ.get("CI"):
             pytest.fail("dovecot is not installed; .ci/run installs dovecot-imapd")
         pytest.skip("dovecot is not installed (apt-get install dovecot-imapd); runs in CI")
     # A short folder: Dovecot's unix sockets must stay under ~107 bytes.
     root = Path(tempfile.mkdtemp(prefix="dv", dir="/tmp"))
-    server = Dovecot(root, introspection_url)
+    server = Dovecot(root, oauth2)
     try:
         server.start()
         yield server
@@ -234,9 +242,11 @@ def dovecot_server() -> Iterator[Dovecot]:
 
 @pytest.fixture(scope="session")
 def dovecot_oauth2_server(auth_server_session: Any) -> Iterator[Dovecot]:
-    """A second private Dovecot that also accepts XOAUTH2 tokens of the local authorization
-    server (tests/oauth_server.py), checked by introspection."""
-    yield from _running(f"{auth_server_session.url}/introspect")
+    """A second private Dovecot that also accepts XOAUTH2 with the JWTs the local
+    authorization server (tests/oauth_server.py) signs, validated locally by its oauth2 passdb."""
+    from tests.oauth_server import ISSUER
+
+    yield from _running((auth_server_session.key, ISSUER))
 
 
 @pytest.fixture

@@ -6,17 +6,19 @@ expiry and revocation run for real, with no internet:
 - POST /device: the device authorization endpoint (interval 0: the tests do not wait).
 - GET /authorize: the consent screen, already clicked: redirects to the loopback redirect_uri
   with a code and the state (or a tampered state, on request).
-- POST /introspect: RFC 7662, what the private Dovecot asks about each XOAUTH2 token.
 
-Access tokens are opaque and 1,500 characters long, like real ones (they exceed aiosmtpd's
-default line limits, which the XOAUTH2 SMTP server in tests/smtp_server.py raises). Also a
-keyring backend that keeps passwords in a JSON file, for the test that the keyring is used.
+Access tokens are JWTs signed with HS256 under `key`, which the private Dovecot also holds
+(its oauth2 passdb validates them locally), padded to 1,500 characters like real ones (they
+exceed aiosmtpd's default line limits, which the XOAUTH2 SMTP server in tests/smtp_server.py
+raises). Also a keyring backend that keeps passwords in a JSON file, for the test that the
+keyring is used.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -35,13 +37,7 @@ from keyring.backend import KeyringBackend
 
 USER = "dana@acme.example"
 CLIENT_ID = "outreach-test"
-
-
-@dataclass
-class Issued:
-    user: str
-    expires: float
-    active: bool = True
+ISSUER = "https://idp.outreach.test"
 
 
 @dataclass
@@ -52,13 +48,16 @@ class AuthServer:
     lifetime: int = 3600
     id_tokens: bool = True            # answer with an OpenID id_token naming the user
     tamper_state: bool = False
-    access: dict[str, Issued] = field(default_factory=dict)
+    key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    issued: list[str] = field(default_factory=list)
+    withdrawn: set[str] = field(default_factory=set)
     refresh: dict[str, str] = field(default_factory=dict)
     revoked: set[str] = field(default_factory=set)
     codes: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     devices: dict[str, str | None] = field(default_factory=dict)
     grants: Counter[str] = field(default_factory=Counter)
     authorize_queries: list[dict[str, str]] = field(default_factory=list)
+    token_forms: list[dict[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     httpd: ThreadingHTTPServer | None = None
 
@@ -79,54 +78,67 @@ class AuthServer:
     def reset(self) -> None:
         with self.lock:
             self.user, self.lifetime, self.id_tokens, self.tamper_state = USER, 3600, True, False
-            for table in (self.access, self.refresh, self.codes, self.devices):
+            for table in (self.refresh, self.codes, self.devices):
                 table.clear()
+            self.issued.clear()
+            self.withdrawn.clear()
             self.revoked.clear()
             self.grants.clear()
             self.authorize_queries.clear()
+            self.token_forms.clear()
 
     # -- what the tests do to the provider ------------------------------------------------
 
     def expire_access_tokens(self) -> None:
-        """Every access token issued so far stops working (the client is not told)."""
+        """Every access token issued so far stops working at the SMTP server (the client is
+        not told; for Dovecot, which validates JWTs alone, store an `expired()` token)."""
         with self.lock:
-            for issued in self.access.values():
-                issued.active = False
+            self.withdrawn.update(self.issued)
 
     def revoke_refresh_tokens(self) -> None:
         """The user changed the password or withdrew consent."""
         with self.lock:
             self.revoked.update(self.refresh)
 
-    def valid(self, user: str, token: str) -> bool:
-        with self.lock:
-            issued = self.access.get(token)
-            return bool(issued and issued.active and issued.expires > time.time()
-                        and issued.user.lower() == user.lower())
+    def mint(self, user: str, ttl: float) -> str:
+        """A signed access token for `user`, valid for `ttl` seconds (negative: expired)."""
+        now = int(time.time())
+        claims = {"iss": ISSUER, "sub": user, "email": user, "iat": min(now, now + int(ttl)),
+                  "exp": now + int(ttl), "jti": secrets.token_hex(8), "pad": "x" * 1100}
+        head = _b64({"alg": "HS256", "typ": "JWT"}) + "." + _b64(claims)
+        signature = hmac.new(self.key, head.encode(), hashlib.sha256).digest()
+        return head + "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
 
-    def introspect(self, token: str) -> dict[str, Any]:
+    def valid(self, user: str, token: str) -> bool:
+        """What a provider's SMTP server checks: signature, expiry, user, not withdrawn."""
+        head, _, signature = token.rpartition(".")
+        expected = hmac.new(self.key, head.encode(), hashlib.sha256).digest()
+        if not hmac.compare_digest(base64.urlsafe_b64encode(expected).rstrip(b"=").decode(),
+                                   signature):
+            return False
+        claims = json.loads(base64.urlsafe_b64decode(head.split(".")[1] + "=="))
         with self.lock:
-            issued = self.access.get(token)
-            if not issued or not issued.active or issued.expires <= time.time():
-                return {"active": False}
-            return {"active": True, "email": issued.user, "exp": int(issued.expires)}
+            withdrawn = token in self.withdrawn
+        return (not withdrawn and claims["exp"] > time.time()
+                and claims["email"].lower() == user.lower())
 
     # -- the endpoints --------------------------------------------------------------------
 
     def issue(self, user: str, refresh: str | None = None) -> dict[str, Any]:
+        access = self.mint(user, self.lifetime)
         with self.lock:
-            access = secrets.token_urlsafe(1125)   # 1,500 characters
-            self.access[access] = Issued(user, time.time() + self.lifetime)
+            self.issued.append(access)
             refresh = refresh or secrets.token_urlsafe(48)
             self.refresh[refresh] = user
         token = {"access_token": access, "token_type": "Bearer", "expires_in": self.lifetime,
                  "refresh_token": refresh, "scope": "mail offline_access"}
         if self.id_tokens:
-            token["id_token"] = _unsigned_jwt({"iss": self.url, "aud": CLIENT_ID,
+            token["id_token"] = _unsigned_jwt({"iss": ISSUER, "aud": CLIENT_ID,
                                                "email": user, "sub": user})
         return token
 
     def token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        self.token_forms.append(form)
         if form.get("client_id") != CLIENT_ID:
             return 401, {"error": "invalid_client"}
         grant = form.get("grant_type", "")
@@ -178,11 +190,13 @@ class AuthServer:
         return 302, f"{redirect}?{urlencode({'code': code, 'state': state})}"
 
 
-def _unsigned_jwt(claims: dict[str, Any]) -> str:
-    def part(doc: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+def _b64(doc: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
 
-    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+def _unsigned_jwt(claims: dict[str, Any]) -> str:
+    """An id_token: outreach reads its claims only (they came from the token endpoint)."""
+    return f"{_b64({'alg': 'HS256', 'typ': 'JWT'})}.{_b64(claims)}.c2lnbmF0dXJl"
 
 
 def _handler(server: AuthServer) -> type[BaseHTTPRequestHandler]:
@@ -203,8 +217,6 @@ def _handler(server: AuthServer) -> type[BaseHTTPRequestHandler]:
                 self._answer(*server.token(form))
             elif path == "/device":
                 self._answer(*server.device(form))
-            elif path == "/introspect":
-                self._answer(200, server.introspect(form.get("token", "")))
             else:
                 self._answer(404, {"error": "not_found"})
 

@@ -274,6 +274,13 @@ def oauth_imap(campaign, auth_server, dovecot_oauth2):
     return campaign
 
 
+def stale(campaign, auth: AuthServer) -> None:
+    """The saved access token has expired, though outreach's record says it is good (a
+    clock that drifted): Dovecot refuses it, and outreach must renew it."""
+    store = oauth.store_for(campaign.config().imap.oauth2, USER)
+    store.save({**store.load(), "access_token": auth.mint(USER, ttl=-60)})
+
+
 @pytest.mark.dovecot
 def test_poll_over_xoauth2_renews_an_expired_token(oauth_imap, dovecot_oauth2, auth_server):
     from tests.test_inbox_imap import eml
@@ -284,11 +291,11 @@ def test_poll_over_xoauth2_renews_an_expired_token(oauth_imap, dovecot_oauth2, a
     check = oauth_imap.run("check", "--connect")
     assert (f"imap 127.0.0.1:{dovecot_oauth2.port}: logged in as {USER} with OAuth2 (signed in "
             f"as {USER}; access token expires") in check.stdout
-    auth_server.expire_access_tokens()
+    stale(oauth_imap, auth_server)
     doc = oauth_imap.run_json("poll")
     assert doc["processed"] == 1 and doc["replies"] == 1
     assert auth_server.grants["refresh_token"] == 1
-    auth_server.expire_access_tokens()
+    stale(oauth_imap, auth_server)
     auth_server.revoke_refresh_tokens()
     dovecot_oauth2.append(eml("auto-de"))
     result = oauth_imap.run("poll")
@@ -315,7 +322,7 @@ def test_watch_logs_in_again_with_a_renewed_token_when_it_reconnects(oauth_imap,
         if len(passes) == 1:
             # The token stops working and the server drops every connection: watch must
             # reconnect and log in with a renewed token to see the next message.
-            auth_server.expire_access_tokens()
+            stale(oauth_imap, auth_server)
             dovecot_oauth2.kick()
             dovecot_oauth2.append(eml("reply-gmail-interested"))
         elif sum(passes) or len(passes) > 40:   # (a bound, should it never arrive)
@@ -325,3 +332,45 @@ def test_watch_logs_in_again_with_a_renewed_token_when_it_reconnects(oauth_imap,
         watch(app, interval=0.5, stop=stop, on_pass=on_pass, max_backoff=0.5)
     assert sum(passes) == 1
     assert auth_server.grants["refresh_token"] >= 1
+
+
+# -- the provider presets' glue, against the local server ----------------------------------
+
+
+def _preset(campaign, auth: AuthServer, provider: str, extra: str = "") -> None:
+    """[smtp] provider = PROVIDER with auth = "oauth2"; its endpoints moved to the local
+    server (login never talks to the SMTP host, so the preset host can stay)."""
+    campaign.edit_config('transport = "outbox"', 'transport = "smtp"')
+    campaign.edit_config('host = "smtp.acme.example"', f'provider = "{provider}"\nauth = "oauth2"')
+    campaign.edit_config("port = 587\n", "")
+    campaign.edit_config('security = "starttls"', "")
+    campaign.edit_config("[sending]", f'[oauth2]\nclient_id = "outreach-test"\n'
+                         f'token_url = "{auth.url}/token"\n'
+                         f'device_authorization_url = "{auth.url}/device"\n'
+                         f'authorization_url = "{auth.url}/authorize"\n{extra}\n[sending]')
+
+
+def test_microsoft_signs_in_with_the_device_flow(campaign, auth_server):
+    _preset(campaign, auth_server, "microsoft")
+    result = campaign.run("login", "--provider", "microsoft")
+    assert result.exit_code == 0, result.output
+    assert "enter the code WDJB-MJHT" in result.stderr
+    assert auth_server.authorize_queries == []
+
+
+def test_google_signs_in_in_the_browser_asking_for_offline_access(campaign, auth_server,
+                                                                   monkeypatch):
+    _preset(campaign, auth_server, "google", 'client_secret_env = "OUTREACH_GOOGLE_SECRET"')
+    monkeypatch.setattr("webbrowser.open", browse)
+    missing = campaign.run("login")
+    assert missing.exit_code == 1
+    assert "environment variable OUTREACH_GOOGLE_SECRET is not set" in missing.stderr
+    monkeypatch.setenv("OUTREACH_GOOGLE_SECRET", "not-so-secret")
+    result = campaign.run("login")
+    assert result.exit_code == 0, result.output
+    query = auth_server.authorize_queries[-1]
+    # Google gives a refresh token only with access_type=offline (prompt=consent: every time).
+    assert query["access_type"] == "offline" and query["prompt"] == "consent"
+    assert auth_server.token_forms[-1]["client_secret"] == "not-so-secret"   # Desktop client
+    assert auth_server.grants["urn:ietf:params:oauth:grant-type:device_code"] == 0
+    assert campaign.run("login", "--provider", "microsoft").exit_code == 1
