@@ -7,6 +7,7 @@ that need them, so `outreach --help` stays fast.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
@@ -698,11 +699,14 @@ def send(app: Any, dry_run: bool, limit: int | None, ignore_window: bool, force:
         counts[:] = [sent, failed]
         bar.update(sent + failed - bar.pos)
 
+    def tell(text: str) -> None:
+        click.echo(("\n" if bar is not None else "") + text, err=True)
+
     counts = [0, 0]
     on_terminal = not json_ and not dry_run and sys.stderr.isatty()
     try:
         result = send_(app, dry_run=dry_run, limit=limit, ignore_window=ignore_window,
-                       progress=progress if on_terminal else None)
+                       progress=progress if on_terminal else None, tell=tell)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
@@ -710,46 +714,89 @@ def send(app: Any, dry_run: bool, limit: int | None, ignore_window: bool, force:
         echo_json(result.as_dict())
     else:
         _send_report(result, app.sender_zone)
+    if result.interrupted:   # as a shell reports a command a signal stopped: 128 + signal
+        raise click.exceptions.Exit(128 + signal.Signals[result.interrupted].value)
     if result.stopped or result.errors:  # cron must notice a run that could not do its job
         raise click.exceptions.Exit(1)
 
 
 def _send_report(result: Any, zone: Any) -> None:
-    from .clock import local
-
     verb = "would send" if result.dry_run else "sent"
-    line = f"{verb} {result.sent}, failed {result.failed}, deferred {result.deferred}"
-    if result.unknown:
-        line += f", unknown {result.unknown}"
+    line = (f"{verb} {result.sent}, failed {result.failed}, unknown {result.unknown}, "
+            f"held {result.held}, deferred {result.deferred}")
     line += f"; {result.calls} call task{'' if result.calls == 1 else 's'}"
     if result.recycled:
         line += f", {result.recycled} recycled"
     if result.completed:
         line += f", {_n(result.completed, 'sequence')} completed"
+    if result.recovered:
+        line += (f"; {result.recovered} delivered by a run that stopped "
+                 + ("would be " if result.dry_run else "") + "recorded as sent")
     click.echo(line)
     for m in result.as_dict().get("messages", []):
         click.echo(f"  {m['email']}  step {m['step']}  {m['template']}  {m['subject']}")
-    opens = local(result.next_window, zone) if result.next_window else None
-    if result.limited_by:
-        click.echo(f"the {result.limited_by} held some back; they stay due"
-                   + (f" and go from {opens}" if opens and result.limited_by == "daily_limit"
-                      else ": run again to send more"))
-    elif not result.window_open and opens:
-        click.echo(f"outside the sending window; the next opens {opens} "
-                   "(or use --ignore-window)")
+    for why, deferred in result.deferred_by.items():
+        click.echo(f"deferred {deferred['count']}: {_deferred_why(why, deferred['next'], zone)}")
     for problem in result.errors:
         click.echo(f"not sent: {problem['email']} step {problem['step']}: {problem['error']}",
                    err=True)
+    told = {(p["email"], p["step"], p["error"]) for p in result.errors}
+    for hold in result.holds:
+        if (hold["email"], hold["step"], hold["reason"]) not in told:
+            click.echo(f"held: {hold['email']} step {hold['step']}: {hold['reason']}", err=True)
     for failure in result.failures:
         again = " (stays due: the next run retries it)" if failure["retry"] else ""
         click.echo(f"failed: {failure['email']} step {failure['step']}: {failure['error']}"
                    + again, err=True)
     for unknown in result.unknowns:
         click.echo(f"unknown: {unknown['email']} step {unknown['step']} "
-                   f"{unknown['message_id']}: may have been delivered; it will not be resent",
-                   err=True)
+                   f"{unknown['message_id']}: may have been delivered; it will not be resent "
+                   f"(check your Sent folder, then `outreach resolve {unknown['email']} "
+                   "--delivered` or `--not-delivered`)", err=True)
     if result.stopped:
         click.echo(f"Error: {result.stopped}", err=True)
+
+
+def _deferred_why(why: str, until: Any, zone: Any) -> str:
+    """Why some due emails wait, and when they may go."""
+    from .clock import local
+
+    when = local(until, zone) if until else None
+    if why == "window":
+        return (f"outside the sending window; the next opens {when} (or use --ignore-window)"
+                if when else "outside the sending window (or use --ignore-window)")
+    if why in ("interrupted", "stopped"):
+        return "not started before the run stopped; they stay due: run again"
+    if why == "daily_limit":
+        return f"held back by daily_limit; they stay due and go from {when}" if when else \
+            "held back by daily_limit; they stay due"
+    return f"held back by {why}; they stay due: run again to send more"
+
+
+@cli.command()
+@click.argument("email")
+@click.option("--delivered", "delivered", flag_value=True, default=None,
+              help="It arrived (it is in the Sent folder or the server's log): record it sent.")
+@click.option("--not-delivered", "delivered", flag_value=False,
+              help="It never arrived: make the step due again.")
+@json_option
+@with_app
+def resolve(app: Any, email: str, delivered: bool | None, json_: bool) -> None:
+    """Settle EMAIL's message whose delivery `send` reported unknown.
+
+    Look for the message in your mailbox's Sent folder or the SMTP server's log first; until
+    it is resolved the prospect's sequence waits.
+    """
+    from .send import resolve as resolve_
+
+    if delivered is None:
+        raise click.UsageError("say what you found: --delivered or --not-delivered")
+    resolved = resolve_(app, email, delivered=delivered)
+    if json_:
+        echo_json(resolved)
+        return
+    for r in resolved:
+        click.echo(f"{r['email']} step {r['step']} {r['message_id']}: {r['outcome']}")
 
 
 # -- start-up ----------------------------------------------------------------------------

@@ -1,10 +1,13 @@
 """`outreach send`: due steps become call tasks and emails, inside windows and limits, at most once.
 
 The ledger (`messages`) makes "never twice" hold: an intent row is committed before a message
-is handed to the transport and marked sent once the server accepts it. A run that dies leaves
-intents behind; the next run (holding the `send` lease, so no other sender is alive) marks
-them `unknown`, reports them and moves on without resending. Ledger writes are batched into
-one transaction per chunk so the safety costs little throughput.
+is handed to the transport and marked sent once the server accepts it. Ledger writes are
+batched into one transaction per chunk so the safety costs little throughput; what happened to
+each message between two commits is in the hand-over log (`handover.py`). A run that dies
+leaves intents behind; the next run (holding the `send` lease, so no other sender is alive)
+settles them from that log and the outbox: accepted ones are recorded sent, those whose payload
+was on the wire become `unknown` (reported, never resent, and their enrollment held until
+`outreach resolve`), and the rest are simply due again.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import clock, render
+from . import clock, handover, render
 from .app import App
 from .clock import iso
 from .config import Sequence, Step
@@ -27,7 +30,7 @@ from .models import Prospect
 from .plugins import has_impls
 from .schedule import allowance, day_bounds, due_at, next_window, window_open, zone_for
 from .store import Record
-from .transport import Delivery, Outcome, connections
+from .transport import Delivery, Outcome, connections, outbox_files
 
 LEASE = timedelta(minutes=10)
 STOP_AFTER_FAILURES = 5      # consecutive failed messages that stop the run
@@ -45,6 +48,7 @@ FLUSH_SECONDS = 0.05         # how often accepted messages are marked sent
 PIECE = 2
 
 Progress = Callable[[int, int, int], None]   # (sent, failed, total)
+Tell = Callable[[str], None]                  # a line for the person at the terminal
 
 
 @dataclass
@@ -67,16 +71,42 @@ class SendResult:
     messages: list[dict[str, Any]] = field(default_factory=list)
     stopped: str | None = None
     limited_by: str | None = None   # the limit that held messages back: daily_limit, ...
+    held: int = 0                   # due emails that wait for a fix (see `holds`)
+    holds: list[dict[str, Any]] = field(default_factory=list)
+    recovered: int = 0              # a dead run's messages the server accepted, recorded now
+    # Why the deferred wait, with when they may go: {"window": {"count", "next"}, ...}; the
+    # keys are "window", a limit's name, "interrupted" and "stopped".
+    deferred_by: dict[str, dict[str, Any]] = field(default_factory=dict)
+    interrupted: str | None = None  # SIGINT or SIGTERM, when a signal stopped the run
+
+    def defer(self, why: str, count: int = 1, *, until: datetime | None = None) -> None:
+        """Count `count` due emails that wait, and why; `until` is when they may go."""
+        if count <= 0:
+            return
+        self.deferred += count
+        entry = self.deferred_by.setdefault(why, {"count": 0, "next": None})
+        entry["count"] += count
+        if until is not None and (entry["next"] is None or until < entry["next"]):
+            entry["next"] = until
+
+    def hold(self, email: str, step: int, reason: str) -> None:
+        self.held += 1
+        self.holds.append({"email": email, "step": step, "reason": reason})
 
     def as_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "sent": self.sent, "failed": self.failed, "deferred": self.deferred,
             "window_open": self.window_open,
             "next_window": self.next_window.isoformat() if self.next_window else None,
-            "unknown": self.unknown, "calls": self.calls, "recycled": self.recycled,
+            "unknown": self.unknown, "held": self.held, "recovered": self.recovered,
+            "calls": self.calls, "recycled": self.recycled,
             "completed": self.completed, "dry_run": self.dry_run, "stopped": self.stopped,
-            "limited_by": self.limited_by,
+            "interrupted": self.interrupted, "limited_by": self.limited_by,
+            "deferred_by": {why: {"count": d["count"],
+                                  "next": d["next"].isoformat() if d["next"] else None}
+                            for why, d in self.deferred_by.items()},
             "errors": self.errors, "failures": self.failures, "unknowns": self.unknowns,
+            "holds": self.holds,
         }
         if self.dry_run:
             doc["messages"] = self.messages
@@ -102,8 +132,9 @@ class _Action:
 
 class _Run:
     def __init__(self, app: App, *, dry_run: bool, limit: int | None, ignore_window: bool,
-                 progress: Progress | None) -> None:
+                 progress: Progress | None, tell: Tell | None = None) -> None:
         self.app = app
+        self.tell = tell
         self.config = app.config
         self.now = app.now()
         self.dry_run = dry_run
@@ -124,12 +155,24 @@ class _Run:
         self.follow_blocked: set[int] = set()
         # Call scripts of follow-ups rendered ahead, between deliveries: (enrollment, step).
         self.scripts: dict[tuple[int, int], str | OutreachError] = {}
+        self.log_path = handover.path_for(app.config.store_path)
+        # Enrollments whose last email's fate is unknown -> that step: they wait for
+        # `outreach resolve` (no follow-up threads onto a message that may never have gone).
+        self.unresolved: dict[int, int] = {}
+        # A dry run's view of the steps a dead run's intents will move past: enrollment ->
+        # next step (a real run writes them before planning).
+        self.settled: dict[int, int] = {}
+        self.in_flight = 0
 
     # -- planning ---------------------------------------------------------------------
 
     def walk(self, enrollment: Record, sequence: Sequence, start: int,
-             actions: list[_Action]) -> _Due | None:
-        """From step `start`, collect the due non-email steps and return the due email, if any."""
+             actions: list[_Action], *, held: bool = True) -> _Due | None:
+        """From step `start`, collect the due non-email steps and return the due email, if any.
+        An enrollment waiting for an unknown delivery to be resolved has none (unless not
+        `held`)."""
+        if held and enrollment["id"] in self.unresolved:
+            return None
         zone = zone_for(enrollment["prospect_timezone"], self.config.sender.timezone,
                         self.config.sending.window_timezone)
         started = datetime.fromisoformat(enrollment["started_at"])
@@ -155,17 +198,30 @@ class _Run:
         for row in rows:
             sequence = self.config.sequences.get(row["sequence"])
             if sequence is None:
-                self.result.errors.append({
-                    "email": row["email"], "step": row["next_step"],
-                    "error": f'sequence "{row["sequence"]}" is no longer in '
-                             f"{self.config.path.name}; restore it or stop the enrollment"})
+                error = (f'sequence "{row["sequence"]}" is no longer in '
+                         f"{self.config.path.name}; restore it or stop the enrollment")
+                self.result.errors.append({"email": row["email"], "step": row["next_step"],
+                                           "error": error})
+                self.result.hold(row["email"], row["next_step"], error)
                 continue
             if row["suppressed"] or (row["paused_until"] and row["paused_until"] > stamp):
                 continue
-            due = self.walk(row, sequence, row["next_step"], actions)
+            start = max(row["next_step"], self.settled.get(row["id"], 0))
+            if row["id"] in self.unresolved:
+                due = self.walk(row, sequence, start, [], held=False)
+                if due is not None:
+                    self.result.hold(row["email"], due.step.number, self.waiting(row))
+                continue
+            due = self.walk(row, sequence, start, actions)
             if due is not None:
                 emails.append(due)
         return actions, emails
+
+    def waiting(self, row: Record) -> str:
+        step = self.unresolved[row["id"]]
+        return (f"waits until step {step}'s unknown delivery is resolved: look for it in your "
+                f"Sent folder or the server's log, then `outreach resolve {row['email']} "
+                "--delivered` (or `--not-delivered` to send it again)")
 
     def load_prospects(self, prospect_ids: Iterable[int]) -> None:
         """Read the prospects of the steps about to be done, in one query."""
@@ -269,9 +325,9 @@ class _Run:
                                                  days=sending.days, zone=item.zone):
                 ready.append(item)
                 continue
-            self.result.deferred += 1
             opens = next_window(self.now, windows=sending.windows, days=sending.days,
                                 zone=item.zone)
+            self.result.defer("window", until=opens)
             if opens is not None:
                 waits.append(opens)
         self.result.next_window = min(waits) if waits else None
@@ -287,12 +343,13 @@ class _Run:
                               per_run_limit=sending.per_run_limit, limit=self.limit)
         ready.sort(key=lambda d: (d.due, d.enrollment["id"]))
         if len(ready) > room:
-            self.result.deferred += len(ready) - room
             self.result.limited_by = cap
+            until = None
             if cap == "daily_limit":  # the rest wait for a window after the sender's day
                 opens = [next_window(end, windows=sending.windows, days=sending.days,
                                      zone=item.zone) for item in ready[room:]]
-                self.result.next_window = min(filter(None, opens), default=None)
+                until = self.result.next_window = min(filter(None, opens), default=None)
+            self.result.defer(cap, len(ready) - room, until=until)
         return ready[:room]
 
     def compose(self, item: _Due) -> render.Envelope | None:
@@ -303,6 +360,7 @@ class _Run:
         except OutreachError as exc:
             self.result.errors.append({"email": prospect.email, "step": step.number,
                                        "error": str(exc)})
+            self.result.hold(prospect.email, step.number, str(exc))
             return None
         thread = render.thread_for(self.app.store.handed_over(e["id"])) if step.thread else None
         message_id = render.new_message_id(self.config.sender.domain, enrollment_id=e["id"],
@@ -354,26 +412,55 @@ class _Run:
                                 enrollment_id=m["enrollment_id"], step=m["step"].number,
                                 template=m["template"], sent_as_step=earlier)
 
-    def settle_stale(self) -> None:
-        """Intents of a run that died: never resent; reported as unknown; the sequence moves on."""
+    def settle_stale(self) -> int:
+        """Settle the intents a dead run left (or this one, stopped at once) from the
+        hand-over log and the outbox: accepted -> sent, payload on the wire -> unknown (never
+        resent), never reached DATA -> due again. A dry run only predicts it. Returns how many
+        are due again."""
         store = self.app.store
+        self.unresolved.update(store.unresolved_steps())
         stale = store.stale_intents()
         if not stale:
-            return
+            return 0
+        reached, accepted = handover.read(self.log_path)
+        fates: dict[handover.Fate, list[Record]] = {fate: [] for fate in handover.Fate}
+        for row in stale:
+            written, _ = outbox_files(self.config.smtp.outbox, row["message_id"])
+            fates[handover.fate(row["message_id"], reached=reached, accepted=accepted,
+                                written=written.exists())].append(row)
+        sent, unknown = fates[handover.Fate.SENT], fates[handover.Fate.UNKNOWN]
+        if not self.dry_run:
+            self._write_settlement(fates)
+        for row in sent + unknown:
+            self.settled[row["enrollment_id"]] = row["step"] + 1
+        for row in unknown:
+            self.unresolved[row["enrollment_id"]] = row["step"]
+            self.result.unknowns.append({
+                "email": self.prospect(row["prospect_id"]).email, "step": row["step"],
+                "message_id": row["message_id"],
+                "error": "the run that sent it stopped while the server had the message"})
+        self.result.unknown += len(unknown)
+        self.result.recovered += len(sent)
+        return len(fates[handover.Fate.UNSENT])
+
+    def _write_settlement(self, fates: dict[handover.Fate, list[Record]]) -> None:
+        store = self.app.store
         with store.transaction():
-            for row in stale:
-                store.set_message_status(row["id"], "unknown",
-                                         error="the run that sent it stopped before the server's "
-                                               "answer was recorded")
+            store.mark_sent([{"ledger_id": r["id"], **dict(r)}
+                             for r in fates[handover.Fate.SENT]], at=self.now)
+            for row in fates[handover.Fate.UNKNOWN]:
+                error = "the run that sent it stopped while the server had the message"
+                store.set_message_status(row["id"], "unknown", error=error)
                 store.advance_enrollment(row["enrollment_id"], past_step=row["step"])
                 store.add_event("send_unknown", at=self.now, prospect_id=row["prospect_id"],
                                 enrollment_id=row["enrollment_id"], step=row["step"],
-                                message_id=row["message_id"], template=row["template"])
-        for row in stale:
-            prospect = self.prospect(row["prospect_id"])
-            self.result.unknowns.append({"email": prospect.email, "step": row["step"],
-                                         "message_id": row["message_id"]})
-        self.result.unknown += len(stale)
+                                message_id=row["message_id"], template=row["template"],
+                                error=error)
+            for row in fates[handover.Fate.UNSENT]:
+                store.drop_intent(row["id"])
+        for row in fates[handover.Fate.UNSENT]:   # a partly written outbox file
+            outbox_files(self.config.smtp.outbox, row["message_id"])[1].unlink(missing_ok=True)
+        handover.clear(self.log_path)
 
     def flush(self) -> None:
         """Record what the transport reported, in one transaction; then tell plugins."""
@@ -446,6 +533,7 @@ class _Run:
         step: Step = m["step"]
         where = {"at": now, "prospect_id": prospect.id, "enrollment_id": m["enrollment_id"]}
         if delivery.outcome is Outcome.UNKNOWN:
+            self.unresolved[m["enrollment_id"]] = step.number
             result.unknown += 1
             result.unknowns.append({"email": prospect.email, "step": step.number,
                                     "message_id": env.message_id, "error": delivery.error})
@@ -473,27 +561,64 @@ class _Run:
     # -- delivering -------------------------------------------------------------------
 
     async def deliver(self, chosen: list[_Due]) -> None:
-        conns = connections(self.config)
+        log = handover.Log(self.log_path)
+        try:
+            await self._deliver(chosen, log)
+        finally:
+            log.close()
+        if not self.app.store.has_intents():   # every mark is of a recorded message
+            handover.clear(self.log_path)
+
+    async def _deliver(self, chosen: list[_Due], log: handover.Log) -> None:
+        conns = connections(self.config, handover=log)
+        if self.progress:
+            self.progress(0, 0, self.total)   # the bar from the start, not the first reply
         await conns[0].open()   # a refused login stops the run before anything is recorded
         chunk = max(MIN_CHUNK, CHUNK_PER_CONNECTION * len(conns))
         queue: asyncio.Queue[render.Envelope | None] = asyncio.Queue(maxsize=chunk)
         stop = asyncio.Event()
         unsent: list[render.Envelope] = []
+        taken = 0   # how many of `chosen` were composed (the rest were never started)
+        aborting = False
 
         async def worker(conn: Any) -> None:
-            try:
-                while (env := await queue.get()) is not None:
+            while (env := await queue.get()) is not None:
+                if stop.is_set():
+                    unsent.append(env)
+                    continue
+                self.in_flight += 1
+                try:
+                    delivery = await conn.deliver(env)
+                except Exception as exc:  # a bug mid-handover: assume it may have gone
+                    delivery = Delivery(Outcome.UNKNOWN, f"{type(exc).__name__}: {exc}")
+                finally:
+                    self.in_flight -= 1
+                self.pending.append((env, delivery))
+                self.count(delivery, stop)
+            await conn.close()
+
+        async def feed() -> None:
+            nonlocal taken
+            for start in range(0, len(chosen), chunk):
+                if stop.is_set():
+                    break
+                # The chunk's prospects are read here, while earlier chunks are on the wire.
+                self.load_prospects(item.enrollment["prospect_id"]
+                                    for item in chosen[start:start + chunk])
+                envelopes = []
+                for n, item in enumerate(chosen[start:start + chunk], start=1):
+                    if (env := self.compose(item)) is not None:
+                        envelopes.append(env)
+                    if n % PIECE == 0:
+                        await asyncio.sleep(0)   # replies that came in meanwhile go on
+                taken = min(len(chosen), start + chunk)
+                for env in self.record_intents(envelopes):
                     if stop.is_set():
                         unsent.append(env)
                         continue
-                    try:
-                        delivery = await conn.deliver(env)
-                    except Exception as exc:  # a bug mid-handover: assume it may have gone
-                        delivery = Delivery(Outcome.UNKNOWN, f"{type(exc).__name__}: {exc}")
-                    self.pending.append((env, delivery))
-                    self.count(delivery, stop)
-            finally:
-                await conn.close()
+                    await queue.put(env)
+            for _ in workers:
+                await queue.put(None)
 
         async def flusher() -> None:
             renewed = time.monotonic()
@@ -513,11 +638,30 @@ class _Run:
                     renewed = time.monotonic()
 
         def interrupted(name: str) -> None:
-            # Ctrl-C or a cron timeout's SIGTERM: finish what is on the wire, send nothing more.
-            if not stop.is_set():
+            # Ctrl-C or a cron timeout's SIGTERM: finish what is on the wire, send nothing
+            # more. A second one stops at once: what was in DATA is settled as after a crash.
+            nonlocal aborting
+            if self.result.interrupted is None:
+                self.result.interrupted = name
                 stop.set()
                 self.result.stopped = (f"stopped by {name}: the messages in flight were "
                                        "finished; the rest were not sent and stay due")
+                if self.tell:
+                    n = self.in_flight
+                    self.tell(f"stopping: finishing {n} message{'' if n == 1 else 's'} in flight "
+                              f"(up to {self.config.smtp.timeout:g} s)… "
+                              "(again to stop at once)")
+                return
+            if aborting:
+                return
+            aborting = True
+            self.result.stopped = (f"stopped at once by a second {name}: messages whose "
+                                   "delivery was cut short are reported unknown; the rest were "
+                                   "not sent and stay due")
+            if self.tell:
+                self.tell("stopping now")
+            for task in tasks:
+                task.cancel()
 
         loop = asyncio.get_running_loop()
         signals = []
@@ -528,37 +672,31 @@ class _Run:
             except (NotImplementedError, RuntimeError, ValueError):
                 pass   # not the main thread, or no signals here: keep the default behaviour
         workers = [asyncio.create_task(worker(c)) for c in conns]
+        tasks = [asyncio.create_task(feed()), *workers]
         flushing = asyncio.create_task(flusher())
         try:
-            for start in range(0, len(chosen), chunk):
-                if stop.is_set():
-                    break
-                # The chunk's prospects are read here, while earlier chunks are on the wire.
-                self.load_prospects(item.enrollment["prospect_id"]
-                                    for item in chosen[start:start + chunk])
-                envelopes = []
-                for n, item in enumerate(chosen[start:start + chunk], start=1):
-                    if (env := self.compose(item)) is not None:
-                        envelopes.append(env)
-                    if n % PIECE == 0:
-                        await asyncio.sleep(0)   # replies that came in meanwhile go on
-                for env in self.record_intents(envelopes):
-                    if stop.is_set():
-                        unsent.append(env)
-                        continue
-                    await queue.put(env)
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
+            for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    raise outcome
         finally:
             for sig in signals:
                 loop.remove_signal_handler(sig)
             flushing.cancel()
+            if aborting:
+                for conn in conns:
+                    conn.abort()
             self.flush()
+        while not queue.empty():   # queued when the run stopped at once
+            if (env := queue.get_nowait()) is not None:
+                unsent.append(env)
         if unsent:
             with self.app.store.transaction():
                 for env in unsent:
                     self.app.store.drop_intent(env.meta["ledger_id"])
+        cut_short = self.settle_stale() if aborting else 0
+        if stop.is_set():
+            self.result.defer("interrupted" if self.result.interrupted else "stopped",
+                              len(unsent) + len(chosen) - taken + cut_short)
 
     def count(self, delivery: Delivery, stop: asyncio.Event) -> None:
         if delivery.outcome is Outcome.SENT:
@@ -571,22 +709,28 @@ class _Run:
                 f"stopped after {STOP_AFTER_FAILURES} failures in a row (last: {delivery.error}); "
                 "the rest were not sent and stay due. Check the SMTP server, then run again.")
 
-    def dry_report(self, chosen: list[_Due]) -> None:
+    def dry_report(self, chosen: list[_Due]) -> list[_Due]:
+        """Compose what would go and list it; returns those that render."""
+        rendered = []
         for item in chosen:
             env = self.compose(item)
             if env is None:
                 continue
+            rendered.append(item)
             self.result.sent += 1
             self.result.messages.append({
                 "email": env.rcpt_to, "step": item.step.number, "template": env.meta["template"],
                 "variant": env.meta["variant"], "subject": env.subject})
+        return rendered
 
 
 def send(app: App, *, dry_run: bool = False, limit: int | None = None,
-         ignore_window: bool = False, progress: Progress | None = None) -> SendResult:
-    """One `outreach send`: settle a dead run's intents, create due call tasks, send due emails."""
+         ignore_window: bool = False, progress: Progress | None = None,
+         tell: Tell | None = None) -> SendResult:
+    """One `outreach send`: settle a dead run's intents, create due call tasks, send due emails.
+    `tell` gets the lines for a person waiting at a terminal (Ctrl-C's "stopping: ...")."""
     run = _Run(app, dry_run=dry_run, limit=limit, ignore_window=ignore_window,
-               progress=progress)
+               progress=progress, tell=tell)
     store = app.store
     if not dry_run:
         started = clock.wall_now()
@@ -603,8 +747,7 @@ def send(app: App, *, dry_run: bool = False, limit: int | None = None,
 def _send(run: _Run, *, dry_run: bool) -> None:
     """Settle dead intents, create due call tasks, send due emails, then the steps after them."""
     app, store = run.app, run.app.store
-    if not dry_run:
-        run.settle_stale()
+    run.settle_stale()   # a dry run predicts the settlement the real run will write
     rows = store.send_candidates()
     actions, emails = run.plan(rows)
     run.load_prospects(a.enrollment["prospect_id"] for a in actions)
@@ -613,8 +756,8 @@ def _send(run: _Run, *, dry_run: bool) -> None:
     run.total = len(chosen)
     if dry_run:
         run.load_prospects(item.enrollment["prospect_id"] for item in chosen)
-        run.dry_report(chosen)
-        after = [(item.enrollment, item.step.number + 1) for item in chosen]
+        # Only the steps after emails that render: the real run goes no further on the others.
+        after = [(item.enrollment, item.step.number + 1) for item in run.dry_report(chosen)]
     else:
         if chosen:
             asyncio.run(run.deliver(chosen))
@@ -677,3 +820,41 @@ def preview(app: App, email: str, *, step: int | None = None) -> tuple[bytes, st
     variant = f", A/B variant {rendered.variant} of {len(chosen.templates)}" \
         if len(chosen.templates) > 1 else ""
     return data, f"{where}: templates/{rendered.template}.txt{variant}"
+
+
+def resolve(app: App, email: str, *, delivered: bool) -> list[dict[str, Any]]:
+    """Settle a prospect's messages whose fate `send` could not learn, once the user has
+    checked the Sent folder or the server's log; recorded as a `send_resolved` event.
+    Delivered: recorded sent, and the sequence goes on. Not delivered: the step is due again
+    (unless the enrollment has ended or moved past it since)."""
+    from .lifecycle import require_prospect
+
+    prospect = require_prospect(app, email)
+    store, now = app.store, app.now()
+    done: list[dict[str, Any]] = []
+    with store.transaction():
+        rows = store.unknown_messages(prospect.id)
+        if not rows:
+            raise OutreachError(f"{prospect.email}: no message with an unknown delivery, so "
+                                f"nothing to resolve (see `outreach status {prospect.email}`)")
+        for row in rows:
+            if delivered:
+                store.set_message_status(row["id"], "sent",
+                                         at=datetime.fromisoformat(row["created_at"]))
+                outcome = "recorded as delivered; the sequence goes on"
+            elif row["state"] in ("active", "paused") and row["next_step"] == row["step"] + 1:
+                store.drop_message(row["id"])
+                store.rewind_enrollment(row["enrollment_id"], to_step=row["step"])
+                outcome = "recorded as not delivered; the next `outreach send` sends it again"
+            else:
+                store.set_message_status(row["id"], "failed",
+                                         error="not delivered (resolved by hand)")
+                outcome = ("recorded as not delivered; its sequence has ended or moved on, "
+                           "so it is not sent again")
+            store.add_event("send_resolved", at=now, prospect_id=prospect.id,
+                            enrollment_id=row["enrollment_id"], step=row["step"],
+                            message_id=row["message_id"], delivered=delivered)
+            done.append({"email": prospect.email, "step": row["step"],
+                         "message_id": row["message_id"], "delivered": delivered,
+                         "outcome": outcome})
+    return done

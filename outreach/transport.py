@@ -26,6 +26,7 @@ import aiosmtplib
 
 from .config import Config, Smtp, secret
 from .errors import TransportError
+from .handover import Log
 from .render import Envelope
 
 # Backoff for temporary failures: 4 attempts, 0.5 s, 1 s, 2 s (+ jitter) apart.
@@ -112,6 +113,13 @@ def _refusal(code: int, message: str, *, recipient: bool = False) -> Exception:
     return _Permanent(text, bad_recipient=recipient and message.lstrip().startswith("5.1."))
 
 
+def outbox_files(folder: Path, message_id: str) -> tuple[Path, Path]:
+    """(the finished `.eml`, the temp file it is written as) of a message in the outbox:
+    the rename from one to the other is the hand-over."""
+    local = re.sub(r"[^A-Za-z0-9.]", "_", message_id.strip("<>").split("@")[0])
+    return folder / f"{local}.eml", folder / f".{local}.tmp"
+
+
 class OutboxConnection:
     """Writes each message as `<folder>/<stamp>-<id>.eml`, atomically (temp file + rename)."""
 
@@ -126,9 +134,7 @@ class OutboxConnection:
                                  f"({exc.strerror}); fix the path or its permissions") from None
 
     async def deliver(self, envelope: Envelope) -> Delivery:
-        local = re.sub(r"[^A-Za-z0-9.]", "_", envelope.message_id.strip("<>").split("@")[0])
-        target = self.folder / f"{local}.eml"
-        temp = self.folder / f".{local}.tmp"
+        target, temp = outbox_files(self.folder, envelope.message_id)
         try:
             temp.write_bytes(envelope.data)
             os.replace(temp, target)
@@ -139,14 +145,19 @@ class OutboxConnection:
     async def close(self) -> None:
         return None
 
+    def abort(self) -> None:
+        return None
+
 
 class SmtpConnection:
     """One reusable SMTP connection; MAIL, RCPT and DATA issued by hand to know the handover."""
 
-    def __init__(self, settings: Smtp, password: str | None, tokens: Any = None) -> None:
+    def __init__(self, settings: Smtp, password: str | None, tokens: Any = None,
+                 handover: Log | None = None) -> None:
         self.settings = settings
         self.password = password
         self.tokens = tokens   # an oauth.TokenSource for auth = "oauth2"
+        self.handover = handover   # marks each payload written and each one accepted
         self.smtp: aiosmtplib.SMTP | None = None
         self._asked_at: float | None = None   # loop time of the command awaiting its reply
         self._timed_out = False
@@ -342,6 +353,8 @@ class SmtpConnection:
             if protocol is None:
                 raise aiosmtplib.SMTPServerDisconnected("connection lost")
             payload = _DOT.sub(b"..", envelope.data)
+            if self.handover is not None:   # before the payload: a crash now leaves it unknown
+                self.handover.reached_data(envelope.message_id)
             self._ask()
             protocol.write(payload + b".\r\n")
             response = await protocol.read_response(timeout=None)
@@ -350,6 +363,8 @@ class SmtpConnection:
             raise _Unknown(f"connection lost after the message was sent, before the server "
                            f"confirmed it: {self._lost(exc)}") from None
         if response.code == 250:
+            if self.handover is not None:   # a crash before it is recorded: still sent
+                self.handover.accepted(envelope.message_id)
             return
         if response.code == 421:
             self._drop()
@@ -373,12 +388,23 @@ class SmtpConnection:
             self._watchdog.cancel()
             self._watchdog = None
 
+    def abort(self) -> None:
+        """Drop the connection now (a second Ctrl-C), without a polite QUIT."""
+        if self.smtp is not None and self.smtp.transport is not None:
+            self.smtp.transport.abort()
+        self._drop()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
 
 Connection = OutboxConnection | SmtpConnection
 
 
-def connections(config: Config, count: int | None = None) -> list[Any]:
-    """The connections a run uses: one outbox writer, or `concurrency` SMTP connections."""
+def connections(config: Config, count: int | None = None, *,
+                handover: Log | None = None) -> list[Any]:
+    """The connections a run uses: one outbox writer, or `concurrency` SMTP connections
+    (marking their hand-overs in `handover`)."""
     s = config.smtp
     if s.transport == "outbox":
         return [OutboxConnection(s.outbox)]
@@ -389,7 +415,8 @@ def connections(config: Config, count: int | None = None) -> list[Any]:
         from .oauth import token_source
 
         tokens = token_source(s.oauth2, s.username)
-    return [SmtpConnection(s, password, tokens) for _ in range(count or s.concurrency)]
+    return [SmtpConnection(s, password, tokens, handover)
+            for _ in range(count or s.concurrency)]
 
 
 async def login_check(config: Config) -> str:

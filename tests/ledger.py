@@ -1,10 +1,13 @@
 """Write sent-message ledger rows directly, for stats and guard tests that need history
-without running `outreach send` for every simulated week."""
+without running `outreach send` for every simulated week; and read the ledger's statuses."""
 
 from __future__ import annotations
 
 import itertools
+import sqlite3
+from collections import Counter
 from datetime import datetime
+from pathlib import Path
 
 from outreach.clock import iso
 from outreach.store import Store
@@ -31,3 +34,12 @@ def add_sent(store: Store, prospect_id: int, *, at: datetime, sequence: str = "r
     store.add_event("sent", at=at, prospect_id=prospect_id, enrollment_id=enrollment,
                     template=template, variant=variant, step=step)
     return int(cur.lastrowid or 0)
+
+
+def statuses(root: Path) -> Counter[str]:
+    """How many ledger rows of each status the campaign at `root` has."""
+    db = sqlite3.connect(root / "outreach.db")
+    try:
+        return Counter(s for (s,) in db.execute("SELECT status FROM messages"))
+    finally:
+        db.close()

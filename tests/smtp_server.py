@@ -1,6 +1,6 @@
 """Real SMTP servers for the tests: aiosmtpd on 127.0.0.1, a recording handler, and handlers
 that misbehave on purpose (451 then OK, 421, 550 5.1.1 for one recipient, a connection
-dropped after DATA, a slow server).
+dropped after DATA, a slow server, one that stops answering at a chosen command).
 
 aiosmtpd's Controller cannot take port 0, so a socket is bound to port 0 first to pick a free
 port. Registered in tests/conftest.py through `pytest_plugins`.
@@ -161,6 +161,52 @@ class Slow(Recorder):
 
 
 @dataclass
+class Stall(Recorder):
+    """Answers like Recorder, except at `point` of the `nth` time it is reached: there it
+    sets `reached` and answers nothing until `release` is set. Points: "EHLO", "MAIL",
+    "RCPT", "DATA" (the payload has arrived and is kept; the reply to its end is withheld).
+    A test kills a client at a known moment with it, without sleeping."""
+
+    point: str = "DATA"
+    nth: int = 1
+    reached: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    counts: dict[str, int] = field(default_factory=dict)
+    stalled_on: str | None = None   # the recipient whose message it stalled on (MAIL: None)
+
+    async def _point(self, point: str, envelope: Any) -> None:
+        with self.lock:
+            n = self.counts[point] = self.counts.get(point, 0) + 1
+        if point == self.point and n == self.nth:
+            self.stalled_on = envelope.rcpt_tos[0] if envelope.rcpt_tos else None
+            self.reached.set()
+            await asyncio.to_thread(self.release.wait)
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        await self._point("EHLO", envelope)
+        return await super().handle_EHLO(server, session, envelope, hostname, responses)
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
+                          options: list[str]) -> str:
+        await self._point("MAIL", envelope)
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          options: list[str]) -> str:
+        envelope.rcpt_tos.append(address)
+        await self._point("RCPT", envelope)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        # The payload is here: kept (and so delivered) even if the client never hears back.
+        reply = await super().handle_DATA(server, session, envelope)
+        await self._point("DATA", envelope)
+        return reply
+
+
+@dataclass
 class Server:
     handler: Recorder
     port: int
@@ -265,6 +311,8 @@ def smtp_server() -> Iterator[Callable[..., Server]]:
 
     yield start
     for server in started:
+        if isinstance(server.handler, Stall):
+            server.handler.release.set()   # a stalled handler would keep the server waiting
         server.controller.stop()
 
 

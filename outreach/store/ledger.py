@@ -117,10 +117,26 @@ class Ledger(Part):
             f"WHERE e.{_OPEN} ORDER BY e.id")
 
     def handed_over(self, enrollment_id: int) -> list[Record]:
-        """An enrollment's messages that reached a server (or may have), oldest step first."""
+        """An enrollment's messages a server accepted, oldest step first (what a follow-up
+        may thread onto)."""
         return self.db.records(
-            "SELECT * FROM messages WHERE enrollment_id = ? AND status IN ('sent', 'unknown') "
+            "SELECT * FROM messages WHERE enrollment_id = ? AND status = 'sent' "
             "ORDER BY step", (enrollment_id,))
+
+    def unresolved_steps(self) -> dict[int, int]:
+        """{enrollment id: step} of open enrollments whose email's fate is `unknown`."""
+        return {r[0]: r[1] for r in self.db.execute(
+            "SELECT m.enrollment_id, max(m.step) FROM messages m JOIN enrollments e "
+            f"ON e.id = m.enrollment_id WHERE m.status = 'unknown' AND e.{_OPEN} "
+            "GROUP BY m.enrollment_id")}
+
+    def unknown_messages(self, prospect_id: int) -> list[Record]:
+        """A prospect's messages whose fate is unknown, with their enrollment's state and
+        next step, oldest first."""
+        return self.db.records(
+            "SELECT m.*, e.state, e.next_step FROM messages m JOIN enrollments e "
+            "ON e.id = m.enrollment_id WHERE e.prospect_id = ? AND m.status = 'unknown' "
+            "ORDER BY m.id", (prospect_id,))
 
     def last_email_sent_at(self, enrollment_id: int) -> str | None:
         return self.value("SELECT max(sent_at) FROM messages WHERE enrollment_id = ? "
@@ -187,6 +203,18 @@ class Ledger(Part):
     def drop_intent(self, message_id: int) -> None:
         """Forget an intent that was provably never handed over, so a later run may send it."""
         self.db.execute("DELETE FROM messages WHERE id = ? AND status = 'intent'", (message_id,))
+
+    def drop_message(self, message_id: int) -> None:
+        """Forget a message found never delivered (`outreach resolve --not-delivered`)."""
+        self.db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+
+    def rewind_enrollment(self, enrollment_id: int, *, to_step: int) -> None:
+        """Make `to_step` the enrollment's next step again (its email never arrived)."""
+        self.db.execute("UPDATE enrollments SET next_step = ? WHERE id = ?",
+                        (to_step, enrollment_id))
+
+    def has_intents(self) -> bool:
+        return self.one("SELECT 1 FROM messages WHERE status = 'intent' LIMIT 1") is not None
 
     def stale_intents(self) -> list[Record]:
         """Intents left by a run that died: their fate is unknown."""

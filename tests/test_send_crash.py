@@ -1,0 +1,225 @@
+"""A killed `send` loses nothing: `kill -9` at chosen points of the SMTP conversation (a server
+that stops answering there, not a sleep), then `send --dry-run` and a rerun. Every prospect
+gets exactly one message; only a message whose payload was on the wire is `unknown`, and it is
+reported, never resent. Also Ctrl-C and SIGTERM, and the outbox transport."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from outreach.transport import outbox_files
+from tests.conftest import prospect_row
+from tests.ledger import statuses
+from tests.smtp_server import Stall, use_smtp
+
+pytestmark = pytest.mark.slow
+
+THURSDAY_MORNING = "2026-03-05T07:30:00-06:00"
+EVERYONE = sorted(f"cfo{i}@maker{i}.example" for i in range(12))
+
+
+def start_send(campaign, *args):
+    return subprocess.Popen(
+        [sys.executable, "-m", "outreach", "send", "--json", *args,
+         "--config", str(campaign.config_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+
+
+def enroll(campaign, n=12):
+    campaign.now(THURSDAY_MORNING)
+    campaign.run_json("import", str(campaign.write_csv([prospect_row(i) for i in range(n)])))
+    assert campaign.run_json("enroll", "referral")["enrolled"] == n
+
+
+def killed_at(campaign, smtp_server, point, nth, *, concurrency=1):
+    """12 due, a server that stops answering at `point` the `nth` time; the send is killed
+    with SIGKILL there, then the server is let go."""
+    stall = Stall(point=point, nth=nth)
+    use_smtp(campaign, smtp_server(stall).port, concurrency=concurrency)
+    enroll(campaign)
+    run = start_send(campaign)
+    assert stall.reached.wait(20), run.communicate()
+    run.kill()
+    assert run.wait(10) == -signal.SIGKILL
+    return stall
+
+
+def rerun_delivers_the_rest(campaign, stall, *, unknown, reported=None):
+    """`send --dry-run` says exactly what the rerun then does; afterwards everyone has
+    exactly one message and the ledger accounts for all 12, `unknown` of them unknown (the
+    rerun reports `reported` of those: the ones the killed run could not)."""
+    stall.release.set()
+    before = Counter(stall.recipients())
+    predicted = campaign.run_json("send", "--dry-run")
+    summary = campaign.run_json("send")
+    sent_now = Counter(stall.recipients()) - before
+    assert sorted(m["email"] for m in predicted["messages"]) == sorted(sent_now)
+    assert (predicted["sent"], predicted["unknown"]) == (summary["sent"], summary["unknown"])
+    assert summary["unknown"] == (unknown if reported is None else reported)
+    assert sorted(Counter(stall.recipients())) == EVERYONE
+    assert set(Counter(stall.recipients()).values()) == {1}
+    assert +statuses(campaign.root) == +Counter(sent=12 - unknown, unknown=unknown)
+    return summary
+
+
+@pytest.mark.parametrize(("point", "nth", "unknown"), [
+    ("EHLO", 1, 0),   # before the first connection is up
+    ("MAIL", 4, 0),   # in the middle of a chunk, between two messages
+    ("RCPT", 3, 0),   # the server stalls after RCPT: the message never reached DATA
+    ("DATA", 3, 1),   # the server stalls inside DATA: that one message may have arrived
+], ids=["before-first-connection", "mid-chunk", "stall-after-rcpt", "stall-inside-data"])
+def test_a_killed_send_loses_only_what_was_in_data(campaign, smtp_server, point, nth, unknown):
+    stall = killed_at(campaign, smtp_server, point, nth)
+    summary = rerun_delivers_the_rest(campaign, stall, unknown=unknown)
+    if unknown:
+        assert [u["email"] for u in summary["unknowns"]] == [stall.stalled_on]
+        # its sequence waits for `outreach resolve`; the day-0 call of the others is created
+        assert summary["calls"] == 11
+
+
+def test_killed_between_the_servers_250_and_the_ledger(campaign, smtp_server):
+    stall = Stall(point="DATA", nth=3)
+    use_smtp(campaign, smtp_server(stall).port, concurrency=1)
+    enroll(campaign)
+    run = start_send(campaign)
+    assert stall.reached.wait(20)
+    log = campaign.root / "outreach.db-handover"
+    db = sqlite3.connect(campaign.root / "outreach.db", isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")   # from here the sender cannot record the third message
+    try:
+        stall.release.set()
+        deadline = time.monotonic() + 20
+        while log.read_bytes().count(b"\nS ") + log.read_bytes().startswith(b"S ") < 3:
+            assert time.monotonic() < deadline, log.read_bytes()
+            time.sleep(0.01)   # the 250 reached it: the third message's mark is written
+        run.kill()
+        run.wait(10)
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+    assert Counter(s for s, in sqlite3.connect(campaign.root / "outreach.db").execute(
+        "SELECT status FROM messages"))["sent"] < 3   # not recorded when it died
+    summary = rerun_delivers_the_rest(campaign, stall, unknown=0)
+    assert summary["recovered"] >= 1   # accepted by the server: recorded sent, not resent
+
+
+def test_two_senders_one_killed(campaign, smtp_server):
+    stall = Stall(point="DATA", nth=5)
+    use_smtp(campaign, smtp_server(stall).port, concurrency=2)
+    enroll(campaign)
+    runs = [start_send(campaign), start_send(campaign)]
+    assert stall.reached.wait(20)
+    deadline = time.monotonic() + 20
+    while all(r.poll() is None for r in runs):   # the loser of the lease stops by itself
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    loser = next(r for r in runs if r.poll() is not None)
+    assert loser.returncode == 1
+    assert "another `outreach send` is running" in loser.communicate()[1]
+    winner = next(r for r in runs if r is not loser)
+    winner.kill()
+    winner.wait(10)
+    rerun_delivers_the_rest(campaign, stall, unknown=1)
+
+
+def interrupted(campaign, smtp_server, *signals):
+    """12 due, the third message held inside DATA; `signals` sent one after the other once
+    the run says it is stopping."""
+    stall = Stall(point="DATA", nth=3)
+    use_smtp(campaign, smtp_server(stall).port, concurrency=1)
+    enroll(campaign)
+    run = start_send(campaign)
+    assert stall.reached.wait(20)
+    run.send_signal(signals[0])
+    told = run.stderr.readline()
+    for sig in signals[1:]:
+        run.send_signal(sig)
+    return stall, run, told
+
+
+def test_ctrl_c_finishes_the_message_in_data_and_stops(campaign, smtp_server):
+    stall, run, told = interrupted(campaign, smtp_server, signal.SIGINT)
+    assert told == "stopping: finishing 1 message in flight (up to 5 s)… (again to stop at once)\n"
+    stall.release.set()
+    out, err = run.communicate(timeout=20)
+    assert run.returncode == 130, err
+    summary = json.loads(out)
+    assert (summary["sent"], summary["unknown"], summary["deferred"]) == (3, 0, 9)
+    assert summary["deferred_by"] == {"interrupted": {"count": 9, "next": None}}
+    assert summary["interrupted"] == "SIGINT"
+    assert summary["stopped"].startswith("stopped by SIGINT: the messages in flight")
+    assert statuses(campaign.root) == {"sent": 3}   # nothing pending became unknown
+    rerun_delivers_the_rest(campaign, stall, unknown=0)
+
+
+def test_a_second_ctrl_c_stops_at_once(campaign, smtp_server):
+    stall, run, _ = interrupted(campaign, smtp_server, signal.SIGINT, signal.SIGINT)
+    out, err = run.communicate(timeout=10)   # the server still holds the third message
+    assert run.returncode == 130, err
+    summary = json.loads(out)
+    assert (summary["sent"], summary["unknown"], summary["deferred"]) == (2, 1, 9)
+    assert summary["unknowns"][0]["email"] == stall.stalled_on
+    assert summary["stopped"].startswith("stopped at once by a second SIGINT")
+    rerun_delivers_the_rest(campaign, stall, unknown=1, reported=0)
+
+
+def test_sigterm_text_summary_says_it_was_interrupted(campaign, smtp_server):
+    stall = Stall(point="DATA", nth=3)
+    use_smtp(campaign, smtp_server(stall).port, concurrency=1)
+    enroll(campaign)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "outreach", "send", "--config", str(campaign.config_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    assert stall.reached.wait(20)
+    run.send_signal(signal.SIGTERM)
+    assert run.stderr.readline().startswith("stopping: finishing 1 message in flight")
+    stall.release.set()
+    out, err = run.communicate(timeout=20)
+    assert run.returncode == 143
+    assert out == ("sent 3, failed 0, unknown 0, held 0, deferred 9; 3 call tasks\n"
+                   "deferred 9: not started before the run stopped; they stay due: run again\n")
+    assert err.endswith("Error: stopped by SIGTERM: the messages in flight were finished; "
+                        "the rest were not sent and stay due\n")
+
+
+def test_outbox_a_complete_file_is_sent_a_partial_one_is_not(campaign):
+    """A run that died while writing the outbox: the intents it left are settled by the
+    files: a finished .eml is recorded sent, a temp file is removed and its message sent."""
+    enroll(campaign, 3)
+    app = campaign.app()
+    try:
+        rows = app.store.open_enrollments()
+        with app.store.transaction():
+            written = app.store.add_intents([
+                {"enrollment_id": e["id"], "step": 0, "template": "referral", "variant": None,
+                 "message_id": f"<dead.{e['id']}@acme.example>", "subject": "s"} for e in rows],
+                at=app.now())
+        outbox = app.config.smtp.outbox
+    finally:
+        app.close()
+    outbox.mkdir()
+    done, _ = outbox_files(outbox, "<dead.1@acme.example>")
+    done.write_bytes(b"Subject: s\r\n\r\nwritten before the crash\r\n")
+    _, partial = outbox_files(outbox, "<dead.2@acme.example>")
+    partial.write_bytes(b"Subject: s\r\n\r\nhalf")
+    assert len(written) == 3
+
+    predicted = campaign.run_json("send", "--dry-run")
+    assert (predicted["sent"], predicted["recovered"], predicted["unknown"]) == (2, 1, 0)
+    summary = campaign.run_json("send")
+    assert (summary["sent"], summary["recovered"], summary["unknown"]) == (2, 1, 0)
+    files = sorted(p.name for p in outbox.iterdir())
+    assert len(files) == 3 and not partial.exists()
+    new = b"".join(p.read_bytes() for p in outbox.iterdir() if p != done)
+    assert b"cfo1@maker1.example" in new and b"cfo2@maker2.example" in new
+    assert b"cfo0@maker0.example" not in new   # its file was complete: not written again
+    assert statuses(campaign.root) == {"sent": 3}
