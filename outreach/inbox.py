@@ -203,6 +203,16 @@ def connect(imap: Imap, *, timeout: float = 60) -> Any:
     where = f"imap {imap.host}:{imap.port}"
     password = secret(imap.password_env, what=f"[imap] password_env for {where}") \
         if imap.auth == "password" and imap.password_env else ""
+    tokens: Any = None
+    if imap.auth == "oauth2":   # not signed in (or refused): say so before connecting
+        from .oauth import TokenEndpointError, token_source
+
+        assert imap.oauth2 is not None   # the config sets it for auth = "oauth2"
+        tokens = token_source(imap.oauth2, imap.username)
+        try:
+            token = tokens.token()
+        except TokenEndpointError as exc:
+            raise MailboxError(f"{where}: {exc}") from None
     # Building a TLS context loads the system's CA store: only when TLS is used.
     context = ssl.create_default_context() if imap.security != "none" else None
     try:
@@ -220,8 +230,8 @@ def connect(imap: Imap, *, timeout: float = 60) -> Any:
     if imap.auth == "none":
         return client
     try:
-        if imap.auth == "oauth2":
-            _xoauth2(client, imap, where)
+        if tokens is not None:
+            _xoauth2(client, imap, where, tokens, token)
         else:
             client.login(imap.username, password)
     except LoginError as exc:
@@ -238,17 +248,14 @@ def connect(imap: Imap, *, timeout: float = 60) -> Any:
     return client
 
 
-def _xoauth2(client: Any, imap: Imap, where: str) -> None:
+def _xoauth2(client: Any, imap: Imap, where: str, tokens: Any, token: str) -> None:
     """XOAUTH2 with a current access token (a fresh one on every connect, so `watch`
     re-authenticates when it reconnects); a refusal renews the token once and tries again."""
     from imapclient.exceptions import LoginError
 
-    from .oauth import TokenEndpointError, token_source
+    from .oauth import TokenEndpointError
 
-    assert imap.oauth2 is not None   # the config sets it for auth = "oauth2"
-    tokens = token_source(imap.oauth2, imap.username)
     try:
-        token = tokens.token()
         try:
             client.oauth2_login(imap.username, token)
         except LoginError:

@@ -5,6 +5,7 @@ and `poll` over XOAUTH2 to a private Dovecot; expiry, renewal, revocation and th
 from __future__ import annotations
 
 import json
+import os
 import stat
 import time
 
@@ -374,3 +375,49 @@ def test_google_signs_in_in_the_browser_asking_for_offline_access(campaign, auth
     assert auth_server.token_forms[-1]["client_secret"] == "not-so-secret"   # Desktop client
     assert auth_server.grants["urn:ietf:params:oauth:grant-type:device_code"] == 0
     assert campaign.run("login", "--provider", "microsoft").exit_code == 1
+
+
+class RevokedMidRun(ExpiresMidRun):
+    """As ExpiresMidRun, and the user withdraws consent at the same moment."""
+
+    async def handle_DATA(self, server, session, envelope):
+        if len(self.messages) == 3:
+            self.auth.revoke_refresh_tokens()
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_sign_in_revoked_mid_send_leaves_the_rest_due(campaign, smtp_server, auth_server):
+    server = xoauth2_server(smtp_server, auth_server, RevokedMidRun(auth_server))
+    use_oauth(campaign, auth_server, server.port)
+    campaign.edit_config("concurrency = 2 ", "concurrency = 1 ")
+    assert campaign.run("login").exit_code == 0
+    enrolled(campaign, [prospect_row(i) for i in range(10)])
+    result = campaign.run("send")
+    assert result.exit_code == 1
+    assert "run `outreach login` to sign in again" in result.stderr
+    statuses = [r["status"] for r in ledger(campaign)]
+    assert statuses == ["sent"] * 3 + ["unknown"]      # nothing after the refusal
+    assert len(server.handler.messages) == 4
+
+
+@pytest.mark.slow
+def test_cron_never_waits_for_a_sign_in(campaign, smtp_server, auth_server):
+    """`send` from cron (no terminal, no stdin) stops at once with the advice, never prompts."""
+    import subprocess
+    import sys
+
+    server = xoauth2_server(smtp_server, auth_server)
+    use_oauth(campaign, auth_server, server.port)
+    enrolled(campaign, [prospect_row(1)])
+    for command in ("send", "poll"):
+        if command == "poll":
+            campaign.edit_config('source = "maildir"', 'source = "imap"')
+            campaign.edit_config('password_env = "OUTREACH_IMAP_PASSWORD"', 'auth = "oauth2"')
+        proc = subprocess.run([sys.executable, "-m", "outreach", command, "--config",
+                               str(campaign.config_path)], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=60, env=os.environ)
+        assert proc.returncode == 1
+        assert f"{USER}: not signed in with custom OAuth2; run `outreach login` once" \
+            in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert server.handler.messages == []
