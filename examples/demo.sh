@@ -3,7 +3,7 @@
 # no server needed. Runs in a fresh temporary folder; pass a folder to keep it.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-outreach="${OUTREACH:-$here/../.venv/bin/outreach}"
+outreach="${OUTREACH:-$(cd "$here/.." && pwd)/.venv/bin/outreach}"
 demo="${1:-$(mktemp -d)/campaign}"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -129,3 +129,8 @@ referred="$("$outreach" prospects --json | python3 -c 'import json, sys; print([
 
 step "outreach stats --by variant --html report.html (the funnel; open report.html in a browser)"
 "$outreach" stats --by variant --html report.html
+
+step "done: everything the demo made is in $demo"
+echo "campaign:  $demo/outreach.toml (templates/, outbox/, mail/, outreach.db beside it)"
+echo "report:    $demo/report.html (open it in a browser)"
+echo "try more:  cd $demo && $outreach status ava.nguyen@northwind-castings.example"

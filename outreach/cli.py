@@ -127,8 +127,11 @@ def init(directory: Path) -> None:
 
     Never overwrites: files that already exist are left as they are.
     """
-    from .scaffold import init_campaign
+    from .scaffold import init_campaign, source_tree_warning
 
+    warning = source_tree_warning(directory)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     for path, created in init_campaign(directory):
         click.echo(f"{'created' if created else 'kept   '} {path}")
     click.echo("Next: edit outreach.toml ([sender], [icp.*], [sequences.*]), then "

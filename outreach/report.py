@@ -51,10 +51,20 @@ def write_report(app: Any, path: Path, *, since: datetime | None = None) -> None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(page)
+            # mkstemp makes the file 0600; a report is for sharing, so give it the mode any
+            # new file gets (0644 under the usual umask 022).
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; it is put straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def render(docs: Mapping[str, Mapping[str, Any]], *, title: str, generated: datetime) -> str:

@@ -26,6 +26,25 @@ def skeleton_dir() -> Path:
                         "reinstall outreach")
 
 
+def source_tree() -> Path | None:
+    """outreach's own checkout when running from one (an editable install), else None."""
+    base = Path(__file__).resolve().parent.parent
+    return base if (base / "pyproject.toml").is_file() and (base / ".git").exists() else None
+
+
+def source_tree_warning(directory: Path) -> str | None:
+    """Why a campaign folder inside outreach's source tree is a mistake, or None."""
+    tree = source_tree()
+    target = directory.resolve()
+    if tree is None or not target.is_relative_to(tree):
+        return None
+    why = ("commands run there would load the repo's own plugins/ (the shipped examples) as "
+           "yours" if target == tree else "your prospects and database would sit inside a git "
+           "checkout of outreach")
+    return (f"{directory} is inside outreach's source tree ({tree}): {why}. Make the campaign "
+            "folder elsewhere, e.g. `outreach init ~/campaigns/q3`")
+
+
 def init_campaign(directory: Path) -> Iterator[tuple[Path, bool]]:
     """Create what is missing; yield (path, created) for each file and folder."""
     from .store import Store
