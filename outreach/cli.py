@@ -230,6 +230,7 @@ def login(provider: str | None, config_path: str | None) -> None:
     for oauth, username, where in found:
         click.echo(f"{where}: signing in to {oauth.provider} as {username}", err=True)
         status = login_(oauth, username, say=lambda line: click.echo(line, err=True))
+        click.echo(f"tokens saved in {status.saved_in}", err=True)
         click.echo(f"signed in as {status.identity}; token refreshes automatically")
 
 

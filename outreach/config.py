@@ -206,12 +206,12 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     return _Parser(cfg_path.resolve()).config(data)
 
 
-def secret(env_name: str, *, what: str) -> str:
+def secret(env_name: str, *, what: str, holds: str = "the password") -> str:
     """Read a secret from the environment variable a `*_env` key names."""
     value = os.environ.get(env_name, "")
     if not value:
         raise ConfigError(
-            f"{what}: environment variable {env_name} is not set; export it with the password."
+            f"{what}: environment variable {env_name} is not set; export it with {holds}."
         )
     return value
 

@@ -40,6 +40,7 @@ class TokenEndpointError(OutreachError):
 class Status:
     identity: str
     expires_at: float
+    saved_in: str = ""   # after a login: the OS keyring, or the 0600 file's path
 
 
 def store_for(oauth: OAuth2, username: str) -> TokenStore:
@@ -50,7 +51,8 @@ def _session(oauth: OAuth2, **kwargs: Any) -> Any:
     from authlib.integrations.requests_client import OAuth2Session
 
     client_secret = secret(oauth.client_secret_env, what=f"[oauth2] client_secret_env for "
-                           f"{oauth.provider}") if oauth.client_secret_env else None
+                           f"{oauth.provider}", holds="the OAuth client secret") \
+        if oauth.client_secret_env else None
     return OAuth2Session(
         oauth.client_id, client_secret, scope=" ".join(oauth.scopes),
         token_endpoint_auth_method="client_secret_post" if client_secret else "none",
@@ -220,8 +222,8 @@ def login(oauth: OAuth2, username: str, *, say: Callable[[str], None],
     record = {"refresh_token": token["refresh_token"], "access_token": token["access_token"],
               "expires_at": float(token.get("expires_at") or time.time() + 3600),
               "identity": identity}
-    store_for(oauth, username).save(record)
-    return Status(identity, record["expires_at"])
+    saved_in = store_for(oauth, username).save(record)
+    return Status(identity, record["expires_at"], saved_in)
 
 
 def logout(oauth: OAuth2, username: str) -> bool:

@@ -47,13 +47,6 @@ class TokenStore:
         digest = hashlib.sha256(self.key.encode()).hexdigest()[:24]
         return config_home() / "outreach" / "tokens" / f"{digest}.json"
 
-    @property
-    def where(self) -> str:
-        backend = _usable_keyring()
-        if backend is not None and not self.file.exists():
-            return f"the OS keyring ({type(backend).__name__})"
-        return str(self.file)
-
     def load(self) -> dict[str, Any] | None:
         text = None
         backend = _usable_keyring()

@@ -66,6 +66,7 @@ def test_device_login_then_send_over_xoauth2(campaign, smtp_server, auth_server,
     # No OS keyring here: a file only the user can read, under the user's config folder.
     files = list((tmp_path / "user-config" / "outreach" / "tokens").iterdir())
     assert len(files) == 1 and stat.S_IMODE(files[0].stat().st_mode) == 0o600
+    assert f"tokens saved in {files[0]}" in login.stderr
     assert stat.S_IMODE(files[0].parent.stat().st_mode) == 0o700
     doc = campaign.run_json("send")
     assert doc["sent"] == 1
@@ -228,7 +229,8 @@ def test_the_os_keyring_is_used_where_there_is_one(signed_in, campaign, tmp_path
     before = keyring.get_keyring()
     keyring.set_keyring(FileKeyring())
     try:
-        assert campaign.run("login").exit_code == 0
+        login = campaign.run("login")
+        assert "tokens saved in the OS keyring (FileKeyring)" in login.stderr
         assert not list((tmp_path / "user-config" / "outreach" / "tokens").iterdir())
         entries = json.loads((tmp_path / "keyring.json").read_text())
         assert [json.loads(v)["identity"] for v in entries.values()] == [USER]
@@ -365,7 +367,8 @@ def test_google_signs_in_in_the_browser_asking_for_offline_access(campaign, auth
     monkeypatch.setattr("webbrowser.open", browse)
     missing = campaign.run("login")
     assert missing.exit_code == 1
-    assert "environment variable OUTREACH_GOOGLE_SECRET is not set" in missing.stderr
+    assert ("environment variable OUTREACH_GOOGLE_SECRET is not set; export it with the OAuth "
+            "client secret") in missing.stderr
     monkeypatch.setenv("OUTREACH_GOOGLE_SECRET", "not-so-secret")
     result = campaign.run("login")
     assert result.exit_code == 0, result.output
