@@ -310,6 +310,8 @@ def _decoded(text: str) -> str:
 
 def body_text(message: Message) -> str:
     """The first text/plain part (else text/html flattened), decoded leniently."""
+    if message.get_content_type() == "text/plain" and "Content-Disposition" not in message:
+        return _decode(message)  # most replies: one plain part, nothing to walk
     plain = html = None
     for part in message.walk():
         if part.is_multipart() or part.get_content_maintype() != "text":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -32,8 +33,9 @@ def change_stage(app: App, prospect: Prospect, new: str, *, cause: str,
     Returns `prospect` (as freshly loaded by the caller) at its new stage, with `written`
     (fields the caller has just stored, e.g. poll's last_activity) set in the same copy."""
     now = app.now()
-    with app.store.transaction():
-        old = app.store.set_stage(prospect.id, new, cause=cause, at=now)
+    # Inside a caller's transaction (poll's batch) that one keeps the two writes together.
+    with nullcontext() if app.store.db.in_transaction else app.store.transaction():
+        old = app.store.set_stage(prospect.id, new, cause=cause, at=now, old=prospect.stage)
         if old is not None:
             app.store.add_event("stage", at=now, prospect_id=prospect.id, old=old, new=new,
                                 cause=cause)

@@ -173,6 +173,7 @@ class _Item:
     mail: Mail
     verdict: classify.Verdict
     kind: str
+    refs: list[str]  # In-Reply-To and References, as read for the batch
 
 
 _EXPR = re.compile(r"\{\{\s*([\w.]+)\s*(?:\|[^}]*)?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
@@ -448,14 +449,15 @@ def _prepare(app: App, batch: list[Inbound], result: PollResult, state: _Pass,
                             addresses=[sender] if sender else [])
                 continue
             state.ids.add(message_id)  # a second copy later in the batch is a duplicate
-            items.append(_classified(app, inbound, head, message_id, state, classifiers))
+            items.append(_classified(app, inbound, head, message_id, refs, state,
+                                     classifiers))
         except Exception as exc:
             _malformed(inbound, message_id, exc, result, state, now)
     return items
 
 
-def _classified(app: App, inbound: Inbound, head: Message, message_id: str, state: _Pass,
-                classifiers: bool) -> _Item:
+def _classified(app: App, inbound: Inbound, head: Message, message_id: str, refs: list[str],
+                state: _Pass, classifiers: bool) -> _Item:
     """The built-in verdict, overruled by a `classify_reply` plugin's answer if any."""
     from . import classify
 
@@ -472,7 +474,7 @@ def _classified(app: App, inbound: Inbound, head: Message, message_id: str, stat
             kind = verdict.hook_kind
         elif kind != verdict.hook_kind:
             verdict.why = f"a classify_reply plugin said {kind} (built-in: {verdict.why})"
-    return _Item(inbound, message_id, mail, verdict, kind)
+    return _Item(inbound, message_id, mail, verdict, kind, refs)
 
 
 class _Undo(Exception):
@@ -494,7 +496,7 @@ def explain(app: App, raw: bytes) -> dict[str, Any]:
         message_id = _first_id(classify.header(head, "Message-ID")) or ""
         refs = _MSGID.findall(f"{head.get('In-Reply-To') or ''} {head.get('References') or ''}")
         sender = classify.address_of(classify.header(head, "From"))
-        item = _classified(app, inbound, head, message_id, state,
+        item = _classified(app, inbound, head, message_id, refs, state,
                            _listened(app, "classify_reply"))
         concerns = False
         try:
@@ -575,12 +577,11 @@ def _first_id(value: str) -> str | None:
 _REPORTS = ("bounce", "complaint")  # kinds that name the people they are about
 
 
-def match(app: App, message: Message, verdict: classify.Verdict, kind: str,
+def match(app: App, message: Message, refs: list[str], verdict: classify.Verdict, kind: str,
           state: _Pass) -> tuple[Prospect | None, Any]:
-    """In-Reply-To/References against our ledger, then the address, then a lone domain.
-    Returns the prospect and the ledger row it was matched by (None otherwise)."""
-    ids = _MSGID.findall(f"{message.get('In-Reply-To') or ''} {message.get('References') or ''}")
-    ids.reverse()  # the newest reference is the most specific
+    """`refs` (In-Reply-To/References) against our ledger, then the address, then a lone
+    domain. Returns the prospect and the ledger row it was matched by (None otherwise)."""
+    ids = refs[::-1]  # the newest reference is the most specific
     # A bounce or complaint names the message it returns in its body: that decides first.
     row = app.store.ledger_match(verdict.original_ids) \
         if kind in _REPORTS and verdict.original_ids else None
@@ -625,7 +626,7 @@ def _act(app: App, item: _Item, result: PollResult, state: _Pass,
     from .lifecycle import suppress
 
     mail, verdict, kind = item.mail, item.verdict, item.kind
-    prospect, row = match(app, mail.message, verdict, kind, state)
+    prospect, row = match(app, mail.message, item.refs, verdict, kind, state)
     enrollment_id = row["enrollment_id"] if row is not None else None
     addresses = verdict.recipients if kind in _REPORTS else [verdict.sender]
     if prospect is None:

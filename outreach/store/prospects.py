@@ -85,9 +85,12 @@ class Prospects(Part):
     def count_prospects(self) -> int:
         return int(self.value("SELECT count(*) FROM prospects"))
 
-    def set_stage(self, prospect_id: int, new: str, *, cause: str, at: datetime) -> str | None:
-        """Move a prospect to a stage and record it; returns the old stage (None if unchanged)."""
-        old = self.value("SELECT stage FROM prospects WHERE id = ?", (prospect_id,))
+    def set_stage(self, prospect_id: int, new: str, *, cause: str, at: datetime,
+                  old: str | None = None) -> str | None:
+        """Move a prospect to a stage and record it; returns the old stage (None if unchanged).
+        `old`, when the caller holds the prospect as it stands, saves reading it again."""
+        if old is None:
+            old = self.value("SELECT stage FROM prospects WHERE id = ?", (prospect_id,))
         if old == new:
             return None
         self.db.execute("UPDATE prospects SET stage = ?, updated_at = ? WHERE id = ?",
