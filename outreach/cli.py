@@ -286,9 +286,12 @@ def import_(app: Any, file: Path, maps: tuple[str, ...], json_: bool) -> None:
 @click.option("--icp", "icp_name", metavar="NAME", help="Only prospects matching this ICP.")
 @click.option("--sort", type=click.Choice(["added", "score"]), default="added",
               show_default=True, help="`score`: hottest leads first, with their lead score.")
+@click.option("--owner", metavar="REP", help="Only prospects this rep owns ([team] rep; `me` "
+              "for yours, `none` for those nobody has enrolled yet).")
 @json_option
 @with_app
-def prospects(app: Any, icp_name: str | None, sort: str, json_: bool) -> None:
+def prospects(app: Any, icp_name: str | None, sort: str, owner: str | None,
+              json_: bool) -> None:
     """List prospects, or with --icp only those matching that Ideal Customer Profile.
 
     `--sort score` ranks by lead score: replies, connects and meetings add points, "not
@@ -299,6 +302,9 @@ def prospects(app: Any, icp_name: str | None, sort: str, json_: bool) -> None:
     from .icp import RULES, failed_rules
 
     rows = list(app.store.prospects())
+    if owner is not None:
+        wanted = {"me": app.config.team.rep, "none": None}.get(owner.lower(), owner.lower())
+        rows = [p for p in rows if p.owner == wanted]
     excluded: Counter[str] = Counter()
     if icp_name is not None:
         icp = app.config.icps.get(icp_name)
@@ -325,7 +331,7 @@ def prospects(app: Any, icp_name: str | None, sort: str, json_: bool) -> None:
         echo_json([{**p.as_dict(), **extra[p.id]} for p in rows])
         return
     echo_table([{**p.as_dict(), "name": p.name, **extra[p.id]} for p in rows],
-               ("email", "name", "title", "company", "stage")
+               ("email", "name", "title", "company", "stage", "owner")
                + (("score",) if sort == "score" else ()))
     if icp_name is not None:
         why = ", ".join(f"{rule}: {excluded[rule]}" for rule in RULES if excluded[rule])
@@ -484,8 +490,10 @@ def call(app: Any, task_id: int, outcome: str, note: str | None, json_: bool) ->
 @cli.command()
 @click.option("--since", metavar="DATE", help="Only emails sent (and calls made) from DATE on, "
               "e.g. 2026-03-01 (midnight, your timezone).")
-@click.option("--by", type=click.Choice(["sequence", "template", "variant", "persona"]),
-              help="Break the numbers down; `variant` also says which A/B variant wins.")
+@click.option("--by", type=click.Choice(["sequence", "template", "variant", "persona", "rep",
+                                         "mailbox"]),
+              help="Break the numbers down; `variant` also says which A/B variant wins; "
+                   "`rep` and `mailbox` split a team's shared database.")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a self-contained HTML report with charts to FILE.")
 @json_option
@@ -740,6 +748,10 @@ def _send_report(result: Any, zone: Any) -> None:
     for m in result.as_dict().get("messages", []):
         click.echo(f"  {m['email']}  step {m['step']}  {m['template']}  {m['subject']}")
     for why, deferred in result.deferred_by.items():
+        if why == "max_emails_per_domain_per_day":   # team mode: one line per company
+            for line in _capped_lines(result, deferred["next"], zone):
+                click.echo(line)
+            continue
         click.echo(f"deferred {deferred['count']}: {_deferred_why(why, deferred['next'], zone)}")
     for problem in result.errors:
         click.echo(f"not sent: {problem['email']} step {problem['step']}: {problem['error']}",
@@ -771,6 +783,9 @@ def _deferred_why(why: str, until: Any, zone: Any) -> str:
                 if when else "outside the sending window (or use --ignore-window)")
     if why in ("interrupted", "stopped"):
         return "not started before the run stopped; they stay due: run again"
+    if why == "mailbox_limit":   # team mode: every mailbox they may use is full today
+        return ("their mailbox reached its daily_limit (or ramp-up) today; they stay due"
+                + (f" and go from {when}" if when else ""))
     if why == "daily_limit":
         return f"held back by daily_limit; they stay due and go from {when}" if when else \
             "held back by daily_limit; they stay due"
@@ -801,6 +816,16 @@ def resolve(app: Any, email: str, delivered: bool | None, json_: bool) -> None:
         return
     for r in resolved:
         click.echo(f"{r['email']} step {r['step']} {r['message_id']}: {r['outcome']}")
+
+
+def _capped_lines(result: Any, until: Any, zone: Any) -> list[str]:
+    """Team mode: the companies [team] max_emails_per_domain_per_day held mail back for."""
+    from .clock import local
+
+    when = f" and go from {local(until, zone)}" if until else ""
+    return [f"deferred {n}: {domain} had [team] max_emails_per_domain_per_day "
+            f"({result.cap_per_domain}) from the team today; they stay due{when}"
+            for domain, n in result.capped_domains.items()]
 
 
 # -- start-up ----------------------------------------------------------------------------

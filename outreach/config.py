@@ -16,7 +16,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import time
 from pathlib import Path
 from typing import Any
@@ -158,6 +158,30 @@ class Sequence:
 
 
 @dataclass(frozen=True)
+class Team:
+    """This rep's name in a shared database, and the limits the whole team shares."""
+
+    rep: str
+    max_emails_per_domain_per_day: int
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    """One sending address with its own servers, daily limit, ramp-up and (optionally)
+    windows. A config without [[mailboxes]] has one: [sender], [smtp] and [imap]."""
+
+    email: str
+    name: str
+    smtp: Smtp
+    imap: Imap
+    daily_limit: int
+    ramp_start: int | None      # None: the full daily_limit from the first day
+    ramp_step: int
+    windows: tuple[Window, ...] | None   # None: [sending] windows
+    unsubscribe_mailto: str
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     sender: Sender
@@ -173,6 +197,8 @@ class Config:
     oauth2: Mapping[str, OAuth2] = field(default_factory=dict)   # by provider, when used
     store_url: str = ""            # a postgresql:// URL (a team database); "": SQLite
     store_password_env: str = ""   # the variable holding its password (else libpq's own ways)
+    team: Team = Team(rep="", max_emails_per_domain_per_day=3)
+    mailboxes: tuple[Mailbox, ...] = ()
 
     @property
     def store_target(self) -> str | Path:
@@ -186,6 +212,17 @@ class Config:
     @property
     def templates_dir(self) -> Path:
         return self.root / TEMPLATES_DIR
+
+    def mailbox(self, email: str) -> Mailbox | None:
+        return next((box for box in self.mailboxes if box.email == email), None)
+
+    def for_mailbox(self, box: Mailbox) -> Config:
+        """This config as `box` sends: its From name and address (so Message-IDs use its
+        domain), its servers and its unsubscribe address; everything else unchanged."""
+        return replace(self, sender=replace(self.sender, name=box.name, email=box.email),
+                       smtp=box.smtp, imap=box.imap,
+                       compliance=replace(self.compliance,
+                                          unsubscribe_mailto=box.unsubscribe_mailto))
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
@@ -362,7 +399,7 @@ class _Parser:
 
     def config(self, data: Mapping[str, Any]) -> Config:
         top = {"sender", "store", "smtp", "imap", "oauth2", "sending", "compliance", "icp",
-               "sequences", "plugins"}
+               "sequences", "plugins", "team", "mailboxes"}
         for key in data:
             if key not in top:
                 close = difflib.get_close_matches(key, sorted(top), n=1)
@@ -378,9 +415,19 @@ class _Parser:
         store = self.section(data, "store", {"path", "url", "password_env"})
         store_path, store_url, store_env = self.store(store)
         smtp, imap = self.smtp(data), self.imap(data)
-        oauth2 = self.oauth2(data, (smtp, imap))
-        smtp, imap = (dataclasses.replace(s, oauth2=oauth2.get(s.provider))
-                      if s.auth == "oauth2" else s for s in (smtp, imap))
+        sending = self.sending(data, sender)
+        compliance = self.compliance(data, sender)
+        mailboxes = self.mailboxes(data, sender, smtp, imap, sending, compliance)
+        oauth2 = self.oauth2(data, tuple(s for box in mailboxes for s in (box.smtp, box.imap)))
+
+        def signed_in(server: Any) -> Any:
+            return (dataclasses.replace(server, oauth2=oauth2.get(server.provider))
+                    if server.auth == "oauth2" else server)
+
+        mailboxes = tuple(dataclasses.replace(box, smtp=signed_in(box.smtp),
+                                              imap=signed_in(box.imap)) for box in mailboxes)
+        # With [[mailboxes]], code that reads one server (check --connect) reads the first.
+        smtp, imap = mailboxes[0].smtp, mailboxes[0].imap
         return Config(
             path=self.path,
             sender=sender,
@@ -388,12 +435,76 @@ class _Parser:
             smtp=smtp,
             imap=imap,
             oauth2=oauth2,
-            sending=self.sending(data, sender),
-            compliance=self.compliance(data, sender),
+            sending=sending,
+            compliance=compliance,
             icps=icps,
             sequences=sequences,
             plugin_paths=plugin_paths,
             plugin_settings=plugin_settings,
+            team=self.team(data, sender),
+            mailboxes=mailboxes,
+        )
+
+    def team(self, data: Mapping[str, Any], sender: Sender) -> Team:
+        t = self.section(data, "team", {"rep", "max_emails_per_domain_per_day"})
+        rep = self.get(t, "team", "rep", str, sender.email).strip().lower()
+        if not rep or any(c in rep for c in "\r\n"):
+            raise self.fail("[team] rep", "must be a one-line name, e.g. your email address")
+        return Team(rep=rep, max_emails_per_domain_per_day=self.positive(
+            t, "team", "max_emails_per_domain_per_day", 3))
+
+    def mailboxes(self, data: Mapping[str, Any], sender: Sender, smtp: Smtp, imap: Imap,
+                  sending: Sending, compliance: Compliance) -> tuple[Mailbox, ...]:
+        """[[mailboxes]], or the one mailbox [sender], [smtp] and [imap] describe."""
+        tables = data.get("mailboxes")
+        if tables is None:
+            return (Mailbox(email=sender.email, name=sender.name, smtp=smtp, imap=imap,
+                            daily_limit=sending.daily_limit, ramp_start=None, ramp_step=0,
+                            windows=None, unsubscribe_mailto=compliance.unsubscribe_mailto),)
+        if not isinstance(tables, list) or not tables:
+            raise self.fail("[[mailboxes]]", "must be one or more [[mailboxes]] tables")
+        for name in ("smtp", "imap"):
+            if name in data:
+                raise self.fail(f"[{name}]", "cannot be used with [[mailboxes]]: move it into "
+                                f"each mailbox as [mailboxes.{name}]")
+        out: list[Mailbox] = []
+        for i, raw in enumerate(tables, start=1):
+            out.append(self.mailbox(raw, f"mailboxes[{i}]", sender, sending, compliance))
+        seen: set[str] = set()
+        for i, box in enumerate(out, start=1):
+            if box.email in seen:
+                raise self.fail(f"[mailboxes[{i}]] email", f'"{box.email}" is listed twice')
+            seen.add(box.email)
+        return tuple(out)
+
+    def mailbox(self, raw: Any, where: str, sender: Sender, sending: Sending,
+                compliance: Compliance) -> Mailbox:
+        t = self.table(raw, where, {"email", "name", "daily_limit", "ramp_start", "ramp_step",
+                                    "windows", "unsubscribe_mailto", "smtp", "imap"})
+        email = self.email(t, where, "email").lower()
+        name = self.get(t, where, "name", str, sender.name)
+        if any(c in name for c in "\r\n"):
+            raise self.fail(f"[{where}] name", "must be one line")
+        ramp_start = self.positive(t, where, "ramp_start", 1) if "ramp_start" in t else None
+        ramp_step = self.get(t, where, "ramp_step", int, 0)
+        if ramp_step < 0 or (ramp_step and ramp_start is None):
+            raise self.fail(f"[{where}] ramp_step", "must be 0 or more, and goes with "
+                            "ramp_start (start at ramp_start a day, add ramp_step each day)")
+        windows = None
+        if "windows" in t:
+            windows = tuple(self.window(text, f"[{where}] windows[{n}]") for n, text in
+                            enumerate(self.strings(t, where, "windows")))
+            if not windows:
+                raise self.fail(f"[{where}] windows", "is empty: leave it out to use "
+                                "[sending] windows")
+        return Mailbox(
+            email=email, name=name,
+            smtp=self.smtp({"smtp": t.get("smtp", {})}, where=f"{where}.smtp"),
+            imap=self.imap({"imap": t.get("imap", {})}, where=f"{where}.imap"),
+            daily_limit=self.positive(t, where, "daily_limit", sending.daily_limit),
+            ramp_start=ramp_start, ramp_step=ramp_step, windows=windows,
+            unsubscribe_mailto=self.email(t, where, "unsubscribe_mailto",
+                                          compliance.unsubscribe_mailto),
         )
 
     def store(self, t: Mapping[str, Any]) -> tuple[Path, str, str]:
@@ -449,7 +560,8 @@ class _Parser:
     def server(self, t: Mapping[str, Any], where: str, default_port: int,
                default_security: str) -> dict[str, Any]:
         provider = self.choice(t, where, "provider", PROVIDERS, "custom")
-        preset = SERVER_PRESETS.get((where, provider))
+        # "smtp", "imap", or a mailbox's "mailboxes[2].smtp": the presets are by kind.
+        preset = SERVER_PRESETS.get((where.rpartition(".")[2], provider))
         if preset:
             for key, value in zip(("host", "port", "security"), preset, strict=True):
                 if key in t and t[key] != value:
@@ -540,32 +652,35 @@ class _Parser:
                                tenant=tenant, scopes=scopes, **urls)
         return out
 
-    def smtp(self, data: Mapping[str, Any]) -> Smtp:
-        t = self.section(data, "smtp", {"transport", "outbox", "host", "port", "security",
-                                      "username", "password_env", "concurrency", "timeout",
-                                      "provider", "auth"})
-        timeout = self.get(t, "smtp", "timeout", (int, float), 30)
+    def smtp(self, data: Mapping[str, Any], where: str = "smtp") -> Smtp:
+        """[smtp], or a mailbox's [mailboxes.smtp] (`where` names it in errors)."""
+        t = self.table(data.get("smtp", {}), where, {
+            "transport", "outbox", "host", "port", "security", "username", "password_env",
+            "concurrency", "timeout", "provider", "auth"})
+        timeout = self.get(t, where, "timeout", (int, float), 30)
         if timeout <= 0:
-            raise self.fail("[smtp] timeout", f"must be more than 0 seconds, not {timeout}")
+            raise self.fail(f"[{where}] timeout", f"must be more than 0 seconds, not {timeout}")
         return Smtp(
-            transport=self.choice(t, "smtp", "transport", ("smtp", "outbox"), "outbox"),
-            outbox=self.path_key(t, "smtp", "outbox", "outbox"),
-            concurrency=self.positive(t, "smtp", "concurrency", 4),
+            transport=self.choice(t, where, "transport", ("smtp", "outbox"), "outbox"),
+            outbox=self.path_key(t, where, "outbox", "outbox"),
+            concurrency=self.positive(t, where, "concurrency", 4),
             timeout=float(timeout),
-            **self.server(t, "smtp", 587, "starttls"),
+            **self.server(t, where, 587, "starttls"),
         )
 
-    def imap(self, data: Mapping[str, Any]) -> Imap:
-        t = self.section(data, "imap", {"source", "maildir", "host", "port", "security",
-                                      "username", "password_env", "folders", "provider", "auth"})
-        folders = self.strings(t, "imap", "folders", ("INBOX",))
+    def imap(self, data: Mapping[str, Any], where: str = "imap") -> Imap:
+        """[imap], or a mailbox's [mailboxes.imap] (`where` names it in errors)."""
+        t = self.table(data.get("imap", {}), where, {
+            "source", "maildir", "host", "port", "security", "username", "password_env",
+            "folders", "provider", "auth"})
+        folders = self.strings(t, where, "folders", ("INBOX",))
         if not folders:
-            raise self.fail("[imap] folders", 'is empty: list at least one, e.g. ["INBOX"]')
+            raise self.fail(f"[{where}] folders", 'is empty: list at least one, e.g. ["INBOX"]')
         return Imap(
-            source=self.choice(t, "imap", "source", ("imap", "maildir"), "maildir"),
-            maildir=self.path_key(t, "imap", "maildir", "mail"),
+            source=self.choice(t, where, "source", ("imap", "maildir"), "maildir"),
+            maildir=self.path_key(t, where, "maildir", "mail"),
             folders=folders,
-            **self.server(t, "imap", 993, "tls"),
+            **self.server(t, where, 993, "tls"),
         )
 
     def sending(self, data: Mapping[str, Any], sender: Sender) -> Sending:

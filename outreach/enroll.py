@@ -12,6 +12,7 @@ from .config import Sequence
 from .errors import OutreachError
 from .icp import in_icp
 from .models import Prospect
+from .team import other_rep
 
 # Stages that mean the conversation already happened: a cold sequence would be wrong.
 ENGAGED_STAGES = frozenset({"lead", "opportunity", "client", "champion", "not-interested"})
@@ -29,17 +30,20 @@ class EnrollResult:
 
 
 def skip_reason(prospect: Prospect, facts: dict[str, Any] | None, sequence: Sequence, *,
-                now: datetime, for_referrals: bool = False) -> str | None:
-    """Why an ICP-matching prospect may not be enrolled now, or None if it may.
+                now: datetime, for_referrals: bool = False, rep: str = "") -> str | None:
+    """Why an ICP-matching prospect may not be enrolled now by `rep`, or None if it may.
 
     A sequence that is some sequence's `on_referral` speaks of the referrer ("Jane suggested
     I reach out"), so only referred prospects may start it: anyone else would be lied to.
+    A prospect another rep of the team owns or is working is theirs alone.
     """
     if prospect.suppressed:
         return "suppressed"
     if for_referrals and prospect.referrer_id is None:
         return "not_referred"
     facts = facts or {}
+    if rep and other_rep(prospect.owner, facts.get("open_rep"), rep):
+        return "other_rep"
     if facts.get("open"):
         return "active"
     if facts.get("replied"):
@@ -73,7 +77,7 @@ def enroll(app: App, sequence_name: str, *, limit: int | None = None,
             if not in_icp(prospect, icp, today=today):
                 continue
             reason = skip_reason(prospect, facts.get(prospect.id), sequence, now=now,
-                                 for_referrals=for_referrals)
+                                 for_referrals=for_referrals, rep=app.config.team.rep)
             if reason is None and limit is not None and result.enrolled >= limit:
                 reason = "limit"
             if reason:
@@ -81,7 +85,8 @@ def enroll(app: App, sequence_name: str, *, limit: int | None = None,
                 continue
             result.enrolled += 1
             if not dry_run:
-                enrollment = app.store.enroll(prospect.id, sequence.name, at=now)
+                enrollment = app.store.enroll(prospect.id, sequence.name, at=now,
+                                              rep=app.config.team.rep)
                 app.store.add_event("enrolled", at=now, prospect_id=prospect.id,
                                     enrollment_id=enrollment, sequence=sequence.name)
     return result

@@ -157,5 +157,19 @@ M002_UNSUBSCRIBE_SECRET = """
             SELECT 'unsubscribe_legacy_until_message', coalesce(max(id), 0) FROM messages;
 """
 
+# Team mode: several reps (each an own outreach.toml) share one database. A prospect has one
+# owner (the rep who first enrolled it) and sticks to the mailbox that sent its first email;
+# every enrollment and message says which rep (and mailbox) it is, for the per-rep and
+# per-mailbox limits and stats. NULL is a row from before team mode: anyone's.
+M003_TEAM = """
+        ALTER TABLE prospects ADD COLUMN owner TEXT;
+        ALTER TABLE prospects ADD COLUMN mailbox TEXT;
+        ALTER TABLE enrollments ADD COLUMN rep TEXT;
+        ALTER TABLE messages ADD COLUMN rep TEXT;
+        ALTER TABLE messages ADD COLUMN mailbox TEXT;
+        CREATE INDEX prospects_owner ON prospects(owner);
+        CREATE INDEX messages_created_at ON messages(created_at);
+"""
+
 # Each entry runs once, in its own transaction, in this order.
-MIGRATIONS: tuple[str, ...] = (M001_INITIAL, M002_UNSUBSCRIBE_SECRET)
+MIGRATIONS: tuple[str, ...] = (M001_INITIAL, M002_UNSUBSCRIBE_SECRET, M003_TEAM)

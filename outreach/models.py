@@ -50,6 +50,7 @@ class Prospect:
     suppressed: bool = False
     referrer_id: int | None = None
     phone_bad: bool = False
+    owner: str | None = None     # the rep who enrolled it first (team mode); None: nobody yet
     custom: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def __getattr__(self, name: str) -> Any:

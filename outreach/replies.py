@@ -827,7 +827,9 @@ def _referrals(app: App, referrer: Prospect, mail: Mail, verdict: classify.Verdi
                         created=True)
         store.add_event("referral", at=now, prospect_id=new.id, referrer=referrer.email)
         if target:
-            enrollment = store.enroll(new.id, target, at=now)
+            # The referrer's rep works the person they named (team mode).
+            enrollment = store.enroll(new.id, target, at=now,
+                                      rep=referrer.owner or app.config.team.rep)
             store.add_event("enrolled", at=now, prospect_id=new.id,
                             enrollment_id=enrollment, sequence=target)
         result.referrals += 1

@@ -43,7 +43,8 @@ svg text{font:12px system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;fill:#1d
 
 def write_report(app: Any, path: Path, *, since: datetime | None = None) -> None:
     """Write the report for `app`'s store atomically (a temp file renamed over `path`)."""
-    docs = {by: stats(app, since=since, by=by) for by in ("variant", "persona", "sequence")}
+    docs = {by: stats(app, since=since, by=by)
+            for by in ("variant", "persona", "sequence", "rep", "mailbox")}
     sender = app.config.sender
     page = render(docs, title=f"{sender.company} · {sender.name}", generated=app.now())
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,8 @@ def _umask() -> int:
 
 
 def render(docs: Mapping[str, Mapping[str, Any]], *, title: str, generated: datetime) -> str:
-    """The page from the stats documents by variant, persona and sequence (same totals)."""
+    """The page from the stats documents by variant, persona and sequence (same totals), and
+    by rep and mailbox when given (a team's shared database: the totals are the team's)."""
     totals = docs["variant"]["totals"]
     since = docs["variant"]["since"]
     period = f"emails sent since {since[:10]}" if since else "all time"
@@ -86,6 +88,9 @@ def render(docs: Mapping[str, Mapping[str, Any]], *, title: str, generated: date
         _personas(docs["persona"]["groups"]), "</section>",
         "<section><h2>Sequences</h2>", _table(docs["sequence"]["groups"], "sequence"),
         "</section>",
+        *(f"<section><h2>{heading}</h2>{_table(docs[by]['groups'], by)}</section>"
+          for by, heading in (("rep", "Reps (the team)"), ("mailbox", "Mailboxes"))
+          if by in docs),
         "</main></body></html>",
     ]
     return "\n".join(parts) + "\n"

@@ -21,16 +21,17 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import clock, handover, render
+from . import clock, handover, mailboxes, render
 from .app import App
 from .clock import iso
-from .config import Sequence, Step
+from .config import Mailbox, Sequence, Step
 from .errors import OutreachError
 from .models import Prospect
 from .plugins import has_impls
 from .schedule import allowance, day_bounds, due_at, next_window, window_open, zone_for
-from .store import Record
-from .transport import Delivery, Outcome, connections, outbox_files
+from .store import Record, domain_of
+from .team import NO_MAILBOX, assign_mailboxes, domain_cap, ramp_limit
+from .transport import Delivery, Outcome, outbox_files
 
 LEASE = timedelta(minutes=10)
 STOP_AFTER_FAILURES = 5      # consecutive failed messages that stop the run
@@ -78,6 +79,10 @@ class SendResult:
     # keys are "window", a limit's name, "interrupted" and "stopped".
     deferred_by: dict[str, dict[str, Any]] = field(default_factory=dict)
     interrupted: str | None = None  # SIGINT or SIGTERM, when a signal stopped the run
+    # Team mode: {company domain: held back} past [team] max_emails_per_domain_per_day
+    # (each also counted in deferred_by), and the cap they hit.
+    capped_domains: dict[str, int] = field(default_factory=dict)
+    cap_per_domain: int = 0
 
     def defer(self, why: str, count: int = 1, *, until: datetime | None = None) -> None:
         """Count `count` due emails that wait, and why; `until` is when they may go."""
@@ -105,6 +110,7 @@ class SendResult:
             "deferred_by": {why: {"count": d["count"],
                                   "next": d["next"].isoformat() if d["next"] else None}
                             for why, d in self.deferred_by.items()},
+            "capped_domains": self.capped_domains,
             "errors": self.errors, "failures": self.failures, "unknowns": self.unknowns,
             "holds": self.holds,
         }
@@ -119,6 +125,7 @@ class _Due:
     step: Step
     due: datetime
     zone: ZoneInfo
+    mailbox: str = ""    # the address it goes from, chosen by `choose`
 
 
 @dataclass
@@ -142,6 +149,7 @@ class _Run:
         self.ignore_window = ignore_window
         self.progress = progress
         self.result = SendResult(dry_run=dry_run)
+        self.views = mailboxes.views(self.config)   # mailbox address -> config it sends as
         self.prospects: dict[int, Prospect] = {}
         self.total = 0
         self.consecutive_failures = 0
@@ -316,17 +324,20 @@ class _Run:
     # -- choosing the emails ----------------------------------------------------------
 
     def choose(self, emails: list[_Due]) -> list[_Due]:
-        """Apply windows and limits; the oldest due go first, the rest are deferred."""
+        """Apply windows and limits (the rep's day and run, each company's day across the
+        team, each mailbox's day and ramp-up) and give each message its mailbox; the oldest
+        due go first, the rest are deferred."""
         sending = self.config.sending
         ready: list[_Due] = []
         waits: list[datetime] = []
         for item in emails:
-            if self.ignore_window or window_open(self.now, windows=sending.windows,
-                                                 days=sending.days, zone=item.zone):
+            boxes = self._boxes(item)
+            if self.ignore_window or any(self._open(item, box) for box in boxes):
                 ready.append(item)
                 continue
-            opens = next_window(self.now, windows=sending.windows, days=sending.days,
-                                zone=item.zone)
+            opens = min(filter(None, (next_window(self.now, windows=self._windows(box),
+                                                  days=sending.days, zone=item.zone)
+                                      for box in boxes)), default=None)
             self.result.defer("window", until=opens)
             if opens is not None:
                 waits.append(opens)
@@ -337,20 +348,90 @@ class _Run:
             self.result.window_open = window_open(
                 self.now, windows=sending.windows, days=sending.days,
                 zone=ZoneInfo(self.config.sender.timezone))
+        store = self.app.store
         start, end = day_bounds(self.now, ZoneInfo(self.config.sender.timezone))
         room, cap = allowance(daily_limit=sending.daily_limit,
-                              sent_today=self.app.store.messages_started_between(start, end),
+                              sent_today=store.messages_started_between(
+                                  start, end, rep=self.config.team.rep),
                               per_run_limit=sending.per_run_limit, limit=self.limit)
         ready.sort(key=lambda d: (d.due, d.enrollment["id"]))
-        if len(ready) > room:
+        ready = self._cap_domains(ready, start, end)
+        chosen, waiting, rest = assign_mailboxes(
+            ready, mailboxes=list(self.views), sticky=self._sticky,
+            room=self._mailbox_room(start, end), total=room,
+            is_open=lambda item, m: self.ignore_window or self._open(
+                item, self.config.mailbox(m)))
+        for item, reason in waiting:
+            if reason == NO_MAILBOX:
+                error = (f"its first email went from {self._sticky(item)}, which is no longer "
+                         f"a [[mailboxes]] entry of {self.config.path.name}; restore it "
+                         "(replies and the thread depend on that address)")
+                self.result.errors.append({"email": item.enrollment["email"],
+                                           "step": item.step.number, "error": error})
+                self.result.hold(item.enrollment["email"], item.step.number, error)
+            else:
+                self.result.defer(reason, until=self._after_today(item, end))
+        if rest:
             self.result.limited_by = cap
             until = None
             if cap == "daily_limit":  # the rest wait for a window after the sender's day
-                opens = [next_window(end, windows=sending.windows, days=sending.days,
-                                     zone=item.zone) for item in ready[room:]]
+                opens = [self._after_today(item, end) for item in rest]
                 until = self.result.next_window = min(filter(None, opens), default=None)
-            self.result.defer(cap, len(ready) - room, until=until)
-        return ready[:room]
+            self.result.defer(cap, len(rest), until=until)
+        for item, box in chosen:
+            item.mailbox = box
+        return [item for item, _ in chosen]
+
+    def _after_today(self, item: _Due, end: datetime) -> datetime | None:
+        return next_window(end, windows=self.config.sending.windows,
+                           days=self.config.sending.days, zone=item.zone)
+
+    def _cap_domains(self, ready: list[_Due], start: datetime, end: datetime) -> list[_Due]:
+        """Hold back what would pass [team] max_emails_per_domain_per_day today."""
+        cap = self.config.team.max_emails_per_domain_per_day
+        kept, held = domain_cap(ready, lambda d: domain_of(d.enrollment["email"]),
+                                sent_today=self.app.store.domain_counts(start, end), cap=cap)
+        self.result.capped_domains = dict(sorted(held.items()))
+        self.result.cap_per_domain = cap
+        nexts = {domain_of(d.enrollment["email"]): self._after_today(d, end)
+                 for d in ready if d not in kept}
+        for domain, count in held.items():
+            self.result.defer("max_emails_per_domain_per_day", count, until=nexts.get(domain))
+        return kept
+
+    def _sticky(self, item: _Due) -> str | None:
+        """The mailbox this prospect's mail comes from: the one that sent its first email
+        (mail sent before team mode counts as the first mailbox's)."""
+        e = item.enrollment
+        if e["sticky_mailbox"]:
+            return str(e["sticky_mailbox"])
+        return self.config.mailboxes[0].email if e["mailed"] else None
+
+    def _boxes(self, item: _Due) -> tuple[Mailbox, ...]:
+        own = self._sticky(item)
+        box = self.config.mailbox(own) if own else None
+        return (box,) if box else self.config.mailboxes
+
+    def _windows(self, box: Mailbox | None) -> Any:
+        return box.windows if box and box.windows else self.config.sending.windows
+
+    def _open(self, item: _Due, box: Mailbox | None) -> bool:
+        return window_open(self.now, windows=self._windows(box),
+                           days=self.config.sending.days, zone=item.zone)
+
+    def _mailbox_room(self, start: datetime, end: datetime) -> dict[str, int]:
+        """Mailbox -> how many more it may send today (its limit or ramp, less today's)."""
+        store, zone = self.app.store, ZoneInfo(self.config.sender.timezone)
+        counts = store.mailbox_counts(start, end)
+        first = store.mailbox_first_used()
+        today = self.now.astimezone(zone).date()
+        room = {}
+        for box in self.config.mailboxes:
+            began = first.get(box.email)
+            limit = ramp_limit(box, today=today, first_used=datetime.fromisoformat(
+                began).astimezone(zone).date() if began else None)
+            room[box.email] = max(limit - counts.get(box.email, 0), 0)
+        return room
 
     def compose(self, item: _Due) -> render.Envelope | None:
         e, step = item.enrollment, item.step
@@ -363,13 +444,15 @@ class _Run:
             self.result.hold(prospect.email, step.number, str(exc))
             return None
         thread = render.thread_for(self.app.store.handed_over(e["id"])) if step.thread else None
-        message_id = render.new_message_id(self.config.sender.domain, enrollment_id=e["id"],
+        view = self.views[item.mailbox] if item.mailbox else self.config
+        message_id = render.new_message_id(view.sender.domain, enrollment_id=e["id"],
                                            step=step.number, now=self.now)
-        envelope = render.compose(self.config, prospect, rendered, message_id=message_id,
+        envelope = render.compose(view, prospect, rendered, message_id=message_id,
                                   now=self.now, thread=thread,
                                   unsubscribe_secret=self.app.store.unsubscribe_secret())
         envelope.meta.update(enrollment_id=e["id"], enrollment=e, prospect=prospect, step=step,
-                             template=rendered.template, variant=rendered.variant)
+                             template=rendered.template, variant=rendered.variant,
+                             mailbox=item.mailbox)
         return envelope
 
     # -- the ledger -------------------------------------------------------------------
@@ -378,7 +461,8 @@ class _Run:
         """Commit the intents of a chunk; only those the ledger accepted may be sent."""
         intents = [{"enrollment_id": env.meta["enrollment_id"], "step": env.meta["step"].number,
                     "template": env.meta["template"], "variant": env.meta["variant"],
-                    "message_id": env.message_id, "subject": env.subject}
+                    "message_id": env.message_id, "subject": env.subject,
+                    "rep": self.config.team.rep, "mailbox": env.meta["mailbox"]}
                    for env in envelopes]
         with self.app.store.transaction():
             written = self.app.store.add_intents(intents, at=self.now)
@@ -425,7 +509,7 @@ class _Run:
         reached, accepted = handover.read(self.log_path)
         fates: dict[handover.Fate, list[Record]] = {fate: [] for fate in handover.Fate}
         for row in stale:
-            written, _ = outbox_files(self.config.smtp.outbox, row["message_id"])
+            written, _ = outbox_files(self._outbox(row), row["message_id"])
             fates[handover.fate(row["message_id"], reached=reached, accepted=accepted,
                                 written=written.exists())].append(row)
         sent, unknown = fates[handover.Fate.SENT], fates[handover.Fate.UNKNOWN]
@@ -443,6 +527,10 @@ class _Run:
         self.result.recovered += len(sent)
         return len(fates[handover.Fate.UNSENT])
 
+    def _outbox(self, row: Record) -> Any:
+        """The outbox folder of the mailbox a ledger row went from."""
+        return self.views.get(row.get("mailbox") or "", self.config).smtp.outbox
+
     def _write_settlement(self, fates: dict[handover.Fate, list[Record]]) -> None:
         store = self.app.store
         with store.transaction():
@@ -459,7 +547,7 @@ class _Run:
             for row in fates[handover.Fate.UNSENT]:
                 store.drop_intent(row["id"])
         for row in fates[handover.Fate.UNSENT]:   # a partly written outbox file
-            outbox_files(self.config.smtp.outbox, row["message_id"])[1].unlink(missing_ok=True)
+            outbox_files(self._outbox(row), row["message_id"])[1].unlink(missing_ok=True)
         handover.clear(self.log_path)
 
     def flush(self) -> None:
@@ -570,7 +658,8 @@ class _Run:
             handover.clear(self.log_path)
 
     async def _deliver(self, chosen: list[_Due], log: handover.Log) -> None:
-        conns = connections(self.config, handover=log)
+        conns = mailboxes.routed_connections(self.views, (item.mailbox for item in chosen),
+                                             handover=log)
         if self.progress:
             self.progress(0, 0, self.total)   # the bar from the start, not the first reply
         await conns[0].open()   # a refused login stops the run before anything is recorded
@@ -748,7 +837,7 @@ def _send(run: _Run, *, dry_run: bool) -> None:
     """Settle dead intents, create due call tasks, send due emails, then the steps after them."""
     app, store = run.app, run.app.store
     run.settle_stale()   # a dry run predicts the settlement the real run will write
-    rows = store.send_candidates()
+    rows = store.send_candidates(rep=app.config.team.rep)
     actions, emails = run.plan(rows)
     run.load_prospects(a.enrollment["prospect_id"] for a in actions)
     run.act(actions)

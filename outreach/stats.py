@@ -23,10 +23,11 @@ from zoneinfo import ZoneInfo
 from .config import Icp
 from .errors import OutreachError
 
-GROUPINGS = ("sequence", "template", "variant", "persona")
+GROUPINGS = ("sequence", "template", "variant", "persona", "rep", "mailbox")
 # A referral is also recorded as the referrer's reply, so "referral" events are not counted.
 EVENT_KINDS = ("reply", "auto_reply", "bounce", "unsubscribe", "complaint", "stage", "call")
 NO_EMAIL = "(no email)"
+BEFORE_TEAM = "(before team mode)"   # messages sent before reps and mailboxes were recorded
 ALPHA = 0.05
 POWER = 0.8
 Z_ALPHA = 1.959964  # two-sided 5%
@@ -125,6 +126,10 @@ def group_key(by: str, message: Mapping[str, Any] | None, row: Mapping[str, Any]
         return persona(row.get("title"), row.get("industry"), icp)
     if by == "sequence":
         return str(message["sequence"] if message else row.get("sequence") or NO_EMAIL)
+    if by in ("rep", "mailbox"):   # a call is its enrollment's rep's
+        if message is not None:
+            return str(message[by] or BEFORE_TEAM)
+        return str(row.get(by) or NO_EMAIL)
     if message is None:
         return NO_EMAIL
     if by == "template":

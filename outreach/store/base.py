@@ -85,5 +85,6 @@ def to_prospect(row: dict[str, Any]) -> Prospect:
         suppressed=bool(row.get("suppressed")),
         referrer_id=row["referrer_id"],
         phone_bad=bool(row["phone_bad"]),
+        owner=row.get("owner"),
         custom=MappingProxyType(json.loads(row["custom"])),
     )

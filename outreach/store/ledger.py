@@ -20,10 +20,16 @@ _OPEN = "state IN ('active', 'paused')"
 
 
 class Enrollments(Part):
-    def enroll(self, prospect_id: int, sequence: str, *, at: datetime) -> int:
-        return int(self.value(
-            "INSERT INTO enrollments (prospect_id, sequence, started_at) VALUES (?, ?, ?) "
-            "RETURNING id", (prospect_id, sequence, iso(at))))
+    def enroll(self, prospect_id: int, sequence: str, *, at: datetime,
+               rep: str | None = None) -> int:
+        """Start a sequence, worked by `rep`, who becomes the prospect's owner if it has none."""
+        enrollment = int(self.value(
+            "INSERT INTO enrollments (prospect_id, sequence, started_at, rep) "
+            "VALUES (?, ?, ?, ?) RETURNING id", (prospect_id, sequence, iso(at), rep)))
+        if rep is not None:
+            self.db.execute("UPDATE prospects SET owner = ? WHERE id = ? AND owner IS NULL",
+                            (rep, prospect_id))
+        return enrollment
 
     def enrollments(self, prospect_id: int) -> list[Record]:
         return self.db.records("SELECT * FROM enrollments WHERE prospect_id = ? ORDER BY id",
@@ -52,7 +58,8 @@ class Enrollments(Part):
             f"max(CASE WHEN {_OPEN} THEN 1 ELSE 0 END) AS open, "
             "max(CASE WHEN state IN ('recycled', 'completed') THEN ended_at END) "
             "AS recycled_at, "
-            "max(CASE WHEN state IN ('replied', 'won') THEN 1 ELSE 0 END) AS replied "
+            "max(CASE WHEN state IN ('replied', 'won') THEN 1 ELSE 0 END) AS replied, "
+            f"max(CASE WHEN {_OPEN} THEN rep END) AS open_rep "
             "FROM enrollments GROUP BY prospect_id")}
 
     def open_prospects_by_domain(self) -> dict[str, list[int]]:
@@ -109,12 +116,19 @@ class Enrollments(Part):
 
 
 class Ledger(Part):
-    def send_candidates(self) -> list[Record]:
-        """Open enrollments with their prospect's address, time zone and suppression."""
+    def send_candidates(self, *, rep: str | None = None) -> list[Record]:
+        """Open enrollments (those `rep` works, and those from before team mode) with their
+        prospect's address, time zone, suppression, the mailbox it sticks to and whether the
+        enrollment has mailed it."""
+        where, args = "", ()
+        if rep is not None:
+            where, args = " AND (e.rep = ? OR e.rep IS NULL)", (rep,)
         return self.db.records(
             f"SELECT e.*, p.email, p.timezone AS prospect_timezone, {self.suppressed} "
-            "AS suppressed FROM enrollments e JOIN prospects p ON p.id = e.prospect_id "
-            f"WHERE e.{_OPEN} ORDER BY e.id")
+            "AS suppressed, p.mailbox AS sticky_mailbox, "
+            "EXISTS (SELECT 1 FROM messages m WHERE m.enrollment_id = e.id) AS mailed "
+            "FROM enrollments e JOIN prospects p ON p.id = e.prospect_id "
+            f"WHERE e.{_OPEN}{where} ORDER BY e.id", args)
 
     def handed_over(self, enrollment_id: int) -> list[Record]:
         """An enrollment's messages a server accepted, oldest step first (what a follow-up
@@ -142,33 +156,72 @@ class Ledger(Part):
         return self.value("SELECT max(sent_at) FROM messages WHERE enrollment_id = ? "
                           "AND status = 'sent'", (enrollment_id,))
 
-    def messages_started_between(self, start: datetime, end: datetime) -> int:
-        """Messages handed over (or about to be) in [start, end): what daily_limit counts."""
+    def messages_started_between(self, start: datetime, end: datetime, *,
+                                 rep: str | None = None) -> int:
+        """Messages handed over (or about to be) in [start, end): what daily_limit counts
+        (only `rep`'s, and those from before team mode, when given)."""
+        where, args = "", ()
+        if rep is not None:
+            where, args = " AND (rep = ? OR rep IS NULL)", (rep,)
         return int(self.value(
             "SELECT count(*) FROM messages WHERE status != 'failed' AND created_at >= ? "
-            "AND created_at < ?", (iso(start), iso(end))))
+            f"AND created_at < ?{where}", (iso(start), iso(end), *args)))
+
+    def mailbox_counts(self, start: datetime, end: datetime) -> dict[str, int]:
+        """Mailbox -> messages it handed over (or is about to) in [start, end)."""
+        return {r[0]: int(r[1]) for r in self.db.execute(
+            "SELECT mailbox, count(*) FROM messages WHERE status != 'failed' AND created_at >= ? "
+            "AND created_at < ? AND mailbox IS NOT NULL GROUP BY mailbox",
+            (iso(start), iso(end)))}
+
+    def mailbox_first_used(self) -> dict[str, str]:
+        """Mailbox -> when it first sent (ISO): day 0 of its ramp-up."""
+        return {r[0]: r[1] for r in self.db.execute(
+            "SELECT mailbox, min(created_at) FROM messages WHERE mailbox IS NOT NULL "
+            "GROUP BY mailbox")}
+
+    def domain_counts(self, start: datetime, end: datetime) -> dict[str, int]:
+        """Email domain -> messages the whole team handed over (or is about to) to it in
+        [start, end): what [team] max_emails_per_domain_per_day counts."""
+        out: dict[str, int] = {}
+        for (email,) in self.db.execute(
+                "SELECT p.email FROM messages m JOIN enrollments e ON e.id = m.enrollment_id "
+                "JOIN prospects p ON p.id = e.prospect_id WHERE m.status != 'failed' "
+                "AND m.created_at >= ? AND m.created_at < ?", (iso(start), iso(end))):
+            domain = domain_of(email)
+            out[domain] = out.get(domain, 0) + 1
+        return out
 
     def add_intents(self, intents: Sequence[Mapping[str, Any]], *, at: datetime) -> dict[str, int]:
         """Write ledger intents (keys: enrollment_id, step, template, variant, message_id,
-        subject), each only while its enrollment is open at that step, not paused, and its
-        prospect not suppressed. Returns {message_id: ledger id} of those written; the rest
-        were refused or are already in the ledger. Call inside a transaction."""
+        subject, and optionally rep and mailbox), each only while its enrollment is open at
+        that step, not paused, and its prospect not suppressed. A prospect's first message
+        fixes the mailbox it sticks to. Returns {message_id: ledger id} of those written; the
+        rest were refused or are already in the ledger. Call inside a transaction."""
         stamp = iso(at)
         self.db.executemany(
             "INSERT INTO messages (enrollment_id, step, template, variant, message_id, "
-            "subject, status, created_at) SELECT ?, ?, ?, ?, ?, ?, 'intent', ? "
+            "subject, status, created_at, rep, mailbox) "
+            "SELECT ?, ?, ?, ?, ?, ?, 'intent', ?, ?, ? "
             "WHERE EXISTS (SELECT 1 FROM enrollments e JOIN prospects p ON p.id = e.prospect_id "
             "WHERE e.id = ? AND e.state IN ('active', 'paused') AND e.next_step = ? "
             f"AND (e.paused_until IS NULL OR e.paused_until <= ?) AND NOT {self.suppressed}) "
             "ON CONFLICT DO NOTHING",
             [(i["enrollment_id"], i["step"], i["template"], i["variant"], i["message_id"],
-              i["subject"], stamp, i["enrollment_id"], i["step"], stamp) for i in intents])
+              i["subject"], stamp, i.get("rep"), i.get("mailbox"), i["enrollment_id"],
+              i["step"], stamp) for i in intents])
         ids = [i["message_id"] for i in intents]
         if not ids:
             return {}
-        return {r[0]: r[1] for r in self.db.execute(
+        written = {r[0]: r[1] for r in self.db.execute(
             "SELECT message_id, id FROM messages WHERE status = 'intent' "
             f"AND message_id IN ({marks(len(ids))})", ids)}
+        self.db.executemany(
+            "UPDATE prospects SET mailbox = ? WHERE mailbox IS NULL AND id = "
+            "(SELECT prospect_id FROM enrollments WHERE id = ?)",
+            [(i["mailbox"], i["enrollment_id"]) for i in intents
+             if i.get("mailbox") and i["message_id"] in written])
+        return written
 
     def ledger_templates(self, enrollment_ids: Iterable[int]) -> dict[tuple[int, str], int]:
         """(enrollment id, template) -> the step it went out as, for these enrollments."""

@@ -57,7 +57,7 @@ class Stats(Part):
         """Every message the server accepted, with its sequence and the prospect's persona."""
         return self.db.records(
             "SELECT m.id, m.enrollment_id, e.prospect_id, e.sequence, m.step, m.template, "
-            "m.variant, m.sent_at, p.title, p.industry, p.stage "
+            "m.variant, m.sent_at, m.rep, m.mailbox, p.title, p.industry, p.stage "
             "FROM messages m JOIN enrollments e ON e.id = m.enrollment_id "
             "JOIN prospects p ON p.id = e.prospect_id "
             "WHERE m.status = 'sent' ORDER BY m.sent_at, m.id")
@@ -66,7 +66,7 @@ class Stats(Part):
         """Events of these kinds, oldest first, with the prospect's persona and the sequence."""
         rows = self.db.records(
             "SELECT ev.prospect_id, ev.enrollment_id, ev.kind, ev.detail, ev.at, "
-            "p.title, p.industry, p.stage, e.sequence "
+            "p.title, p.industry, p.stage, e.sequence, e.rep "
             "FROM events ev LEFT JOIN prospects p ON p.id = ev.prospect_id "
             "LEFT JOIN enrollments e ON e.id = ev.enrollment_id "
             f"WHERE ev.kind IN ({marks(len(kinds))}) ORDER BY ev.at, ev.id", tuple(kinds))

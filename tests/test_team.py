@@ -1,0 +1,376 @@
+"""Team mode: two reps, each with an own campaign folder and outreach.toml, share one
+database. Ownership, org-wide suppression and the per-company cap, through the CLI."""
+
+from __future__ import annotations
+
+import mailbox
+from datetime import date
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from outreach.config import Mailbox
+from outreach.scaffold import init_campaign
+from outreach.team import (
+    MAILBOX_LIMIT,
+    NO_MAILBOX,
+    assign_mailboxes,
+    domain_cap,
+    other_rep,
+    ramp_limit,
+)
+from tests.conftest import Campaign, prospect_row
+
+MONDAY_MORNING = "2026-03-02T07:30:00-06:00"   # inside the 07:00-09:00 window, Chicago
+
+
+@pytest.fixture
+def team(tmp_path: Path, campaign: Campaign) -> tuple[Campaign, Campaign]:
+    """Dana (the `campaign` fixture) and Sam: two folders, one database file."""
+    sam = Campaign(root=tmp_path / "sam", monkeypatch=campaign.monkeypatch)
+    list(init_campaign(sam.root))
+    shared = tmp_path / "team.db"
+    for rep in (campaign, sam):
+        rep.edit_config('path = "outreach.db"', f'path = "{shared}"')
+    sam.edit_config('name = "Dana Reyes"', 'name = "Sam Ortiz"')
+    sam.edit_config('email = "dana@acme.example"', 'email = "sam@acme.example"')
+    campaign.now(MONDAY_MORNING)
+    return campaign, sam
+
+
+def unsubscribe_mail(rep: Campaign, sender: str) -> None:
+    """An "unsubscribe" mail from `sender` lands in the rep's local Maildir."""
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = "unsubscribe@acme.example"
+    msg["Subject"] = "unsubscribe"
+    msg["Message-ID"] = f"<unsub-{sender}>"
+    msg.set_content("please remove me\n")
+    mailbox.Maildir(rep.root / "mail", create=True).add(msg)
+
+
+def test_enroll_skips_and_counts_prospects_another_rep_owns(team):
+    dana, sam = team
+    dana.run_json("import", str(dana.write_csv([prospect_row(n) for n in (1, 2, 3)])))
+    result = dana.run("enroll", "referral", "--limit", "2")
+    assert result.output == "referral: enrolled 2; skipped 1 limit\n"
+    # Sam imports the same list plus one more: the two Dana works are hers alone.
+    sam.run_json("import", str(sam.write_csv([prospect_row(n) for n in (1, 2, 3, 4)])))
+    result = sam.run("enroll", "referral")
+    assert result.output == "referral: enrolled 2; skipped 2 other_rep\n"
+    assert sam.run_json("enroll", "referral", "--dry-run")["skipped"] == {
+        "active": 2, "other_rep": 2}
+    assert [p["email"] for p in sam.run_json("prospects", "--owner", "me")] == [
+        "cfo3@maker3.example", "cfo4@maker4.example"]
+    assert [p["email"] for p in dana.run_json("prospects", "--owner", "me")] == [
+        "cfo1@maker1.example", "cfo2@maker2.example"]
+    owners = {p["email"]: p["owner"] for p in dana.run_json("prospects")}
+    assert owners["cfo1@maker1.example"] == "dana@acme.example"
+    assert owners["cfo4@maker4.example"] == "sam@acme.example"
+    table = dana.run("prospects", "--owner", "sam@acme.example").output.splitlines()
+    assert table[0].split() == ["EMAIL", "NAME", "TITLE", "COMPANY", "STAGE", "OWNER"]
+    assert [line.split()[0] for line in table[1:]] == ["cfo3@maker3.example",
+                                                       "cfo4@maker4.example"]
+    assert dana.run_json("prospects", "--owner", "none") == []
+
+
+def test_each_rep_sends_only_what_they_work(team):
+    dana, sam = team
+    dana.run_json("import", str(dana.write_csv([prospect_row(n) for n in (1, 2)])))
+    dana.run_json("enroll", "referral", "--limit", "1")
+    sam.run_json("enroll", "referral")
+    assert sam.run_json("send")["sent"] == 1
+    assert [p.name for p in (sam.root / "outbox").glob("*.eml")] != []
+    (mail,) = (sam.root / "outbox").glob("*.eml")
+    text = mail.read_text()
+    assert "From: Dana Reyes" not in text and "To: First2 Last2 <cfo2@maker2.example>" in text
+    assert "From: Sam Ortiz <sam@acme.example>" in text
+    assert dana.run_json("send")["sent"] == 1
+    assert "cfo1@maker1.example" in next((dana.root / "outbox").glob("*.eml")).read_text()
+
+
+def test_one_reps_poll_suppression_stops_the_other_reps_next_send(team):
+    dana, sam = team
+    rows = [prospect_row(1), prospect_row(2), prospect_row(3, email="ann@maker3.example"),
+            prospect_row(4, email="bob@maker3.example")]
+    dana.run_json("import", str(dana.write_csv(rows)))
+    sam.run_json("enroll", "referral")   # Sam works all four
+    # Dana's poll reads an unsubscribe from Sam's prospect, and Dana suppresses a whole company.
+    unsubscribe_mail(dana, "cfo1@maker1.example")
+    assert dana.run_json("poll")["unsubscribes"] == 1
+    assert dana.run("suppress", "@maker3.example").exit_code == 0
+    doc = sam.run_json("send")
+    assert doc["sent"] == 1
+    (mail,) = (sam.root / "outbox").glob("*.eml")
+    assert "To: First2 Last2 <cfo2@maker2.example>" in mail.read_text()
+    status = sam.run_json("status", "cfo1@maker1.example")
+    assert status["suppressed"] and status["enrollments"][0]["state"] == "unsubscribed"
+
+
+def test_the_team_sends_one_company_at_most_its_daily_cap(team):
+    dana, sam = team
+    rows = [prospect_row(n, email=f"p{n}@bigco.example") for n in range(1, 6)] + [
+        prospect_row(9)]
+    dana.run_json("import", str(dana.write_csv(rows)))
+    dana.run_json("enroll", "referral", "--limit", "2")
+    sam.run_json("enroll", "referral")
+    assert dana.run_json("send")["sent"] == 2
+    doc = sam.run_json("send")
+    # The default cap is 3 a day: Dana's two plus one of Sam's three; cfo9 is elsewhere.
+    assert (doc["sent"], doc["deferred"], doc["capped_domains"]) == (2, 2, {"bigco.example": 2})
+    result = sam.run("send")
+    assert result.exit_code == 0
+    assert result.output == (
+        "sent 0, failed 0, unknown 0, held 0, deferred 2; 0 call tasks\n"
+        "deferred 2: bigco.example had [team] max_emails_per_domain_per_day (3) from the team "
+        "today; they stay due and go from Tue 03 Mar 07:00\n")
+    assert sam.run_json("send")["deferred_by"]["max_emails_per_domain_per_day"] == {
+        "count": 2, "next": "2026-03-03T13:00:00+00:00"}
+    # The next day the company may hear from the team again.
+    sam.now("2026-03-03T07:30:00-06:00")
+    assert sam.run_json("send")["sent"] == 2
+
+
+def test_the_domain_cap_is_a_team_key(team):
+    dana, sam = team
+    sam.config_path.write_text(sam.config_path.read_text() + (
+        "\n[team]\nrep = \"Sam\"\nmax_emails_per_domain_per_day = 1\n"), encoding="utf-8")
+    rows = [prospect_row(n, email=f"p{n}@bigco.example") for n in range(1, 4)]
+    sam.run_json("import", str(sam.write_csv(rows)))
+    assert sam.run("enroll", "referral").output == "referral: enrolled 3\n"
+    assert {p["owner"] for p in sam.run_json("prospects")} == {"sam"}
+    assert sam.run_json("send")["capped_domains"] == {"bigco.example": 2}
+    assert dana.run("enroll", "referral").output == "referral: enrolled 0; skipped 3 other_rep\n"
+
+
+# -- the pure decisions ---------------------------------------------------------------------
+
+def _box(email: str = "a@x.example", *, limit: int = 50, start: int | None = None,
+         step: int = 0) -> Mailbox:
+    return Mailbox(email=email, name="A", smtp=None, imap=None, daily_limit=limit,  # type: ignore[arg-type]
+                   ramp_start=start, ramp_step=step, windows=None, unsubscribe_mailto="u@x")
+
+
+@pytest.mark.parametrize(("start", "step", "first", "today", "limit"), [
+    (None, 0, None, date(2026, 3, 2), 50),              # no ramp: the daily limit
+    (10, 5, None, date(2026, 3, 2), 10),                # never sent: day 0
+    (10, 5, date(2026, 3, 2), date(2026, 3, 2), 10),    # the first day
+    (10, 5, date(2026, 3, 2), date(2026, 3, 5), 25),    # three days on
+    (10, 5, date(2026, 3, 2), date(2026, 4, 30), 50),   # never past daily_limit
+    (10, 0, date(2026, 3, 2), date(2026, 4, 30), 10),   # a flat start
+])
+def test_ramp_limit(start, step, first, today, limit):
+    assert ramp_limit(_box(start=start, step=step), first_used=first, today=today) == limit
+
+
+def test_domain_cap_keeps_order_and_counts_what_it_holds_back():
+    items = ["a@big.example", "b@big.example", "c@small.example", "d@big.example"]
+    kept, held = domain_cap(items, lambda e: e.split("@")[1], sent_today={"big.example": 1},
+                            cap=2)
+    assert kept == ["a@big.example", "c@small.example"]
+    assert held == {"big.example": 2}
+
+
+def test_assign_mailboxes_sticks_spreads_and_respects_room():
+    items = ["new1", "new2", "new3", "old-a", "old-gone", "new4"]
+    sticky = {"old-a": "a", "old-gone": "z"}
+    chosen, waiting, rest = assign_mailboxes(
+        items, mailboxes=["a", "b"], sticky=sticky.get, room={"a": 2, "b": 2}, total=10,
+        is_open=lambda item, m: True)
+    # Spread by room left (ties to the first listed); "old-a" sticks to a, full by then.
+    assert chosen == [("new1", "a"), ("new2", "b"), ("new3", "a"), ("new4", "b")]
+    assert waiting == [("old-a", MAILBOX_LIMIT), ("old-gone", NO_MAILBOX)]
+    assert rest == []
+
+
+def test_assign_mailboxes_stops_at_total_and_skips_closed_windows():
+    chosen, waiting, rest = assign_mailboxes(
+        ["p1", "p2", "p3"], mailboxes=["a", "b"], sticky=lambda item: None,
+        room={"a": 5, "b": 9}, total=2, is_open=lambda item, m: m == "a")
+    assert chosen == [("p1", "a"), ("p2", "a")] and waiting == [] and rest == ["p3"]
+
+
+@pytest.mark.parametrize(("owner", "open_rep", "other"), [
+    (None, None, False), ("me", None, False), ("me", "me", False),
+    ("you", None, True), (None, "you", True), ("me", "you", True),
+])
+def test_other_rep(owner, open_rep, other):
+    assert other_rep(owner, open_rep, "me") is other
+
+
+# -- config -------------------------------------------------------------------------------
+
+TWO_MAILBOXES = """
+[[mailboxes]]
+email = "dana@acme-mail.example"
+daily_limit = 40
+ramp_start = 10
+ramp_step = 5
+[mailboxes.smtp]
+transport = "smtp"
+host = "127.0.0.1"
+port = 2525
+security = "none"
+[mailboxes.imap]
+source = "maildir"
+maildir = "mail-a"
+
+[[mailboxes]]
+email = "Dana@Acme-Outreach.example"
+name = "Dana at Acme"
+windows = ["10:00-11:00"]
+unsubscribe_mailto = "optout@acme-outreach.example"
+"""
+
+
+def without_servers(campaign: Campaign) -> None:
+    """Drop the single-mailbox [smtp] and [imap] tables ([[mailboxes]] replace them)."""
+    text = campaign.config_path.read_text(encoding="utf-8")
+    start, end = text.index("[smtp]"), text.index("[sending]")
+    campaign.config_path.write_text(text[:start] + text[end:], encoding="utf-8")
+
+
+def test_the_single_smtp_and_imap_config_is_one_mailbox(campaign):
+    config = campaign.config()
+    (box,) = config.mailboxes
+    assert (box.email, box.name, box.daily_limit, box.ramp_start) == (
+        "dana@acme.example", "Dana Reyes", 75, None)
+    assert box.smtp is config.smtp and box.imap is config.imap
+    assert config.team.rep == "dana@acme.example"
+    assert config.team.max_emails_per_domain_per_day == 3
+
+
+def test_mailboxes_parse_with_the_smtp_and_imap_keys(campaign):
+    without_servers(campaign)
+    campaign.config_path.write_text(campaign.config_path.read_text() + TWO_MAILBOXES)
+    a, b = campaign.config().mailboxes
+    assert (a.email, a.name, a.daily_limit, a.ramp_start, a.ramp_step) == (
+        "dana@acme-mail.example", "Dana Reyes", 40, 10, 5)
+    assert (a.smtp.transport, a.smtp.port, a.smtp.security) == ("smtp", 2525, "none")
+    assert a.imap.maildir == campaign.root / "mail-a"
+    assert a.windows is None and a.unsubscribe_mailto == "unsubscribe@acme.example"
+    assert (b.email, b.name, b.daily_limit, [str(w) for w in b.windows]) == (
+        "dana@acme-outreach.example", "Dana at Acme", 75, ["10:00-11:00"])
+    assert b.smtp.transport == "outbox" and b.unsubscribe_mailto == "optout@acme-outreach.example"
+    view = campaign.config().for_mailbox(b)
+    assert (view.sender.email, view.sender.name, view.sender.company) == (
+        "dana@acme-outreach.example", "Dana at Acme", "Acme Analytics")
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ('[[mailboxes]]\nemail = "a@x.example"\n[mailboxes.smtp]\nport = 0\n',
+     "outreach.toml: [mailboxes[1].smtp] port must be 1-65535, not 0"),
+    ('[[mailboxes]]\nemail = "a@x.example"\n[mailboxes.smtp]\nhots = "x"\n',
+     'outreach.toml: [mailboxes[1].smtp] has unknown key "hots": did you mean "host"?'),
+    ('[[mailboxes]]\nemail = "a@x.example"\n[mailboxes.imap]\nfolders = []\n',
+     'outreach.toml: [mailboxes[1].imap] folders is empty: list at least one, e.g. ["INBOX"]'),
+    ('[[mailboxes]]\nemail = "a@x.example"\n\n[[mailboxes]]\nemail = "not-an-address"\n',
+     'outreach.toml: [mailboxes[2]] email "not-an-address" is not an email address'),
+    ('[[mailboxes]]\nemail = "a@x.example"\n\n[[mailboxes]]\nemail = "A@x.example"\n',
+     'outreach.toml: [mailboxes[2]] email "a@x.example" is listed twice'),
+    ('[[mailboxes]]\nname = "A"\n', "outreach.toml: [mailboxes[1]] email is required"),
+    ('[[mailboxes]]\nemail = "a@x.example"\nramp_step = 5\n',
+     "outreach.toml: [mailboxes[1]] ramp_step must be 0 or more, and goes with ramp_start "
+     "(start at ramp_start a day, add ramp_step each day)"),
+    ('[[mailboxes]]\nemail = "a@x.example"\nramp_start = 0\n',
+     "outreach.toml: [mailboxes[1]] ramp_start must be 1 or more, not 0"),
+    ('[[mailboxes]]\nemail = "a@x.example"\nwindows = ["9-10"]\n',
+     'outreach.toml: [mailboxes[1]] windows[0] "9-10": expected HH:MM-HH:MM, e.g. "07:00-09:00"'),
+    ('[[mailboxes]]\nemail = "a@x.example"\ndaily_limt = 5\n',
+     'outreach.toml: [mailboxes[1]] has unknown key "daily_limt": did you mean "daily_limit"?'),
+    ("[team]\nmax_emails_per_domain_per_day = 0\n",
+     "outreach.toml: [team] max_emails_per_domain_per_day must be 1 or more, not 0"),
+    ('[team]\nrep = ""\n',
+     "outreach.toml: [team] rep must be a one-line name, e.g. your email address"),
+    ("[team]\nrepp = 1\n", 'outreach.toml: [team] has unknown key "repp": did you mean "rep"?'),
+])
+def test_team_and_mailbox_mistakes_name_the_key(campaign, toml, message):
+    without_servers(campaign)
+    campaign.config_path.write_text(campaign.config_path.read_text() + "\n" + toml)
+    result = campaign.run("check")
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {message}\n"
+
+
+def test_smtp_beside_mailboxes_is_refused(campaign):
+    campaign.config_path.write_text(campaign.config_path.read_text() + TWO_MAILBOXES)
+    result = campaign.run("check")
+    assert result.stderr == ("Error: outreach.toml: [smtp] cannot be used with [[mailboxes]]: "
+                             "move it into each mailbox as [mailboxes.smtp]\n")
+
+
+# -- several mailboxes per rep: real SMTP sinks --------------------------------------------
+
+def mailbox_toml(email: str, port: int, extra: str = "") -> str:
+    return (f'\n[[mailboxes]]\nemail = "{email}"\n{extra}\n[mailboxes.smtp]\n'
+            f'transport = "smtp"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+            "concurrency = 2\ntimeout = 5\n")
+
+
+def test_send_spreads_over_mailboxes_within_limit_and_ramp_and_sticks(campaign, smtp_server):
+    a, b = smtp_server(), smtp_server()
+    without_servers(campaign)
+    campaign.config_path.write_text(
+        campaign.config_path.read_text()
+        + mailbox_toml("dana@acme-mail.example", a.port, "ramp_start = 2\nramp_step = 1")
+        + mailbox_toml("dana@acme-reach.example", b.port, "daily_limit = 3"))
+    campaign.now(MONDAY_MORNING)
+    campaign.run_json("import", str(campaign.write_csv([prospect_row(n) for n in range(1, 8)])))
+    campaign.run_json("enroll", "referral")
+    result = campaign.run("send")
+    assert result.output.splitlines() == [
+        "sent 5, failed 0, unknown 0, held 0, deferred 2; 5 call tasks",
+        "deferred 2: their mailbox reached its daily_limit (or ramp-up) today; they stay due "
+        "and go from Tue 03 Mar 07:00"]
+    assert result.exit_code == 0
+    got = {m.rcpt_tos[0]: m for m in a.handler.messages + b.handler.messages}
+    assert len(a.handler.messages) == 2 and len(b.handler.messages) == 3
+    for server, address in ((a, "dana@acme-mail.example"), (b, "dana@acme-reach.example")):
+        for m in server.handler.messages:
+            assert m.mail_from == address
+            assert m.message["From"] == f"Dana Reyes <{address}>"
+            assert m.message["Message-ID"].endswith("@" + address.split("@")[1] + ">")
+    first = {rcpt: (m.mail_from, m.message["Message-ID"]) for rcpt, m in got.items()}
+    # Day 1: mailbox a's ramp allows 3; b is full again at 3. The two waiting go now.
+    campaign.now("2026-03-03T07:30:00-06:00")
+    assert campaign.run_json("send")["sent"] == 2
+    assert len(a.handler.messages) + len(b.handler.messages) == 7
+    # Day 4: the threaded bump goes from the mailbox of each prospect's first email.
+    campaign.now("2026-03-06T07:30:00-06:00")
+    before = len(a.handler.messages), len(b.handler.messages)
+    doc = campaign.run_json("send", "--limit", "4")
+    assert doc["sent"] == 4
+    for m in a.handler.messages[before[0]:] + b.handler.messages[before[1]:]:
+        sender, message_id = first[m.rcpt_tos[0]]
+        assert m.mail_from == sender and m.message["In-Reply-To"] == message_id
+    groups = campaign.run_json("stats", "--by", "mailbox")["groups"]
+    assert {g["key"]: g["sent"] for g in groups} == {
+        "dana@acme-mail.example": len(a.handler.messages),
+        "dana@acme-reach.example": len(b.handler.messages)}
+
+
+def test_stats_and_report_by_rep_and_for_the_team(team, tmp_path):
+    dana, sam = team
+    dana.run_json("import", str(dana.write_csv([prospect_row(n) for n in range(1, 6)])))
+    dana.run_json("enroll", "referral", "--limit", "2")
+    sam.run_json("enroll", "referral")
+    dana.run_json("send")
+    sam.run_json("send")
+    unsubscribe_mail(dana, "cfo3@maker3.example")   # one of Sam's, read by Dana's poll
+    dana.run_json("poll")
+    doc = dana.run_json("stats", "--by", "rep")
+    assert doc["totals"]["sent"] == 5 and doc["totals"]["unsubscribed"] == 1
+    assert [(g["key"], g["sent"], g["unsubscribed"]) for g in doc["groups"]] == [
+        ("dana@acme.example", 2, 0), ("sam@acme.example", 3, 1)]
+    assert sam.run_json("stats", "--by", "rep") == doc   # one team, one answer
+    by_box = sam.run_json("stats", "--by", "mailbox")["groups"]
+    assert [(g["key"], g["sent"]) for g in by_box] == [("dana@acme.example", 2),
+                                                       ("sam@acme.example", 3)]
+    text = sam.run("stats", "--by", "rep").output
+    assert "sam@acme.example" in text and "dana@acme.example" in text
+    report = tmp_path / "team.html"
+    assert sam.run("stats", "--html", str(report)).exit_code == 0
+    page = report.read_text(encoding="utf-8")
+    assert "<h2>Reps (the team)</h2>" in page and "<h2>Mailboxes</h2>" in page
+    assert "<td>sam@acme.example</td><td>3</td>" in page
