@@ -86,9 +86,11 @@ def warning(config: Config) -> str | None:
 def refuse_example_identity(config: Config) -> None:
     """Raise before real SMTP delivery while the identity is the example's. The outbox
     transport and a server on a loopback address (a local test relay) stay allowed."""
-    smtp = config.smtp
-    if smtp.transport != "smtp" or is_loopback(smtp.host):
+    remote = [box.smtp for box in config.mailboxes   # every [[mailboxes]] entry's server
+              if box.smtp.transport == "smtp" and not is_loopback(box.smtp.host)]
+    if not remote:
         return
+    smtp = remote[0]
     keys = example_keys(config, shipped_example())
     if keys:
         raise OutreachError(
