@@ -37,6 +37,11 @@ class RoutedConnection:
         for conn in self.conns.values():
             await conn.close()
 
+    def abort(self) -> None:
+        """Drop every connection now (a second Ctrl-C)."""
+        for conn in self.conns.values():
+            conn.abort()
+
 
 def routed_connections(config_views: Mapping[str, Config], used: Iterable[str], *,
                        handover: Log | None = None) -> list[RoutedConnection]:
