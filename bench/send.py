@@ -7,8 +7,11 @@ sending 2,000 pre-rendered messages of the same size; once with the example sequ
 day-0 call task after each email is created in the same run) and once with an emails-only
 sequence. Prints the rates and ratios (target: at least 0.6x) of the best round and of the
 median round: on a shared machine the best is the least disturbed, the median the typical.
+`--baseline-tree DIR` also times the outreach in another checkout (say, the parent commit's,
+made with `git worktree add`) in the same interleaved rounds, and prints this one's speed
+against it: how much a change costs.
 
-    .venv/bin/python bench/send.py [--prospects 2000] [--rounds 5]
+    .venv/bin/python bench/send.py [--prospects 2000] [--rounds 5] [--baseline-tree DIR]
 """
 
 from __future__ import annotations
@@ -82,7 +85,9 @@ def free_port() -> int:
 
 def start_sink(port: int) -> subprocess.Popen[bytes]:
     if shutil.which("smtp-sink"):
-        proc = subprocess.Popen(["smtp-sink", "-c", f"127.0.0.1:{port}", "256"])
+        # As root, Postfix's smtp-sink insists on a user to drop to after binding the port.
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        proc = subprocess.Popen(["smtp-sink", *user, "-c", f"127.0.0.1:{port}", "256"])
     else:
         proc = subprocess.Popen([PY, "-c", SINK, str(port)])
     deadline = time.monotonic() + 10
@@ -166,34 +171,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prospects", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--baseline-tree", type=Path,
+                        help="another checkout whose outreach is timed alongside this one")
     args = parser.parse_args()
     n = args.prospects
     # An installed outreach has its bytecode cached; a working tree (with
     # PYTHONDONTWRITEBYTECODE set) would recompile edited modules on every start.
-    subprocess.run([PY, "-m", "compileall", "-q", str(REPO / "outreach")], check=False)
+    trees = [REPO] + ([args.baseline_tree.resolve()] if args.baseline_tree else [])
+    for tree in trees:
+        subprocess.run([PY, "-m", "compileall", "-q", str(tree / "outreach")], check=False)
     port = free_port()
     sink = start_sink(port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTREACH_")}
+    # The baseline's package comes first on the path, ahead of this checkout's install.
+    envs = {"": env, **({" (baseline)": {**env, "PYTHONPATH": str(trees[1])}}
+                        if args.baseline_tree else {})}
     sequences = {"referral": "example sequence: emails + day-0 call tasks",
                  "emails-only": "emails only"}
-    times: dict[str, list[float]] = {"bare": [], **{seq: [] for seq in sequences}}
+    runs = [(seq, tag) for seq in sequences for tag in envs]
+    times: dict[str, list[float]] = {"bare": [], **{seq + tag: [] for seq, tag in runs}}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             template = campaign(Path(tmp) / "template", n, port)
-            ready = {(seq, r): enrolled(template, Path(tmp) / f"{seq}{r}", seq)
-                     for seq in sequences for r in range(args.rounds)}
+            ready = {(seq, tag, r): enrolled(template, Path(tmp) / f"{seq}{tag}{r}", seq)
+                     for seq, tag in runs for r in range(args.rounds)}
             size = len(subprocess.run(
                 [PY, "-m", "outreach", "preview", "cfo1@maker1.example", "--config",
-                 str(ready["referral", 0])], check=True, capture_output=True).stdout)
+                 str(ready["referral", "", 0])], check=True, capture_output=True).stdout)
             for r in range(args.rounds):   # interleaved, so load spikes hit both alike
                 times["bare"].append(timed([PY, "-c", BARE, str(port), str(n), str(size)],
                                            label="bare")[0])
-                for seq in sequences:
+                for seq, tag in runs:
                     elapsed, out = timed([PY, "-m", "outreach", "send", "--ignore-window",
-                                          "--json", "--config", str(ready[seq, r])], env,
-                                         label=seq)
+                                          "--json", "--config", str(ready[seq, tag, r])],
+                                         envs[tag], label=seq + tag)
                     assert f'"sent": {n}' in out, out[:400]
-                    times[seq].append(elapsed)
+                    times[seq + tag].append(elapsed)
     finally:
         sink.kill()
         sink.wait()
@@ -203,11 +216,18 @@ def main() -> None:
           f"{args.rounds} rounds: best | median, wall clock, client CPU (user+sys)")
     print(f"bare aiosmtplib loop: {bare_best:6.0f} | {bare_median:6.0f} msg/s  "
           f"{min(times['bare']):.2f} s  CPU {min(CPU['bare']):.2f} s")
-    for seq, what in sequences.items():
-        best, median = n / min(times[seq]), n / statistics.median(times[seq])
-        print(f"outreach send ({what}): {best:6.0f} | {median:6.0f} msg/s  "
-              f"{min(times[seq]):.2f} s  CPU {min(CPU[seq]):.2f} s  ratio "
+    for seq, tag in runs:
+        key = seq + tag
+        best, median = n / min(times[key]), n / statistics.median(times[key])
+        print(f"outreach send ({sequences[seq]}){tag}: {best:6.0f} | {median:6.0f} msg/s  "
+              f"{min(times[key]):.2f} s  CPU {min(CPU[key]):.2f} s  ratio "
               f"{best / bare_best:.2f}x | {median / bare_median:.2f}x (target >= 0.6x)")
+    if args.baseline_tree:
+        for seq in sequences:
+            this, base = times[seq], times[seq + " (baseline)"]
+            print(f"this checkout vs the baseline ({sequences[seq]}): "
+                  f"{min(base) / min(this):.3f}x best | "
+                  f"{statistics.median(base) / statistics.median(this):.3f}x median speed")
 
 
 if __name__ == "__main__":

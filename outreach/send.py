@@ -687,6 +687,17 @@ class _Run:
             await conn.close()
 
         async def feed() -> None:
+            try:
+                await produce()
+            except Exception:
+                stop.set()   # the workers finish what they hold and hand back the rest
+                raise
+            finally:
+                if not aborting:
+                    for _ in workers:
+                        await queue.put(None)
+
+        async def produce() -> None:
             nonlocal taken
             for start in range(0, len(chosen), chunk):
                 if stop.is_set():
@@ -706,8 +717,6 @@ class _Run:
                         unsent.append(env)
                         continue
                     await queue.put(env)
-            for _ in workers:
-                await queue.put(None)
 
         async def flusher() -> None:
             renewed = time.monotonic()

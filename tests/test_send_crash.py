@@ -223,3 +223,30 @@ def test_outbox_a_complete_file_is_sent_a_partial_one_is_not(campaign):
     assert b"cfo1@maker1.example" in new and b"cfo2@maker2.example" in new
     assert b"cfo0@maker0.example" not in new   # its file was complete: not written again
     assert statuses(campaign.root) == {"sent": 3}
+
+
+def test_a_failure_while_queueing_stops_the_run_without_hanging(campaign, monkeypatch):
+    """The ledger refusing a later chunk's intents (here: a simulated error) ends the run with
+    that error once the messages already queued are done; the next run sends the rest."""
+    from outreach import send as send_module
+    from outreach.errors import StoreError
+
+    enroll(campaign, 12)
+    real = send_module._Run.record_intents
+    calls = []
+
+    def failing(self, envelopes):
+        calls.append(len(envelopes))
+        if len(calls) == 2:
+            raise StoreError("outreach.db: disk I/O error")
+        return real(self, envelopes)
+
+    monkeypatch.setattr(send_module._Run, "record_intents", failing)
+    failed = campaign.run("send")
+    assert failed.exit_code == 1
+    assert failed.stderr == "Error: outreach.db: disk I/O error\n"
+    monkeypatch.setattr(send_module._Run, "record_intents", real)
+    first = statuses(campaign.root)
+    assert first == {"sent": 8}   # the first chunk went; the failed one left no intent
+    assert campaign.run_json("send")["sent"] == 4
+    assert statuses(campaign.root) == {"sent": 12}
