@@ -131,6 +131,28 @@ def test_two_senders_one_killed(campaign, smtp_server):
     rerun_delivers_the_rest(campaign, stall, unknown=1)
 
 
+def test_four_connections_killed_at_most_four_unknown(campaign, smtp_server):
+    """With 4 connections the others keep going while one is held inside DATA: whatever they
+    had on the wire at the kill is unknown (at most one each); nobody else is lost."""
+    stall = Stall(point="DATA", nth=20)
+    use_smtp(campaign, smtp_server(stall).port, concurrency=4)
+    enroll(campaign, 40)
+    run = start_send(campaign)
+    assert stall.reached.wait(20)
+    run.kill()
+    run.wait(10)
+    stall.release.set()
+    summary = campaign.run_json("send")
+    assert 1 <= summary["unknown"] <= 4
+    received = Counter(stall.recipients())
+    unknown = {u["email"] for u in summary["unknowns"]}
+    assert stall.stalled_on in unknown
+    assert set(received.values()) == {1}          # nobody twice
+    everyone = {f"cfo{i}@maker{i}.example" for i in range(40)}
+    assert everyone - set(received) <= unknown    # only an unknown one may have missed out
+    assert +statuses(campaign.root) == +Counter(sent=40 - len(unknown), unknown=len(unknown))
+
+
 def interrupted(campaign, smtp_server, *signals):
     """12 due, the third message held inside DATA; `signals` sent one after the other once
     the run says it is stopping."""
