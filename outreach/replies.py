@@ -594,7 +594,7 @@ def match(app: App, message: Message, refs: list[str], verdict: classify.Verdict
     token = _TOKEN.search(str(message.get("Subject") or "")) if kind == "unsubscribe" else None
     if token and (prospect := state.by_token(app, token[1].lower())):
         return prospect, None
-    addresses = verdict.recipients if kind in _REPORTS else [verdict.sender]
+    addresses = _named_addresses(verdict, kind)
     for address in addresses:
         if address and (prospect := app.store.prospect(address)):
             return prospect, None
@@ -605,11 +605,19 @@ def match(app: App, message: Message, refs: list[str], verdict: classify.Verdict
     return None, None
 
 
-def _named(app: App, prospect: Prospect, verdict: classify.Verdict) -> list[Prospect]:
+def _named_addresses(verdict: classify.Verdict, kind: str) -> list[str]:
+    """Whom the message is about: the recipients a report names, else its sender (also when
+    a classify_reply plugin calls a person's own message a bounce or complaint)."""
+    if kind in _REPORTS and verdict.kind in _REPORTS:
+        return verdict.recipients
+    return [verdict.sender]
+
+
+def _named(app: App, prospect: Prospect, addresses: list[str]) -> list[Prospect]:
     """A bounce's or complaint's prospects: the one matched, then every other prospect it
     names (a report about several recipients acts on each)."""
     found = [prospect]
-    for address in verdict.recipients:
+    for address in addresses:
         if all(p.email != address for p in found) and (other := app.store.prospect(address)):
             found.append(other)
     return found
@@ -628,7 +636,7 @@ def _act(app: App, item: _Item, result: PollResult, state: _Pass,
     mail, verdict, kind = item.mail, item.verdict, item.kind
     prospect, row = match(app, mail.message, item.refs, verdict, kind, state)
     enrollment_id = row["enrollment_id"] if row is not None else None
-    addresses = verdict.recipients if kind in _REPORTS else [verdict.sender]
+    addresses = _named_addresses(verdict, kind)
     if prospect is None:
         if kind == "unsubscribe" and verdict.sender and is_email(verdict.sender):
             # Mail to the unsubscribe address from anyone: honoured, prospect or not.
@@ -644,7 +652,7 @@ def _act(app: App, item: _Item, result: PollResult, state: _Pass,
     detail = {"subject": header(mail.message, "Subject")[:200],
               "message_id": _first_id(header(mail.message, "Message-ID")),
               "from": verdict.sender}
-    targets = _named(app, prospect, verdict) if kind in _REPORTS else [prospect]
+    targets = _named(app, prospect, addresses) if kind in _REPORTS else [prospect]
     action = "none"
     for target in targets:
         ledger = enrollment_id if target is prospect else None

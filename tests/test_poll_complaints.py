@@ -110,3 +110,20 @@ def test_a_bounce_naming_two_prospects_suppresses_both(campaign):
     hooks = [json.loads(line) for line in (seeded.root / "hooks.jsonl").read_text().splitlines()]
     assert [(h["email"], h["kind"]) for h in hooks] == [
         ("cfo6@maker6.example", "bounce"), ("cfo7@maker7.example", "bounce")]
+
+
+def test_a_plugin_may_call_a_persons_own_message_a_complaint(campaign):
+    """A reply saying "this is spam": a classify_reply plugin answers `complaint`, and the
+    sender is the complainant (the built-in reading found no report naming anyone)."""
+    seeded = seed(campaign)
+    (seeded.root / "plugins" / "spam_words.py").write_text(
+        "from outreach import hookimpl\n\n\n@hookimpl\ndef classify_reply(reply):\n"
+        "    return 'complaint' if 'Re:' in str(reply['Subject']) else None\n",
+        encoding="utf-8")
+    drop(seeded, "reply-gmail-interested")
+    doc = seeded.run_json("poll")
+    assert (doc["complaints"], doc["replies"]) == (1, 0)
+    assert doc["messages"][0]["why"].startswith("a classify_reply plugin said complaint")
+    s1 = state(seeded, "cfo1@maker1.example")
+    assert s1["suppressed"] and s1["stage"] == "prospect"
+    assert s1["enrollments"][0]["state"] == "complained"
