@@ -518,7 +518,9 @@ def _bounce(message: Message, sender: str, subject: str, context: Context) -> Ve
         message.get_param("report-type") or "").lower() == "delivery-status"
     daemon = _is_daemon(message, sender)
     if not (report or daemon or ctype == "multipart/report" or "X-Failed-Recipients" in message
-            or _bounce_subject(subject)):
+            or (_bounce_subject(subject) and not _threaded(message))):
+        # Only its subject could say "delivery failed": a person answering or forwarding a
+        # notice threads their message (In-Reply-To, References); a mail system does not.
         return None
     found = _Failures()
     actions: list[str] = []
@@ -599,6 +601,10 @@ def _read_status(part: Message, found: _Failures, actions: list[str]) -> None:
             value = str(block.get(key, ""))
             if ";" in value and "@" in value:
                 found.add(value.split(";", 1)[1], permanent)
+
+
+def _threaded(message: Message) -> bool:
+    return "In-Reply-To" in message or "References" in message
 
 
 def _flufl_failures(message: Message, found: _Failures) -> None:
@@ -756,7 +762,8 @@ def machine_reason(message: Message, sender: str, subject: str, text: str) -> st
         return f"sent from a no-reply or system address ({sender})"
     if "return-path" in present and header(message, "Return-Path") == "<>":
         return "null return path (<>): sent by a mail system, not a person"
-    if _bounce_subject(subject) and not _REPLY_PREFIX.match(subject):
+    if _bounce_subject(subject) and not _REPLY_PREFIX.match(subject) \
+            and not _threaded(message):
         return "a delivery notice naming no address we know"
     return ""
 

@@ -275,3 +275,18 @@ def test_no_reply_senders_are_other(sender):
     raw = (f"From: {sender}\nTo: dana@acme.example\nSubject: Your request\n\n"
            "Thanks for reaching out, we will get back to you.\n").encode()
     assert classify.classify(parse_fast(raw), CONTEXT).kind == "other"
+
+
+def test_a_person_forwarding_a_bounce_is_not_a_bounce():
+    """A prospect forwards a notice about a colleague's address: their own threaded message,
+    a reply, so no detector reads the quoted notice as a delivery failure to suppress."""
+    raw = ("From: Carla Diaz <cfo5@maker5.example>\nTo: dana@acme.example\n"
+           "Subject: Fwd: Undelivered Mail Returned to Sender\n"
+           "In-Reply-To: <m5@acme.example>\nReferences: <m5@acme.example>\n\n"
+           "Your email to my colleague bounced, she moved to jane.doe@maker5.example.\n\n"
+           "---------- Forwarded message ----------\nFrom: MAILER-DAEMON@mx.maker5.example\n"
+           "I'm sorry to have to inform you that your message could not\n"
+           "be delivered to one or more recipients.\n\n"
+           "<jane@maker5.example>: host mx.maker5.example said: 550 5.1.1 User unknown\n")
+    verdict = classify.classify(parse_fast(raw.encode()), CONTEXT)
+    assert (verdict.kind, verdict.recipients, verdict.permanent) == ("reply", [], False)
