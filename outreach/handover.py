@@ -1,14 +1,17 @@
 """The hand-over log: which messages reached SMTP `DATA`, and which the server then accepted.
 
 A run commits its intents to the ledger in chunks, so after a crash the ledger alone cannot
-tell a message that was on the wire from one still waiting in the queue. Each connection
-therefore appends one line to this log just before it writes a message's payload (`D`) and
-one as soon as the server's 250 arrives (`S`). A `write(2)` to an `O_APPEND` file is in the
+tell a message that was on the wire from one still waiting in the queue. The run appends the
+message ids of each chunk before committing its intents (`Q`), and each connection one line
+just before it writes a message's payload (`D`) and one as soon as the server's 250 arrives
+(`S`). A `write(2)` to an `O_APPEND` file is in the
 kernel's page cache when it returns: it survives the process being killed (not a power cut),
 and costs a few microseconds, where a database commit per message would cost a transaction.
 
 The next run (holding the `send` lease, so the writer is dead) reads the log to settle the
-dead run's intents with `fate`, then empties it.
+dead run's intents with `fate`, then empties it. An intent with no `Q` line was left by a run
+this log knows nothing of (another machine on a shared database, or a deleted log): nothing
+says how far it got, so it is `unknown`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -23,6 +27,15 @@ class Fate(enum.Enum):
     SENT = "sent"          # the server accepted it (250 seen), or its outbox file is complete
     UNKNOWN = "unknown"    # its payload was on the wire when the run died
     UNSENT = "unsent"      # it never reached DATA: due again, safe to send
+
+
+@dataclass(frozen=True)
+class Marks:
+    """What a log says: message ids queued, whose payload went out, and accepted."""
+
+    queued: frozenset[str]
+    reached: frozenset[str]
+    accepted: frozenset[str]
 
 
 def path_for(database: Path) -> Path:
@@ -37,6 +50,12 @@ class Log:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def queued(self, message_ids: list[str]) -> None:
+        """A chunk's messages, before their intents are committed (one write for all)."""
+        if message_ids:
+            os.write(self._fd, b"".join(b"Q " + m.encode("ascii", "replace") + b"\n"
+                                        for m in message_ids))
 
     def reached_data(self, message_id: str) -> None:
         os.write(self._fd, b"D " + message_id.encode("ascii", "replace") + b"\n")
@@ -54,27 +73,24 @@ def clear(path: Path) -> None:
         os.truncate(path, 0)
 
 
-def read(path: Path) -> tuple[set[str], set[str]]:
-    """(message ids that reached DATA, message ids the server accepted) from a log."""
-    reached: set[str] = set()
-    accepted: set[str] = set()
+def read(path: Path) -> Marks:
+    """The marks in a log (none when it does not exist)."""
+    found: dict[str, set[str]] = {"Q": set(), "D": set(), "S": set()}
     try:
         text = path.read_bytes().decode("ascii", "replace")
     except FileNotFoundError:
-        return reached, accepted
+        text = ""
     for line in text.splitlines():
         kind, _, message_id = line.partition(" ")
-        if kind == "D":
-            reached.add(message_id)
-        elif kind == "S":
-            accepted.add(message_id)
-    return reached, accepted
+        if kind in found:
+            found[kind].add(message_id)
+    return Marks(frozenset(found["Q"]), frozenset(found["D"]), frozenset(found["S"]))
 
 
-def fate(message_id: str, *, reached: set[str], accepted: set[str], written: bool) -> Fate:
+def fate(message_id: str, marks: Marks, *, written: bool) -> Fate:
     """What became of a dead run's intent: `written` is whether its outbox file is complete."""
-    if written or message_id in accepted:
+    if written or message_id in marks.accepted:
         return Fate.SENT
-    if message_id in reached:
+    if message_id in marks.reached or message_id not in marks.queued:
         return Fate.UNKNOWN
     return Fate.UNSENT

@@ -49,6 +49,9 @@ FLUSH_SECONDS = 0.05         # how often accepted messages are marked sent
 PIECE = 2
 
 Progress = Callable[[int, int, int], None]   # (sent, failed, total)
+# Why a dead run's message is unknown: its payload was on the wire, or nothing here says.
+STOPPED_UNKNOWN = ("the run that sent it stopped while the message may have been with the "
+                   "server")
 Tell = Callable[[str], None]                  # a line for the person at the terminal
 
 
@@ -164,6 +167,7 @@ class _Run:
         # Call scripts of follow-ups rendered ahead, between deliveries: (enrollment, step).
         self.scripts: dict[tuple[int, int], str | OutreachError] = {}
         self.log_path = handover.path_for(app.config.store_path)
+        self.log: handover.Log | None = None   # open while delivering
         # Enrollments whose last email's fate is unknown -> that step: they wait for
         # `outreach resolve` (no follow-up threads onto a message that may never have gone).
         self.unresolved: dict[int, int] = {}
@@ -464,6 +468,8 @@ class _Run:
                     "message_id": env.message_id, "subject": env.subject,
                     "rep": self.config.team.rep, "mailbox": env.meta["mailbox"]}
                    for env in envelopes]
+        if self.log is not None:   # before the commit: no intent without its mark
+            self.log.queued([env.message_id for env in envelopes])
         with self.app.store.transaction():
             written = self.app.store.add_intents(intents, at=self.now)
         accepted = []
@@ -506,12 +512,11 @@ class _Run:
         stale = store.stale_intents()
         if not stale:
             return 0
-        reached, accepted = handover.read(self.log_path)
+        marks = handover.read(self.log_path)
         fates: dict[handover.Fate, list[Record]] = {fate: [] for fate in handover.Fate}
         for row in stale:
             written, _ = outbox_files(self._outbox(row), row["message_id"])
-            fates[handover.fate(row["message_id"], reached=reached, accepted=accepted,
-                                written=written.exists())].append(row)
+            fates[handover.fate(row["message_id"], marks, written=written.exists())].append(row)
         sent, unknown = fates[handover.Fate.SENT], fates[handover.Fate.UNKNOWN]
         if not self.dry_run:
             self._write_settlement(fates)
@@ -522,7 +527,7 @@ class _Run:
             self.result.unknowns.append({
                 "email": self.prospect(row["prospect_id"]).email, "step": row["step"],
                 "message_id": row["message_id"],
-                "error": "the run that sent it stopped while the server had the message"})
+                "error": STOPPED_UNKNOWN})
         self.result.unknown += len(unknown)
         self.result.recovered += len(sent)
         return len(fates[handover.Fate.UNSENT])
@@ -537,7 +542,7 @@ class _Run:
             store.mark_sent([{"ledger_id": r["id"], **dict(r)}
                              for r in fates[handover.Fate.SENT]], at=self.now)
             for row in fates[handover.Fate.UNKNOWN]:
-                error = "the run that sent it stopped while the server had the message"
+                error = STOPPED_UNKNOWN
                 store.set_message_status(row["id"], "unknown", error=error)
                 store.advance_enrollment(row["enrollment_id"], past_step=row["step"])
                 store.add_event("send_unknown", at=self.now, prospect_id=row["prospect_id"],
@@ -649,10 +654,11 @@ class _Run:
     # -- delivering -------------------------------------------------------------------
 
     async def deliver(self, chosen: list[_Due]) -> None:
-        log = handover.Log(self.log_path)
+        log = self.log = handover.Log(self.log_path)
         try:
             await self._deliver(chosen, log)
         finally:
+            self.log = None
             log.close()
         if not self.app.store.has_intents():   # every mark is of a recorded message
             handover.clear(self.log_path)

@@ -16,6 +16,7 @@ from collections import Counter
 
 import pytest
 
+from outreach import handover
 from outreach.transport import outbox_files
 from tests.conftest import prospect_row
 from tests.ledger import statuses
@@ -228,6 +229,9 @@ def test_outbox_a_complete_file_is_sent_a_partial_one_is_not(campaign):
         outbox = app.config.smtp.outbox
     finally:
         app.close()
+    log = handover.Log(campaign.root / "outreach.db-handover")   # as the dead run wrote it
+    log.queued([f"<dead.{e['id']}@acme.example>" for e in rows])
+    log.close()
     outbox.mkdir()
     done, _ = outbox_files(outbox, "<dead.1@acme.example>")
     done.write_bytes(b"Subject: s\r\n\r\nwritten before the crash\r\n")
@@ -272,3 +276,21 @@ def test_a_failure_while_queueing_stops_the_run_without_hanging(campaign, monkey
     assert first == {"sent": 8}   # the first chunk went; the failed one left no intent
     assert campaign.run_json("send")["sent"] == 4
     assert statuses(campaign.root) == {"sent": 12}
+
+
+def test_intents_no_log_knows_of_are_unknown(campaign):
+    """Intents whose run left no marks here (a deleted log, or a run on another machine
+    sharing the database): nothing says how far they got, so none is resent."""
+    enroll(campaign, 2)
+    app = campaign.app()
+    try:
+        with app.store.transaction():
+            app.store.add_intents([
+                {"enrollment_id": e["id"], "step": 0, "template": "referral", "variant": None,
+                 "message_id": f"<elsewhere.{e['id']}@acme.example>", "subject": "s"}
+                for e in app.store.open_enrollments()], at=app.now())
+    finally:
+        app.close()
+    summary = campaign.run_json("send")
+    assert (summary["sent"], summary["unknown"]) == (0, 2)
+    assert statuses(campaign.root) == {"unknown": 2}

@@ -1,0 +1,39 @@
+"""The hand-over log's verdict on a dead run's intent, as a table; and the log's own format."""
+
+from __future__ import annotations
+
+import pytest
+
+from outreach import handover
+from outreach.handover import Fate, Marks
+
+ID = "<m1@acme.example>"
+
+
+@pytest.mark.parametrize(("queued", "reached", "accepted", "written", "expected"), [
+    (True, False, False, False, Fate.UNSENT),    # still in the queue: send it
+    (True, True, False, False, Fate.UNKNOWN),    # payload on the wire, no answer
+    (True, True, True, False, Fate.SENT),        # the 250 came before the ledger heard of it
+    (False, False, False, False, Fate.UNKNOWN),  # a run this log knows nothing of
+    (False, False, False, True, Fate.SENT),      # a complete outbox file
+    (True, False, False, True, Fate.SENT),
+])
+def test_fate(queued, reached, accepted, written, expected):
+    marks = Marks(frozenset({ID} if queued else ()), frozenset({ID} if reached else ()),
+                  frozenset({ID} if accepted else ()))
+    assert handover.fate(ID, marks, written=written) is expected
+
+
+def test_the_log_reads_back_what_was_written_and_clears(tmp_path):
+    path = handover.path_for(tmp_path / "outreach.db")
+    assert path.name == "outreach.db-handover"
+    assert handover.read(path) == Marks(frozenset(), frozenset(), frozenset())
+    log = handover.Log(path)
+    log.queued(["<a@x>", "<b@x>"])
+    log.reached_data("<a@x>")
+    log.accepted("<a@x>")
+    log.close()
+    assert handover.read(path) == Marks(frozenset({"<a@x>", "<b@x>"}), frozenset({"<a@x>"}),
+                                        frozenset({"<a@x>"}))
+    handover.clear(path)
+    assert path.read_bytes() == b""
