@@ -23,7 +23,7 @@ from .app import App
 from .columns import Layout, LayoutError, layout, sniff_delimiter
 from .config import valid_timezone
 from .errors import ImportFileError
-from .models import KNOWN_COLUMNS, is_email
+from .models import EMAIL_RE, KNOWN_COLUMNS
 from .plugins import has_impls
 
 BATCH = 1000
@@ -31,6 +31,7 @@ FIELD_LIMIT = 16 * 1024 * 1024
 # Columns that may be put in a header (To, Subject): a line break there is header injection.
 _ONE_LINE = ("email", *KNOWN_COLUMNS)
 _ONE_LINE_SET = frozenset(_ONE_LINE)
+_EMAIL = EMAIL_RE.match
 _BAND = re.compile(r"^(\d+)\s*(?:-|–|to)\s*\d+$|^(\d+)\s*\+$")
 
 
@@ -67,7 +68,10 @@ class RowParser:
         known = [(i, n) for i, n in enumerate(names) if n in KNOWN_COLUMNS and n != "domain"]
         at = {n: i for i, n in enumerate(names)}
         self.columns = ["email", *(n for _, n in known), "domain", "custom"]
-        self.cells = _getter([at["email"], *(i for i, _ in known), at.get("domain", -1)])
+        # Without a domain column the last cell read is the email again; it becomes its domain.
+        self.has_domain = "domain" in at
+        self.cells = _getter([at["email"], *(i for i, _ in known),
+                              at.get("domain", at["email"])])
         slot = {n: i for i, n in enumerate(self.columns)}
         # Where the columns that need more than strip() are in a row (0: not in this file).
         self.at_employees = slot.get("employees", 0)
@@ -84,7 +88,6 @@ class RowParser:
         """One record -> a prospect row; raises RowError with the reason it cannot be used."""
         if len(record) < self.width:
             record = record + [""] * (self.width - len(record))
-        record.append("")  # what position -1 reads when the file has no domain column
         joined = "".join(record)
         if "\n" in joined or "\r" in joined:  # rare: only then look at which column has it
             for i, key in self.one_line:
@@ -93,10 +96,8 @@ class RowParser:
                                    "header)")
         row = [*map(str.strip, self.cells(record))]
         email = row[0]
-        if not email:
-            raise RowError("missing email")
-        if not is_email(email):
-            raise RowError(f'invalid email "{email}"')
+        if not _EMAIL(email):
+            raise RowError(f'invalid email "{email}"' if email else "missing email")
         row[0] = email.lower()
         at = self.at_employees
         if at:
@@ -112,15 +113,20 @@ class RowParser:
         at = self.at_country
         if at:
             row[at] = row[at].upper()
-        domain = row[-1]
+        domain = row[-1] if self.has_domain else ""
         if not domain:
             row[-1] = email.rpartition("@")[2].lower()
         elif "/" in domain:
             row[-1] = _domain(domain)
         else:
             row[-1] = domain.lower().removeprefix("www.")
-        row.append("{" + ", ".join([key + encode_basestring(record[i])
-                                    for i, key in self.custom if record[i]]) + "}")
+        custom = self.custom
+        if len(custom) == 1:   # the usual case: one notes or pain-point column
+            i, key = custom[0]
+            row.append("{" + key + encode_basestring(record[i]) + "}" if record[i] else "{}")
+        else:
+            row.append("{" + ", ".join([key + encode_basestring(record[i])
+                                        for i, key in custom if record[i]]) + "}")
         if self.never_filled:
             self.never_filled = [(i, n) for i, n in self.never_filled if not row[i]]
         return row
@@ -221,27 +227,22 @@ class ProspectFile:
                 'include email, or name it: --map "HEADER=email".'
             )
         self.parse = parse = RowParser(names)
+        width = len(names)
         end = reader.line_num + skipped
-        while True:
-            start = end + 1
-            try:
-                record = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                raise ImportFileError(f"{path} line {start}: broken CSV ({exc}); fix the line "
-                                      "and import again (nothing was imported)") from None
-            end = reader.line_num + skipped
-            if not any(record):
-                continue
-            if len(record) > len(names):
-                yield start, RowError(f"{len(record)} fields but the header has {len(names)} "
-                                      "(an unquoted comma?)")
-                continue
-            try:
-                yield start, parse(record)
-            except RowError as exc:
-                yield start, exc
+        try:
+            for record in reader:
+                start, end = end + 1, reader.line_num + skipped
+                if len(record) > width:
+                    yield start, RowError(f"{len(record)} fields but the header has {width} "
+                                          "(an unquoted comma?)")
+                elif any(record):
+                    try:
+                        yield start, parse(record)
+                    except RowError as exc:
+                        yield start, exc
+        except csv.Error as exc:
+            raise ImportFileError(f"{path} line {end + 1}: broken CSV ({exc}); fix the line "
+                                  "and import again (nothing was imported)") from None
 
     def empty_columns(self) -> list[str]:
         """Known columns the file has but never fills (an export that left them out)."""
@@ -336,7 +337,13 @@ def import_csv(app: App, path: Path, mapping: dict[str, str] | None = None) -> I
 def _flush(app: App, columns: list[str], batch: list[list[Any]], lookup: list[str],
            result: ImportResult, changed: list[str] | None, now: datetime) -> None:
     """Write one batch: new addresses inserted, known ones merged (`lookup`: which may be)."""
-    existing = app.store.prospects_by_email(lookup) if lookup else {}
+    if not lookup:   # all new (the usual first import): straight in
+        app.store.insert_prospect_rows(columns, batch, at=now)
+        result.added += len(batch)
+        if changed is not None:
+            changed.extend(r[0] for r in batch)
+        return
+    existing = app.store.prospects_by_email(lookup)
     inserts, updates = [], []
     for row in batch:
         old = existing.get(row[0])
