@@ -578,6 +578,7 @@ def poll(app: Any, json_: bool) -> None:
 def watch(app: Any, interval: float) -> None:
     """Poll forever: IMAP IDLE wakes a pass when mail arrives, dropped connections are
     re-opened with backoff. Stop it with Ctrl-C or SIGTERM."""
+    from .inbox import mail_servers
     from .watch import watch as watch_
     from .watch import watching
 
@@ -594,7 +595,8 @@ def watch(app: Any, interval: float) -> None:
 
     with _poll_lock(app):
         if at_terminal:
-            click.echo(watching(app.config.imap, interval), err=True)
+            for imap in mail_servers(app.config):   # each mailbox ([[mailboxes]])
+                click.echo(watching(imap, interval), err=True)
         watch_(app, interval=interval, on_pass=report)
     click.echo("outreach watch: stopped", err=True)
 

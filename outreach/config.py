@@ -178,7 +178,6 @@ class Mailbox:
     ramp_start: int | None      # None: the full daily_limit from the first day
     ramp_step: int
     windows: tuple[Window, ...] | None   # None: [sending] windows
-    unsubscribe_mailto: str
 
 
 @dataclass(frozen=True)
@@ -218,11 +217,10 @@ class Config:
 
     def for_mailbox(self, box: Mailbox) -> Config:
         """This config as `box` sends: its From name and address (so Message-IDs use its
-        domain), its servers and its unsubscribe address; everything else unchanged."""
+        domain) and its servers; everything else (the team's [compliance] opt-out address
+        too) unchanged."""
         return replace(self, sender=replace(self.sender, name=box.name, email=box.email),
-                       smtp=box.smtp, imap=box.imap,
-                       compliance=replace(self.compliance,
-                                          unsubscribe_mailto=box.unsubscribe_mailto))
+                       smtp=box.smtp, imap=box.imap)
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
@@ -417,7 +415,7 @@ class _Parser:
         smtp, imap = self.smtp(data), self.imap(data)
         sending = self.sending(data, sender)
         compliance = self.compliance(data, sender)
-        mailboxes = self.mailboxes(data, sender, smtp, imap, sending, compliance)
+        mailboxes = self.mailboxes(data, sender, smtp, imap, sending)
         oauth2 = self.oauth2(data, tuple(s for box in mailboxes for s in (box.smtp, box.imap)))
 
         def signed_in(server: Any) -> Any:
@@ -454,13 +452,13 @@ class _Parser:
             t, "team", "max_emails_per_domain_per_day", 3))
 
     def mailboxes(self, data: Mapping[str, Any], sender: Sender, smtp: Smtp, imap: Imap,
-                  sending: Sending, compliance: Compliance) -> tuple[Mailbox, ...]:
+                  sending: Sending) -> tuple[Mailbox, ...]:
         """[[mailboxes]], or the one mailbox [sender], [smtp] and [imap] describe."""
         tables = data.get("mailboxes")
         if tables is None:
             return (Mailbox(email=sender.email, name=sender.name, smtp=smtp, imap=imap,
                             daily_limit=sending.daily_limit, ramp_start=None, ramp_step=0,
-                            windows=None, unsubscribe_mailto=compliance.unsubscribe_mailto),)
+                            windows=None),)
         if not isinstance(tables, list) or not tables:
             raise self.fail("[[mailboxes]]", "must be one or more [[mailboxes]] tables")
         for name in ("smtp", "imap"):
@@ -469,7 +467,7 @@ class _Parser:
                                 f"each mailbox as [mailboxes.{name}]")
         out: list[Mailbox] = []
         for i, raw in enumerate(tables, start=1):
-            out.append(self.mailbox(raw, f"mailboxes[{i}]", sender, sending, compliance))
+            out.append(self.mailbox(raw, f"mailboxes[{i}]", sender, sending))
         seen: set[str] = set()
         for i, box in enumerate(out, start=1):
             if box.email in seen:
@@ -477,10 +475,9 @@ class _Parser:
             seen.add(box.email)
         return tuple(out)
 
-    def mailbox(self, raw: Any, where: str, sender: Sender, sending: Sending,
-                compliance: Compliance) -> Mailbox:
+    def mailbox(self, raw: Any, where: str, sender: Sender, sending: Sending) -> Mailbox:
         t = self.table(raw, where, {"email", "name", "daily_limit", "ramp_start", "ramp_step",
-                                    "windows", "unsubscribe_mailto", "smtp", "imap"})
+                                    "windows", "smtp", "imap"})
         email = self.email(t, where, "email").lower()
         name = self.get(t, where, "name", str, sender.name)
         if any(c in name for c in "\r\n"):
@@ -503,8 +500,6 @@ class _Parser:
             imap=self.imap({"imap": t.get("imap", {})}, where=f"{where}.imap"),
             daily_limit=self.positive(t, where, "daily_limit", sending.daily_limit),
             ramp_start=ramp_start, ramp_step=ramp_step, windows=windows,
-            unsubscribe_mailto=self.email(t, where, "unsubscribe_mailto",
-                                          compliance.unsubscribe_mailto),
         )
 
     def store(self, t: Mapping[str, Any]) -> tuple[Path, str, str]:

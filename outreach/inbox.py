@@ -45,10 +45,41 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+def mail_servers(config: Config) -> list[Imap]:
+    """The [imap] of each mailbox ([[mailboxes]]), each account once."""
+    out: list[Imap] = []
+    for box in config.mailboxes:
+        if box.imap not in out:
+            out.append(box.imap)
+    return out
+
+
 def open_source(config: Config) -> Source:
-    if config.imap.source == "maildir":
-        return MaildirSource(config.imap.maildir, config.imap.folders)
-    return ImapSource(config.imap)
+    """What `poll` reads: the one mailbox, or every mailbox of [[mailboxes]] in turn."""
+    sources = [_source(imap) for imap in mail_servers(config)]
+    return sources[0] if len(sources) == 1 else Sources(sources)
+
+
+def _source(imap: Imap) -> Source:
+    if imap.source == "maildir":
+        return MaildirSource(imap.maildir, imap.folders)
+    return ImapSource(imap)
+
+
+class Sources:
+    """Several mailboxes read one after the other as one source (each remembers its own
+    folders' state: the inbound keys name the account)."""
+
+    def __init__(self, sources: list[Source]) -> None:
+        self.sources = sources
+
+    def batches(self, store: Store) -> Iterator[list[Inbound]]:
+        for source in self.sources:
+            yield from source.batches(store)
+
+    def close(self) -> None:
+        for source in self.sources:
+            source.close()
 
 
 # -- Maildir ------------------------------------------------------------------------------

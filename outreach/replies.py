@@ -112,7 +112,8 @@ def context_for(app: App) -> classify.Context:
     except OSError:  # checked by config loading; a footer gone since: match nothing
         footer = ""
     return classify.Context.make(
-        own=(cfg.sender.email, cfg.imap.username, cfg.smtp.username),
+        own=(cfg.sender.email, *(a for box in cfg.mailboxes   # every mailbox of this rep
+                                  for a in (box.email, box.imap.username, box.smtp.username))),
         unsubscribe=cfg.compliance.unsubscribe_mailto, footer=footer,
         today=app.now().astimezone(app.sender_zone).date())
 

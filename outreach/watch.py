@@ -17,7 +17,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponent
 from .app import App
 from .config import Imap
 from .errors import MailboxError
-from .inbox import MailboxRefused, connect, open_source
+from .inbox import MailboxRefused, connect, mail_servers, open_source
 from .replies import PollResult, poll
 
 IDLE_RENEW = 540.0  # re-issue IDLE well before the 29-minute timeout servers may apply
@@ -58,7 +58,7 @@ def watch(app: App, *, interval: float = 300, stop: threading.Event | None = Non
     restore = _install_signals(stop)
     total = PollResult()
     wake = threading.Event()
-    imap = app.config.imap
+    servers = mail_servers(app.config)
     source: Any = open_source(app.config)
     idlers: list[threading.Thread] = []
     try:
@@ -82,14 +82,16 @@ def watch(app: App, *, interval: float = 300, stop: threading.Event | None = Non
             total.add(result)
             if on_pass:
                 on_pass(result)
-            if first and imap.source == "imap":
+            if first:   # one IDLE connection per folder of every IMAP mailbox
                 first = False
-                for folder in imap.folders:
-                    thread = threading.Thread(
-                        target=_idle, args=(imap, folder, wake, stop, idle_renew, max_backoff),
-                        name=f"idle {folder}", daemon=True)
-                    thread.start()
-                    idlers.append(thread)
+                for imap in (s for s in servers if s.source == "imap"):
+                    for folder in imap.folders:
+                        thread = threading.Thread(
+                            target=_idle,
+                            args=(imap, folder, wake, stop, idle_renew, max_backoff),
+                            name=f"idle {imap.username} {folder}", daemon=True)
+                        thread.start()
+                        idlers.append(thread)
             # Wake on new mail (IDLE), on a signal, or when the safety-net interval is up.
             deadline = interval
             while deadline > 0 and not stop.is_set() and not wake.is_set():

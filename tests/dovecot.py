@@ -23,6 +23,8 @@ import pytest
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
 USER = "dana@acme.example"
+# A second account on the same server: a second mailbox of a rep, or a second rep.
+SECOND_USER = "dana@acme-reach.example"
 PASSWORD = "imap-secret"
 
 
@@ -63,7 +65,8 @@ class Dovecot:
             for sub in ("mail", "home"):
                 os.chown(self.root / sub, uid, gid)
         self.mail_uid, self.mail_gid = uid, gid
-        (self.root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n", encoding="utf-8")
+        (self.root / "passwd").write_text(
+            "".join(f"{u}:{{PLAIN}}{PASSWORD}\n" for u in (USER, SECOND_USER)), encoding="utf-8")
         if os.getuid() == 0:
             # As root Dovecot wants unprivileged users for its login and internal processes.
             users = "default_login_user = dovenull\ndefault_internal_user = dovecot\n"
@@ -177,27 +180,29 @@ service stats {{
 
     # -- helpers --------------------------------------------------------------------------
 
-    def client(self, password: str = PASSWORD) -> Any:  # an IMAPClient
+    def client(self, password: str = PASSWORD, user: str = USER) -> Any:  # an IMAPClient
         from imapclient import IMAPClient
 
         client = IMAPClient("127.0.0.1", port=self.port, ssl=False, timeout=10)
-        client.login(USER, password)
+        client.login(user, password)
         return client
 
     def reset(self) -> None:
-        """Empty the test user's mailbox (between tests): delete every folder but INBOX."""
-        with self.client() as c:
-            for _flags, _delim, name in c.list_folders():
-                if name != "INBOX":
-                    c.delete_folder(name)
-            c.select_folder("INBOX")
-            uids = c.search(["ALL"])
-            if uids:
-                c.delete_messages(uids)
-                c.expunge()
+        """Empty the test users' mailboxes (between tests): delete every folder but INBOX."""
+        for user in (USER, SECOND_USER):
+            with self.client(user=user) as c:
+                for _flags, _delim, name in c.list_folders():
+                    if name != "INBOX":
+                        c.delete_folder(name)
+                c.select_folder("INBOX")
+                uids = c.search(["ALL"])
+                if uids:
+                    c.delete_messages(uids)
+                    c.expunge()
 
-    def append(self, raw: bytes, folder: str = "INBOX", flags: tuple[bytes, ...] = ()) -> None:
-        with self.client() as c:
+    def append(self, raw: bytes, folder: str = "INBOX", flags: tuple[bytes, ...] = (),
+               user: str = USER) -> None:
+        with self.client(user=user) as c:
             if not c.folder_exists(folder):
                 c.create_folder(folder)
             c.append(folder, raw, flags=flags)

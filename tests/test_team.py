@@ -4,9 +4,15 @@ database. Ownership, org-wide suppression and the per-company cap, through the C
 from __future__ import annotations
 
 import mailbox
+import os
+import subprocess
+import sys
+import threading
+import time
 from datetime import date
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +26,9 @@ from outreach.team import (
     other_rep,
     ramp_limit,
 )
-from tests.conftest import Campaign, prospect_row
+from outreach.watch import watch
+from tests.conftest import REPO, Campaign, prospect_row
+from tests.dovecot import SECOND_USER, USER, Dovecot
 
 MONDAY_MORNING = "2026-03-02T07:30:00-06:00"   # inside the 07:00-09:00 window, Chicago
 
@@ -134,8 +142,8 @@ def test_the_team_sends_one_company_at_most_its_daily_cap(team):
 
 def test_the_domain_cap_is_a_team_key(team):
     dana, sam = team
-    sam.config_path.write_text(sam.config_path.read_text() + (
-        "\n[team]\nrep = \"Sam\"\nmax_emails_per_domain_per_day = 1\n"), encoding="utf-8")
+    sam.edit_config("max_emails_per_domain_per_day = 3 ",
+                    'rep = "Sam"\nmax_emails_per_domain_per_day = 1 ')
     rows = [prospect_row(n, email=f"p{n}@bigco.example") for n in range(1, 4)]
     sam.run_json("import", str(sam.write_csv(rows)))
     assert sam.run("enroll", "referral").output == "referral: enrolled 3\n"
@@ -149,7 +157,7 @@ def test_the_domain_cap_is_a_team_key(team):
 def _box(email: str = "a@x.example", *, limit: int = 50, start: int | None = None,
          step: int = 0) -> Mailbox:
     return Mailbox(email=email, name="A", smtp=None, imap=None, daily_limit=limit,  # type: ignore[arg-type]
-                   ramp_start=start, ramp_step=step, windows=None, unsubscribe_mailto="u@x")
+                   ramp_start=start, ramp_step=step, windows=None)
 
 
 @pytest.mark.parametrize(("start", "step", "first", "today", "limit"), [
@@ -220,14 +228,13 @@ maildir = "mail-a"
 email = "Dana@Acme-Outreach.example"
 name = "Dana at Acme"
 windows = ["10:00-11:00"]
-unsubscribe_mailto = "optout@acme-outreach.example"
 """
 
 
 def without_servers(campaign: Campaign) -> None:
     """Drop the single-mailbox [smtp] and [imap] tables ([[mailboxes]] replace them)."""
     text = campaign.config_path.read_text(encoding="utf-8")
-    start, end = text.index("[smtp]"), text.index("[sending]")
+    start, end = text.index("\n[smtp]"), text.index("\n# Several mailboxes")
     campaign.config_path.write_text(text[:start] + text[end:], encoding="utf-8")
 
 
@@ -249,13 +256,14 @@ def test_mailboxes_parse_with_the_smtp_and_imap_keys(campaign):
         "dana@acme-mail.example", "Dana Reyes", 40, 10, 5)
     assert (a.smtp.transport, a.smtp.port, a.smtp.security) == ("smtp", 2525, "none")
     assert a.imap.maildir == campaign.root / "mail-a"
-    assert a.windows is None and a.unsubscribe_mailto == "unsubscribe@acme.example"
+    assert a.windows is None
     assert (b.email, b.name, b.daily_limit, [str(w) for w in b.windows]) == (
         "dana@acme-outreach.example", "Dana at Acme", 75, ["10:00-11:00"])
-    assert b.smtp.transport == "outbox" and b.unsubscribe_mailto == "optout@acme-outreach.example"
+    assert b.smtp.transport == "outbox"
     view = campaign.config().for_mailbox(b)
     assert (view.sender.email, view.sender.name, view.sender.company) == (
         "dana@acme-outreach.example", "Dana at Acme", "Acme Analytics")
+    assert view.compliance.unsubscribe_mailto == "unsubscribe@acme.example"   # the team's
 
 
 @pytest.mark.parametrize(("toml", "message"), [
@@ -287,6 +295,8 @@ def test_mailboxes_parse_with_the_smtp_and_imap_keys(campaign):
 ])
 def test_team_and_mailbox_mistakes_name_the_key(campaign, toml, message):
     without_servers(campaign)
+    campaign.edit_config("\n[team] ", "\n# [team] ")   # the mistake's own [team] instead
+    campaign.edit_config("\nmax_emails_per_domain_per_day", "\n# max_emails_per_domain_per_day")
     campaign.config_path.write_text(campaign.config_path.read_text() + "\n" + toml)
     result = campaign.run("check")
     assert result.exit_code == 1
@@ -374,3 +384,88 @@ def test_stats_and_report_by_rep_and_for_the_team(team, tmp_path):
     page = report.read_text(encoding="utf-8")
     assert "<h2>Reps (the team)</h2>" in page and "<h2>Mailboxes</h2>" in page
     assert "<td>sam@acme.example</td><td>3</td>" in page
+
+
+# -- poll and watch read every mailbox: the private Dovecot with two accounts -----------------
+
+def imap_mailbox_toml(email: str, smtp_port: int, dovecot: Dovecot) -> str:
+    return mailbox_toml(email, smtp_port) + (
+        f'[mailboxes.imap]\nsource = "imap"\nhost = "127.0.0.1"\nport = {dovecot.port}\n'
+        f'security = "none"\nusername = "{email}"\npassword_env = "OUTREACH_IMAP_PASSWORD"\n')
+
+
+def reply_to(message: Any, text: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = message["To"]
+    msg["To"] = message["From"]
+    msg["Subject"] = "Re: " + message["Subject"]
+    msg["Message-ID"] = f"<re-{message['To'].split('<')[1].rstrip('>')}>"
+    msg["In-Reply-To"] = message["Message-ID"]
+    msg.set_content(text)
+    return msg.as_bytes().replace(b"\n", b"\r\n")
+
+
+@pytest.mark.dovecot
+def test_poll_and_watch_read_every_mailbox(campaign, smtp_server, dovecot):
+    a, b = smtp_server(), smtp_server()
+    without_servers(campaign)
+    campaign.config_path.write_text(
+        campaign.config_path.read_text()
+        + imap_mailbox_toml(USER, a.port, dovecot)
+        + imap_mailbox_toml(SECOND_USER, b.port, dovecot))
+    campaign.now(MONDAY_MORNING)
+    campaign.run_json("import", str(campaign.write_csv([prospect_row(n) for n in (1, 2, 3)])))
+    campaign.run_json("enroll", "referral")
+    assert campaign.run_json("send")["sent"] == 3
+    (first, third), (second,) = ([m.message for m in a.handler.messages],
+                                 [m.message for m in b.handler.messages])
+    dovecot.append(reply_to(first, "Sure, call me Tuesday.\n"), user=USER)
+    dovecot.append(reply_to(second, "Happy to talk next week.\n"), user=SECOND_USER)
+    doc = campaign.run_json("poll")
+    assert (doc["processed"], doc["replies"]) == (2, 2)
+    for message in (first, second):
+        status = campaign.run_json("status", message["To"].split("<")[1].rstrip(">"))
+        assert status["enrollments"][0]["state"] == "replied"
+    # watch: one IDLE connection per mailbox wakes a pass for mail to the second one.
+    stop = threading.Event()
+    passes: list[Any] = []
+
+    def watching() -> None:   # the store's connection belongs to the thread that opens it
+        with campaign.app() as app:
+            watch(app, interval=600, stop=stop, on_pass=passes.append)
+
+    thread = threading.Thread(target=watching)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not passes and time.monotonic() < deadline:
+            time.sleep(0.05)
+        unsubscribe = EmailMessage()
+        unsubscribe["From"] = third["To"]
+        unsubscribe["To"] = "unsubscribe@acme.example"
+        unsubscribe["Subject"] = "unsubscribe"
+        unsubscribe["Message-ID"] = "<unsub-3@maker3.example>"
+        unsubscribe.set_content("remove me\n")
+        dovecot.append(unsubscribe.as_bytes().replace(b"\n", b"\r\n"), user=SECOND_USER)
+        while sum(p.unsubscribes for p in passes) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(20)
+    assert sum(p.unsubscribes for p in passes) == 1, "IDLE on the second mailbox did not wake"
+    assert campaign.run_json("status", "cfo3@maker3.example")["suppressed"]
+
+
+def test_the_team_example_runs_end_to_end(tmp_path):
+    team = tmp_path / "team"
+    env = {**os.environ, "OUTREACH": str(Path(sys.executable).parent / "outreach")}
+    env.pop("OUTREACH_NOW", None)   # like the demo, on the real clock
+    done = subprocess.run(["bash", str(REPO / "examples" / "team.sh"), str(team)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "referral: enrolled 14; skipped 5 other_rep" in out
+    assert "processed 1: 0 replies, 0 auto-replies, 0 bounces, 1 unsubscribe" in out
+    assert "max_emails_per_domain_per_day (3) from the team today" in out
+    assert "From: Sam Ortiz <sam@acme-reach.example>" in out
+    assert (team / "report.html").is_file() and (team / "team.db").is_file()
