@@ -788,9 +788,8 @@ def _deferred_why(why: str, until: Any, zone: Any) -> str:
     if why == "mailbox_limit":   # team mode: every mailbox they may use is full today
         return ("their mailbox reached its daily_limit (or ramp-up) today; they stay due"
                 + (f" and go from {when}" if when else ""))
-    if why == "daily_limit":
-        return f"held back by daily_limit; they stay due and go from {when}" if when else \
-            "held back by daily_limit; they stay due"
+    if when:   # a limit on the day (daily_limit, a company's cap): they go tomorrow
+        return f"held back by {why}; they stay due and go from {when}"
     return f"held back by {why}; they stay due: run again to send more"
 
 
