@@ -13,7 +13,8 @@ from tests.conftest import REPO, SAMPLE_CSV
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 # Addresses that are the sender's own (config.example.toml), not prospects.
-OWN = {"dana@acme.example", "unsubscribe@acme.example"}
+OWN = {"dana@acme.example", "unsubscribe@acme.example",
+       "dana@acme-mail.example", "dana@acme-reach.example"}   # the Team section's mailboxes
 
 
 def test_readme_addresses_are_sample_prospects():
