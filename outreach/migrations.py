@@ -1,8 +1,22 @@
 """Numbered, append-only schema migrations (SQL). Never edit one that has shipped: add the next.
 
-`PRAGMA user_version` records how many have run. Times are ISO 8601 UTC text (sortable).
-Emails are stored lower-cased; a suppression target is an address or "@domain".
+One history for both engines: a migration is SQLite DDL that the PostgreSQL engine translates
+(row ids from an identity, 64-bit integers), or a `PerEngine` pair where the SQL must differ.
+`PRAGMA user_version` (SQLite) or `schema_version` (PostgreSQL) records how many have run.
+Times are ISO 8601 UTC text (sortable). Emails are stored lower-cased; a suppression target is
+an address or "@domain".
 """
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PerEngine:
+    """A migration whose SQL must differ between the engines."""
+
+    sqlite: str
+    postgresql: str
+
 
 M001_INITIAL = """
         CREATE TABLE prospects (
@@ -147,7 +161,7 @@ M001_INITIAL = """
 # database from SQLite's randomness (the OS's) and never written anywhere else. `legacy` marks
 # the last message sent before it existed: those carried the old unkeyed token, which stays
 # accepted for their prospects only.
-M002_UNSUBSCRIBE_SECRET = """
+M002_UNSUBSCRIBE_SECRET_SQLITE = """
         CREATE TABLE secrets (
             name TEXT PRIMARY KEY,
             value TEXT NOT NULL
@@ -156,6 +170,19 @@ M002_UNSUBSCRIBE_SECRET = """
         INSERT INTO secrets (name, value)
             SELECT 'unsubscribe_legacy_until_message', coalesce(max(id), 0) FROM messages;
 """
+
+# PostgreSQL has no randomblob(): two random UUIDs (gen_random_uuid, the server's strong
+# random source) give 64 hex digits, 244 random bits.
+M002_UNSUBSCRIBE_SECRET = PerEngine(sqlite=M002_UNSUBSCRIBE_SECRET_SQLITE, postgresql="""
+        CREATE TABLE secrets (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        INSERT INTO secrets (name, value) VALUES ('unsubscribe',
+            replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''));
+        INSERT INTO secrets (name, value)
+            SELECT 'unsubscribe_legacy_until_message', coalesce(max(id), 0)::text FROM messages;
+""")
 
 # Team mode: several reps (each an own outreach.toml) share one database. A prospect has one
 # owner (the rep who first enrolled it) and sticks to the mailbox that sent its first email;
@@ -172,4 +199,4 @@ M003_TEAM = """
 """
 
 # Each entry runs once, in its own transaction, in this order.
-MIGRATIONS: tuple[str, ...] = (M001_INITIAL, M002_UNSUBSCRIBE_SECRET, M003_TEAM)
+MIGRATIONS: tuple[str | PerEngine, ...] = (M001_INITIAL, M002_UNSUBSCRIBE_SECRET, M003_TEAM)

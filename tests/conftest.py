@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from outreach.scaffold import init_campaign
 
 # The private Dovecot fixtures (`dovecot`, `dovecot_server`) for the IMAP tests, and the
 # aiosmtpd servers (`smtp_server`) for the sending tests.
-pytest_plugins = ["tests.dovecot", "tests.smtp_server", "tests.oauth_server"]
+pytest_plugins = ["tests.dovecot", "tests.smtp_server", "tests.oauth_server", "tests.postgres"]
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CSV = REPO / "examples" / "prospects.csv"
@@ -32,12 +33,18 @@ COLUMNS = ("email", "first_name", "last_name", "title", "company", "domain", "in
            "employees", "country", "timezone", "phone", "last_activity", "pain_point")
 
 
+def engine_under_test() -> str:
+    """The engine the suite runs on: OUTREACH_TEST_STORE=postgresql, else SQLite."""
+    return os.environ.get("OUTREACH_TEST_STORE", "sqlite")
+
+
 @dataclass
 class Campaign:
     """A campaign folder made by `outreach init`, and helpers to drive it."""
 
     root: Path
     monkeypatch: pytest.MonkeyPatch
+    store_url: str = ""   # the campaign's PostgreSQL database on the PostgreSQL pass
 
     @property
     def config_path(self) -> Path:
@@ -53,6 +60,28 @@ class Campaign:
         """`outreach ARGS --config <this campaign>` through click's CliRunner."""
         return CliRunner().invoke(cli, [*args, "--config", str(self.config_path)], input=input,
                                   catch_exceptions=False)
+
+    def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
+        """One statement on the campaign's database, whichever engine, committed; its rows."""
+        from outreach.store import open_engine
+
+        db = open_engine(self.config().store_target)
+        try:
+            with db.transaction():
+                cur: Any = db.execute(query, args)
+                return [tuple(r) for r in cur.fetchall()] if cur.description else []
+        finally:
+            db.close()
+
+    def records(self, query: str, *args: Any) -> list[dict[str, Any]]:
+        """A query's rows by column name, on the campaign's database."""
+        from outreach.store import open_engine
+
+        db = open_engine(self.config().store_target)
+        try:
+            return db.records(query, args)
+        finally:
+            db.close()
 
     def run_json(self, *args: str) -> Any:
         result = self.run(*args, "--json")
@@ -113,11 +142,41 @@ def no_os_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def campaign(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Campaign:
+def campaign(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+             request: pytest.FixtureRequest) -> Campaign:
+    """A fresh campaign; on the PostgreSQL pass its [store] is a fresh database."""
     root = tmp_path / "campaign"
     list(init_campaign(root))
+    url = ""
+    if engine_under_test() == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+        config = root / "outreach.toml"
+        config.write_text(config.read_text(encoding="utf-8").replace(
+            'path = "outreach.db"', f'url = "{url}"', 1), encoding="utf-8")
     monkeypatch.delenv("OUTREACH_CONFIG", raising=False)
     monkeypatch.delenv("OUTREACH_LOAD_PLUGINS", raising=False)
     monkeypatch.delenv("OUTREACH_TRACE_PLUGINS", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # entry-point cache
-    return Campaign(root=root, monkeypatch=monkeypatch)
+    return Campaign(root=root, monkeypatch=monkeypatch, store_url=url)
+
+
+@pytest.fixture
+def fresh_store(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str], dict[str, Any]]:
+    """Config fields (`dataclasses.replace`) of another empty database, named `name`, on the
+    engine under test."""
+    def make(name: str) -> dict[str, Any]:
+        if engine_under_test() == "postgresql":
+            server = request.getfixturevalue("postgres_server")
+            url = server.create_database()
+            request.addfinalizer(lambda: server.drop_database(url))
+            return {"store_url": url}
+        return {"store_path": tmp_path / f"{name}.db", "store_url": ""}
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _engine_only(request: pytest.FixtureRequest) -> None:
+    """`@pytest.mark.sqlite_only`: a test about the SQLite file itself, skipped on the
+    PostgreSQL pass (its PostgreSQL counterpart is in test_store_postgres.py)."""
+    if request.node.get_closest_marker("sqlite_only") and engine_under_test() != "sqlite":
+        pytest.skip("about the SQLite engine")

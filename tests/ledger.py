@@ -4,10 +4,9 @@ without running `outreach send` for every simulated week; and read the ledger's 
 from __future__ import annotations
 
 import itertools
-import sqlite3
 from collections import Counter
 from datetime import datetime
-from pathlib import Path
+from typing import Any
 
 from outreach.clock import iso
 from outreach.store import Store
@@ -25,21 +24,17 @@ def add_sent(store: Store, prospect_id: int, *, at: datetime, sequence: str = "r
         step = store.db.execute("SELECT count(*) FROM messages WHERE enrollment_id = ?",
                                 (enrollment,)).fetchone()[0]
     n = next(_ids)
-    cur = store.db.execute(
+    ledger_id = store.db.execute(
         "INSERT INTO messages (enrollment_id, step, template, variant, message_id, subject, "
-        "status, created_at, sent_at) VALUES (?, ?, ?, ?, ?, ?, 'sent', ?, ?)",
+        "status, created_at, sent_at) VALUES (?, ?, ?, ?, ?, ?, 'sent', ?, ?) RETURNING id",
         (enrollment, step, template, variant, f"<test-{n}-{prospect_id}@acme.example>",
          "Subject", iso(at), iso(at)),
-    )
+    ).fetchall()[0][0]
     store.add_event("sent", at=at, prospect_id=prospect_id, enrollment_id=enrollment,
                     template=template, variant=variant, step=step)
-    return int(cur.lastrowid or 0)
+    return int(ledger_id)
 
 
-def statuses(root: Path) -> Counter[str]:
-    """How many ledger rows of each status the campaign at `root` has."""
-    db = sqlite3.connect(root / "outreach.db")
-    try:
-        return Counter(s for (s,) in db.execute("SELECT status FROM messages"))
-    finally:
-        db.close()
+def statuses(campaign: Any) -> Counter[str]:
+    """How many ledger rows of each status the campaign has (either engine)."""
+    return Counter(s for (s,) in campaign.sql("SELECT status FROM messages"))

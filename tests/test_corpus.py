@@ -32,12 +32,12 @@ class _One:
         pass
 
 
-def _poll_one(campaign, tmp_path: Path, n: int, raw: bytes, addresses: list[str],
+def _poll_one(campaign, fresh_store, n: int, raw: bytes, addresses: list[str],
               message_id: str | None = None) -> App:
     """A fresh database with `addresses` enrolled and sent one email, then one poll of `raw`.
     With no address (a report that names nobody), a prospect stands in for whom `message_id`
     was sent."""
-    config = replace(campaign.config(), store_path=tmp_path / f"corpus-{n}.db")
+    config = replace(campaign.config(), **fresh_store(f"corpus-{n}"))
     app = App.open(config)
     now = datetime.fromisoformat(NOW)
     people = addresses or ["complainant@redacted.example"]
@@ -56,7 +56,7 @@ def _table(name: str) -> list[dict]:
     return json.loads((CORPUS / name / "expected.json").read_text(encoding="utf-8"))
 
 
-def test_flufl_bounce_corpus(campaign, tmp_path, capsys):
+def test_flufl_bounce_corpus(campaign, fresh_store, capsys):
     """>= 97 of the 100 permanent bounces suppress every address they name; all 11 warnings
     suppress nobody; nobody named becomes a lead."""
     campaign.now(NOW)
@@ -68,7 +68,7 @@ def test_flufl_bounce_corpus(campaign, tmp_path, capsys):
     for n, row in enumerate(rows):
         raw = (CORPUS / "flufl-bounce" / row["file"]).read_bytes()
         addresses = [a.lower() for a in row["addresses"]]
-        with _poll_one(campaign, tmp_path, n, raw, addresses) as app:
+        with _poll_one(campaign, fresh_store, n, raw, addresses) as app:
             suppressed = [a for a in addresses if app.store.is_suppressed(a)]
             leads = [a for a in addresses if app.store.prospect(a).stage != "prospect"]
             events = app.store.events_by_prospect(("bounce",))
@@ -86,7 +86,7 @@ def test_flufl_bounce_corpus(campaign, tmp_path, capsys):
     assert score >= 97, misses
 
 
-def test_complaint_corpus(campaign, tmp_path, capsys):
+def test_complaint_corpus(campaign, fresh_store, capsys):
     """Every spam-complaint report suppresses its complainants (by address or by our
     Message-ID), ends their sequences and makes no lead; other feedback (a DMARC forensic
     report) touches nobody it names."""
@@ -96,7 +96,7 @@ def test_complaint_corpus(campaign, tmp_path, capsys):
     for n, row in enumerate(rows):
         raw = (CORPUS / "arf" / row["file"]).read_bytes()
         addresses = row["addresses"]
-        with _poll_one(campaign, tmp_path, n, raw, addresses, row.get("message_id")) as app:
+        with _poll_one(campaign, fresh_store, n, raw, addresses, row.get("message_id")) as app:
             for address in addresses or ["complainant@redacted.example"]:
                 prospect = app.store.prospect(address)
                 states = {e["state"] for e in app.store.enrollments(prospect.id)}

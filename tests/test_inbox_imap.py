@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -122,14 +120,12 @@ def test_check_connect_logs_in_to_imap(imap, monkeypatch):
     assert any("refused" in e for e in __import__("json").loads(doc.stdout)["errors"])
 
 
-def _inbound_count(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT count(*) FROM inbound").fetchone()[0]
+def _inbound_count(campaign) -> int:
+    return campaign.sql("SELECT count(*) FROM inbound")[0][0]
 
 
-def _mailbox_state(db: Path) -> bool:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT count(*) FROM mailbox_state").fetchone()[0] > 0
+def _mailbox_state(campaign) -> bool:
+    return campaign.sql("SELECT count(*) FROM mailbox_state")[0][0] > 0
 
 
 def _wait(predicate, seconds: float = 30) -> bool:
@@ -148,15 +144,14 @@ def test_watch_uses_idle_recovers_from_a_dropped_connection_and_stops_on_sigterm
         [sys.executable, "-m", "outreach", "watch", "--interval", "600",
          "--config", str(imap.config_path)],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    db = imap.root / "outreach.db"
     try:
-        assert _wait(lambda: _mailbox_state(db)), "the first pass did not run"
+        assert _wait(lambda: _mailbox_state(imap)), "the first pass did not run"
         dovecot.append(eml("reply-gmail-interested"))
         # The safety-net interval is 10 minutes: only IDLE can make this quick.
-        assert _wait(lambda: _inbound_count(db) == 1), "IDLE did not wake a pass"
+        assert _wait(lambda: _inbound_count(imap) == 1), "IDLE did not wake a pass"
         dovecot.kick()
         dovecot.append(eml("reply-apple-mail"))
-        assert _wait(lambda: _inbound_count(db) == 2, 40), "watch did not recover"
+        assert _wait(lambda: _inbound_count(imap) == 2, 40), "watch did not recover"
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

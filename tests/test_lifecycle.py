@@ -129,6 +129,7 @@ def test_every_mark_ends_the_cold_sequence(seeded, stage, state):
     assert sent["sent"] == 2
 
 
+@pytest.mark.sqlite_only  # the folder of the SQLite file
 def test_folders_that_cannot_be_made_are_clear_errors(campaign, tmp_path):
     from click.testing import CliRunner
 
@@ -145,6 +146,7 @@ def test_folders_that_cannot_be_made_are_clear_errors(campaign, tmp_path):
     assert str(blocker) in result.stderr
 
 
+@pytest.mark.sqlite_only  # SQLite's whole-file write lock; PostgreSQL locks rows
 def test_a_busy_database_is_a_clear_error(seeded):
     import sqlite3
 

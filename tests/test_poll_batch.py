@@ -29,13 +29,17 @@ MESSAGES = {
 class Probe:
     """Records each hook call and what another connection to the database sees then."""
 
-    def __init__(self, db_path) -> None:
-        self.db_path = db_path
+    def __init__(self, campaign) -> None:
+        self.campaign = campaign
         self.calls: list[tuple[str, str, str | None]] = []
         self.seen: list[tuple[bool, int]] = []
 
     def _look(self) -> None:
-        other = sqlite3.connect(self.db_path, timeout=0, isolation_level=None)
+        if self.campaign.store_url:
+            self.seen.append(self._look_postgres())
+            return
+        other = sqlite3.connect(self.campaign.root / "outreach.db", timeout=0,
+                                isolation_level=None)
         try:
             try:  # `outreach send` would take the write lock now: it must be free
                 other.execute("BEGIN IMMEDIATE")
@@ -47,6 +51,19 @@ class Probe:
         finally:
             other.close()
         self.seen.append((free, committed))
+
+    def _look_postgres(self) -> tuple[bool, int]:
+        import psycopg
+
+        with psycopg.connect(self.campaign.store_url, autocommit=True) as other:
+            try:  # an open poll transaction holds a ROW EXCLUSIVE lock on inbound
+                with other.transaction():
+                    other.execute("LOCK TABLE inbound IN EXCLUSIVE MODE NOWAIT")
+                free = True
+            except psycopg.errors.LockNotAvailable:
+                free = False
+            row = other.execute("SELECT count(*) FROM inbound").fetchone()
+            return free, row[0] if row else 0
 
     @hookimpl
     def stage_changed(self, prospect, old, new):
@@ -85,7 +102,7 @@ def run_poll(campaign, probe: Probe):
 
 def test_hooks_fire_after_the_commit_in_order(batch):
     campaign, order = batch
-    probe = Probe(campaign.root / "outreach.db")
+    probe = Probe(campaign)
     result = run_poll(campaign, probe)
     assert (result.processed, result.replies, result.referrals) == (3, 3, 1)
     assert probe.calls == [call for sender in order for call in MESSAGES[sender]]
@@ -101,7 +118,7 @@ def test_a_failing_action_undoes_that_message_only(batch, monkeypatch):
 
     # Fails in cfo17's reply after its stage moved and two of its hooks were queued.
     monkeypatch.setattr(Store, "insert_prospects", broken)
-    probe = Probe(campaign.root / "outreach.db")
+    probe = Probe(campaign)
     result = run_poll(campaign, probe)
     assert (result.processed, result.replies, result.referrals) == (3, 2, 0)
     assert [m["error"] for m in result.malformed] == ["RuntimeError: disk on fire"]
@@ -130,7 +147,7 @@ def test_a_batch_that_fails_at_its_end_is_acted_on_again_and_loses_no_row(batch,
         real(self, rows)
 
     monkeypatch.setattr(Store, "add_inbound_many", fails_once)
-    probe = Probe(campaign.root / "outreach.db")
+    probe = Probe(campaign)
     result = run_poll(campaign, probe)
     assert calls == [4, 4]
     assert (result.processed, result.replies, result.referrals, result.unmatched) == (4, 3, 1, 1)
@@ -151,7 +168,7 @@ def test_a_pass_that_dies_mid_batch_leaves_it_unacted_and_unseen(batch, monkeypa
 
     with monkeypatch.context() as patch:
         patch.setattr(Store, "insert_prospects", killed)
-        probe = Probe(campaign.root / "outreach.db")
+        probe = Probe(campaign)
         with pytest.raises(KeyboardInterrupt):
             run_poll(campaign, probe)
     assert probe.calls == []  # nothing committed, so nothing announced
@@ -163,7 +180,7 @@ def test_a_pass_that_dies_mid_batch_leaves_it_unacted_and_unseen(batch, monkeypa
         assert app.store.inbound() == []
 
     # The next pass reads the whole batch again and acts on it once.
-    probe = Probe(campaign.root / "outreach.db")
+    probe = Probe(campaign)
     result = run_poll(campaign, probe)
     assert (result.processed, result.replies, result.referrals) == (3, 3, 1)
     assert probe.calls == [call for sender in order for call in MESSAGES[sender]]
@@ -184,12 +201,12 @@ def test_imap_position_moves_only_after_the_batch_is_saved(campaign, dovecot, mo
     with monkeypatch.context() as patch:
         patch.setattr(Store, "insert_prospects", killed)
         with pytest.raises(KeyboardInterrupt):
-            run_poll(campaign, Probe(campaign.root / "outreach.db"))
+            run_poll(campaign, Probe(campaign))
     with campaign.app() as app:
         assert app.store.inbound() == []
         assert app.store.db.execute("SELECT count(*) FROM mailbox_state WHERE last_uid > 0"
                                     ).fetchone()[0] == 0  # the UIDs read are not yet seen
-    result = run_poll(campaign, Probe(campaign.root / "outreach.db"))
+    result = run_poll(campaign, Probe(campaign))
     assert (result.processed, result.replies, result.referrals) == (3, 3, 1)
     assert campaign.run_json("poll")["processed"] == 0
 
@@ -219,12 +236,12 @@ def test_imap_reads_ahead_and_a_pass_dying_in_a_later_batch_keeps_the_earlier_on
     with monkeypatch.context() as patch:
         patch.setattr(Store, "add_inbound_many", dies_on_the_second)
         with pytest.raises(KeyboardInterrupt):
-            run_poll(campaign, Probe(campaign.root / "outreach.db"))
+            run_poll(campaign, Probe(campaign))
     with campaign.app() as app:
         assert len(app.store.inbound()) == 2
         assert app.store.db.execute("SELECT last_uid FROM mailbox_state").fetchone()[0] == \
             app.store.db.execute("SELECT max(uid) FROM inbound").fetchone()[0]
-    result = run_poll(campaign, Probe(campaign.root / "outreach.db"))
+    result = run_poll(campaign, Probe(campaign))
     assert (result.processed, result.replies) == (3, 3)
     assert campaign.run_json("poll")["processed"] == 0
     with campaign.app() as app:

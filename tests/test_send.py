@@ -4,7 +4,6 @@ threading, A/B, suppression, misbehaving servers, at-most-once."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from email import message_from_bytes
 from email.header import decode_header, make_header
 from email.utils import parseaddr
@@ -41,24 +40,14 @@ def enrolled(campaign, rows, *, now=THURSDAY_MORNING, sequence="referral"):
     assert campaign.run_json("enroll", sequence)["enrolled"] == len(rows)
 
 
-def ledger(campaign, where="1"):
-    db = sqlite3.connect(campaign.root / "outreach.db")
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in db.execute(
-            "SELECT m.*, p.email FROM messages m JOIN enrollments e ON e.id = m.enrollment_id "
-            f"JOIN prospects p ON p.id = e.prospect_id WHERE {where} ORDER BY m.id")]
-    finally:
-        db.close()
+def ledger(campaign, where="true"):
+    return campaign.records(
+        "SELECT m.*, p.email FROM messages m JOIN enrollments e ON e.id = m.enrollment_id "
+        f"JOIN prospects p ON p.id = e.prospect_id WHERE {where} ORDER BY m.id")
 
 
 def sql(campaign, query, *args):
-    db = sqlite3.connect(campaign.root / "outreach.db")
-    try:
-        with db:
-            return db.execute(query, args).fetchall()
-    finally:
-        db.close()
+    return campaign.sql(query, *args)
 
 
 def header(msg, name):

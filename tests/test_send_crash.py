@@ -68,7 +68,7 @@ def rerun_delivers_the_rest(campaign, stall, *, unknown, reported=None):
     assert summary["unknown"] == (unknown if reported is None else reported)
     assert sorted(Counter(stall.recipients())) == EVERYONE
     assert set(Counter(stall.recipients()).values()) == {1}
-    assert +statuses(campaign.root) == +Counter(sent=12 - unknown, unknown=unknown)
+    assert +statuses(campaign) == +Counter(sent=12 - unknown, unknown=unknown)
     return summary
 
 
@@ -151,7 +151,7 @@ def test_four_connections_killed_at_most_four_unknown(campaign, smtp_server):
     assert set(received.values()) == {1}          # nobody twice
     everyone = {f"cfo{i}@maker{i}.example" for i in range(40)}
     assert everyone - set(received) <= unknown    # only an unknown one may have missed out
-    assert +statuses(campaign.root) == +Counter(sent=40 - len(unknown), unknown=len(unknown))
+    assert +statuses(campaign) == +Counter(sent=40 - len(unknown), unknown=len(unknown))
 
 
 def interrupted(campaign, smtp_server, *signals):
@@ -180,7 +180,7 @@ def test_ctrl_c_finishes_the_message_in_data_and_stops(campaign, smtp_server):
     assert summary["deferred_by"] == {"interrupted": {"count": 9, "next": None}}
     assert summary["interrupted"] == "SIGINT"
     assert summary["stopped"].startswith("stopped by SIGINT: the messages in flight")
-    assert statuses(campaign.root) == {"sent": 3}   # nothing pending became unknown
+    assert statuses(campaign) == {"sent": 3}   # nothing pending became unknown
     rerun_delivers_the_rest(campaign, stall, unknown=0)
 
 
@@ -248,7 +248,7 @@ def test_outbox_a_complete_file_is_sent_a_partial_one_is_not(campaign):
     new = b"".join(p.read_bytes() for p in outbox.iterdir() if p != done)
     assert b"cfo1@maker1.example" in new and b"cfo2@maker2.example" in new
     assert b"cfo0@maker0.example" not in new   # its file was complete: not written again
-    assert statuses(campaign.root) == {"sent": 3}
+    assert statuses(campaign) == {"sent": 3}
 
 
 def test_a_failure_while_queueing_stops_the_run_without_hanging(campaign, monkeypatch):
@@ -272,10 +272,10 @@ def test_a_failure_while_queueing_stops_the_run_without_hanging(campaign, monkey
     assert failed.exit_code == 1
     assert failed.stderr == "Error: outreach.db: disk I/O error\n"
     monkeypatch.setattr(send_module._Run, "record_intents", real)
-    first = statuses(campaign.root)
+    first = statuses(campaign)
     assert first == {"sent": 8}   # the first chunk went; the failed one left no intent
     assert campaign.run_json("send")["sent"] == 4
-    assert statuses(campaign.root) == {"sent": 12}
+    assert statuses(campaign) == {"sent": 12}
 
 
 def test_intents_no_log_knows_of_are_unknown(campaign):
@@ -293,4 +293,4 @@ def test_intents_no_log_knows_of_are_unknown(campaign):
         app.close()
     summary = campaign.run_json("send")
     assert (summary["sent"], summary["unknown"]) == (0, 2)
-    assert statuses(campaign.root) == {"unknown": 2}
+    assert statuses(campaign) == {"unknown": 2}

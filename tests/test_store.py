@@ -55,7 +55,7 @@ def test_one_open_enrollment_per_prospect_is_enforced_by_the_schema(campaign):
     with campaign.app() as app:
         pid = app.store.prospect("A@B.example").id
         app.store.enroll(pid, "referral", at=app.now())
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(app.store.db.IntegrityError):
             app.store.enroll(pid, "referred", at=app.now())
 
 
@@ -65,3 +65,34 @@ def test_transaction_rolls_back_on_error(campaign):
             app.store.suppress("x@y.example", reason="t", source="test", at=app.now())
             raise RuntimeError
         assert not app.store.is_suppressed("x@y.example")
+
+
+def set_store(campaign, line):
+    """Replace the [store] line (on the PostgreSQL pass the fixture's url)."""
+    old = f'url = "{campaign.store_url}"' if campaign.store_url else 'path = "outreach.db"'
+    campaign.edit_config(old, line)
+
+
+@pytest.mark.parametrize(("store", "error"), [
+    ('url = "postgresql://dana:hunter2@db.example/outreach"',
+     "[store] url holds a password: take it out and name the variable that holds it in "
+     "[store] password_env (or use libpq's PGPASSWORD or ~/.pgpass)"),
+    ('url = "mysql://db.example/outreach"',
+     '[store] url "mysql://db.example/outreach" is not a postgresql:// URL (for SQLite give '
+     "a file path)"),
+    ('url = "postgresql://db.example/outreach"\npath = "x.db"',
+     "[store] path and url are both set: keep one"),
+    ('url = "postgresql://db.example/o"\npassword_env = "my secret"',
+     '[store] password_env "my secret" is not an environment variable name'),
+])
+def test_store_config_errors_name_the_key(campaign, store, error):
+    set_store(campaign, store)
+    result = campaign.run("prospects")
+    assert result.exit_code == 1
+    assert f"outreach.toml: {error}" in result.stderr
+
+
+def test_a_url_that_is_a_path_is_sqlite(campaign):
+    set_store(campaign, 'url = "state/team.db"')
+    assert campaign.run("prospects").exit_code == 0
+    assert (campaign.root / "state" / "team.db").exists()

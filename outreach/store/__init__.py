@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 
+from ..errors import StoreError
 from ..migrations import MIGRATIONS
 from .base import OPEN_STATES, domain_of, suppression_targets, to_prospect
 from .calls import Calls
@@ -37,7 +38,11 @@ def is_url(target: str | os.PathLike[str]) -> bool:
 def open_engine(target: str | os.PathLike[str], *, password: str | None = None) -> Engine:
     """The engine for a store target: a postgresql:// URL, else a SQLite file path."""
     if is_url(target):
-        from .postgres import PostgresEngine  # psycopg only loads for a team database
+        try:  # psycopg only loads for a team database
+            from .postgres import PostgresEngine
+        except ImportError:
+            raise StoreError(f"{target}: a PostgreSQL database needs its driver: "
+                             "pip install 'outreach[postgresql]'") from None
 
         engine: Engine = PostgresEngine(str(target), password=password)
     else:

@@ -7,9 +7,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
+
+from ..migrations import PerEngine
 
 Record = dict[str, Any]
 """One row by column name: what the store hands to the rest of outreach."""
@@ -25,14 +26,6 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
     def __iter__(self) -> Iterator[Any]: ...
-
-
-@dataclass(frozen=True)
-class PerEngine:
-    """A migration whose SQL must differ between the engines."""
-
-    sqlite: str
-    postgresql: str
 
 
 class Engine(Protocol):

@@ -1,0 +1,82 @@
+"""The PostgreSQL engine itself: migration, leases across connections, config. Runs on the
+PostgreSQL pass (OUTREACH_TEST_STORE=postgresql); the rest of the suite covers behaviour."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from outreach.errors import LockedError, StoreError
+from outreach.migrations import MIGRATIONS
+from outreach.store import Store
+
+from .conftest import engine_under_test
+
+pytestmark = pytest.mark.skipif(engine_under_test() != "postgresql",
+                                reason="the PostgreSQL pass runs these")
+TABLES = {"prospects", "suppressions", "enrollments", "messages", "inbound", "mailbox_state",
+          "call_tasks", "stage_history", "events", "locks", "secrets", "schema_version"}
+NOW = datetime(2026, 3, 5, 13, 0, tzinfo=UTC)
+
+
+def test_empty_database_is_migrated_once(postgres_server):
+    url = postgres_server.create_database(empty=True)
+    with Store(url) as store:
+        assert store.version == len(MIGRATIONS)
+        names = {r[0] for r in store.db.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        assert names >= TABLES
+        secret = store.unsubscribe_secret()
+        assert len(secret) == 32
+    with Store(url) as again:
+        assert again.version == len(MIGRATIONS) and again.unsubscribe_secret() == secret
+    with Store(postgres_server.create_database(empty=True)) as other:
+        assert other.unsubscribe_secret() != secret
+
+
+def test_database_from_a_newer_outreach_is_refused(postgres_url):
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE schema_version SET version = %s", (len(MIGRATIONS) + 1,))
+    with pytest.raises(StoreError, match=r"written by a newer outreach .*Upgrade"):
+        Store(postgres_url)
+
+
+def test_an_unreachable_server_is_a_clear_error(postgres_server):
+    url = postgres_server.url("no_such_database")
+    with pytest.raises(StoreError, match=r"no_such_database.*: cannot connect: .*does not exist"):
+        Store(url)
+
+
+def test_the_send_lease_holds_across_connections_and_lapses_when_its_holder_dies(postgres_url):
+    first, second = Store(postgres_url), Store(postgres_url)
+    first.acquire_lock("send", owner="t1", now=NOW, until=NOW + timedelta(minutes=10))
+    with pytest.raises(LockedError, match=r"another `outreach send` is running \(pid \d+ on "):
+        second.acquire_lock("send", owner="t2", now=NOW, until=NOW + timedelta(minutes=10))
+    first.close()   # the holder dies without releasing: the server drops its lock
+    second.acquire_lock("send", owner="t2", now=NOW, until=NOW + timedelta(minutes=10))
+    second.release_lock("send")
+    assert second.db.execute("SELECT count(*) FROM locks").fetchone()[0] == 0
+    second.close()
+
+
+def test_poll_is_exclusive_and_writes_nothing(postgres_url):
+    with Store(postgres_url) as one, Store(postgres_url) as two:
+        with one.exclusive("poll", "busy"):
+            with pytest.raises(LockedError, match="busy"), two.exclusive("poll", "busy"):
+                pass
+            assert one.db.execute("SELECT count(*) FROM locks").fetchone()[0] == 0
+        with two.exclusive("poll", "busy"):
+            pass
+
+
+def test_password_env_is_used(campaign, monkeypatch):
+    url = campaign.store_url
+    campaign.edit_config(f'url = "{url}"', f'url = "{url}"\npassword_env = "TEAM_DB_PASSWORD"')
+    result = campaign.run("prospects")
+    assert result.exit_code == 1
+    assert "[store] password_env: environment variable TEAM_DB_PASSWORD is not set" in \
+        result.stderr
+    monkeypatch.setenv("TEAM_DB_PASSWORD", "trust-ignores-it")
+    assert campaign.run("prospects").exit_code == 0
