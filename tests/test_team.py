@@ -38,9 +38,13 @@ def team(tmp_path: Path, campaign: Campaign) -> tuple[Campaign, Campaign]:
     """Dana (the `campaign` fixture) and Sam: two folders, one database file."""
     sam = Campaign(root=tmp_path / "sam", monkeypatch=campaign.monkeypatch)
     list(init_campaign(sam.root))
-    shared = tmp_path / "team.db"
-    for rep in (campaign, sam):
-        rep.edit_config('path = "outreach.db"', f'path = "{shared}"')
+    if campaign.store_url:   # the PostgreSQL pass: Sam joins the campaign's database
+        sam.edit_config('path = "outreach.db"', f'url = "{campaign.store_url}"')
+        sam.store_url = campaign.store_url
+    else:
+        shared = tmp_path / "team.db"
+        for rep in (campaign, sam):
+            rep.edit_config('path = "outreach.db"', f'path = "{shared}"')
     sam.edit_config('name = "Dana Reyes"', 'name = "Sam Ortiz"')
     sam.edit_config('email = "dana@acme.example"', 'email = "sam@acme.example"')
     campaign.now(MONDAY_MORNING)
