@@ -7,6 +7,7 @@ never touches suppressions or stages, and a blank cell never erases a value alre
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
@@ -308,20 +309,21 @@ def import_csv(app: App, path: Path, mapping: dict[str, str] | None = None) -> I
                    changed if notify else None, now)
             batch.clear()
 
-        for line, row in source.rows():
-            if isinstance(row, RowError):
-                result.rejected.append({"line": line, "reason": str(row)})
-                continue
-            email = row[0]
-            seen = first_line.setdefault(email, line)
-            if seen != line:  # the earlier row is written first; this one merges into it
-                result.duplicates.append({"email": email, "line": line, "first_line": seen})
-                repeated.add(email)
-                flush()
-            elif len(batch) >= BATCH:
-                flush()
-            batch.append(row)
-        flush()
+        with app.store.loading_prospects() if fresh else contextlib.nullcontext():
+            for line, row in source.rows():
+                if isinstance(row, RowError):
+                    result.rejected.append({"line": line, "reason": str(row)})
+                    continue
+                email = row[0]
+                seen = first_line.setdefault(email, line)
+                if seen != line:  # the earlier row is written first; this one merges into it
+                    result.duplicates.append({"email": email, "line": line, "first_line": seen})
+                    repeated.add(email)
+                    flush()
+                elif len(batch) >= BATCH:
+                    flush()
+                batch.append(row)
+            flush()
     if source.layout is not None:
         result.mapped = dict(source.layout.renamed)
         result.ignored = dict(source.layout.ignored)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -61,6 +62,14 @@ class Prospects(Part):
         sql = (f"INSERT INTO prospects ({', '.join(columns)}, created_at, updated_at) "
                f"VALUES ({marks(len(columns))}, {stamp}, {stamp})")
         self.db.executemany(sql, rows)
+
+    @contextmanager
+    def loading_prospects(self) -> Iterator[None]:
+        """Many new prospects into an EMPTY table, inside a transaction: the domain index is
+        built once at the end (one sort) instead of row by row. A rollback restores it."""
+        self.db.execute("DROP INDEX prospects_domain")
+        yield
+        self.db.execute("CREATE INDEX prospects_domain ON prospects(domain)")
 
     def update_prospects(self, rows: Iterable[Mapping[str, Any]], *, at: datetime) -> None:
         cols = (*KNOWN_COLUMNS, "custom")
