@@ -129,3 +129,24 @@ def test_send_refuses_before_anything_and_force_overrides(campaign):
                                      "days) is above the 2.0% limit")
     assert refused.stdout == ""
     assert campaign.run("send", "--dry-run", "--force").exit_code == 0
+
+
+def test_send_warns_between_the_complaint_levels_and_sends(campaign):
+    """1 complaint in 500 sends (0.2%): above the 0.1% warning level, below the 0.3% stop."""
+    campaign.write_csv([prospect_row(n) for n in range(1, 3)])
+    campaign.run_json("import", str(campaign.root / "prospects.csv"))
+    now = datetime(2026, 3, 20, 15, 0, tzinfo=UTC)
+    campaign.now(now.isoformat())
+    with campaign.app() as app:
+        p = app.store.prospect("cfo1@maker1.example")
+        for i in range(500):
+            add_sent(app.store, p.id, at=now - timedelta(days=1), template=f"t{i}")
+        app.store.add_event("complaint", at=now - timedelta(hours=1), prospect_id=p.id)
+    result = campaign.run("send", "--dry-run")
+    assert result.exit_code == 0
+    assert result.stderr.startswith(
+        "warning: spam-complaint rate 0.20% (1 of 500 sent in the last 7 days) is above the 0.1% "
+        "warning level: sending stops at 0.3%; tighten the ICP and lower daily_limit\n")
+    check = campaign.run_json("check")
+    assert check["deliverability"]["ok"] is True
+    assert any(w.startswith("spam-complaint rate 0.20%") for w in check["warnings"])
