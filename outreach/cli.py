@@ -169,21 +169,12 @@ def check(app: Any, connect: bool, json_: bool) -> None:
     template_errors, template_warnings = check_templates(app)
     report["errors"].extend(template_errors)
     report["warnings"].extend(template_warnings)
+    reached: list[dict[str, str]] = []
     if connect:
-        import asyncio
-
-        from .transport import login_check
-
-        try:
-            report["smtp"] = asyncio.run(login_check(app.config))
-        except OutreachError as exc:
-            report["errors"].append(str(exc))
-        from .inbox import check_mailbox
-
-        try:
-            report["imap"] = check_mailbox(app.config)
-        except OutreachError as exc:
-            report["errors"].append(str(exc))
+        reached = _connect_checks(app.config, report["errors"])
+        report.update({k: v for k, v in reached[0].items() if k != "mailbox"})
+        if len(reached) > 1:   # [[mailboxes]]: every one of them
+            report["mailboxes"] = reached
     if json_:
         echo_json(report)
     else:
@@ -197,14 +188,38 @@ def check(app: Any, connect: bool, json_: bool) -> None:
             click.echo(f"warning: {identity}", err=True)
         for problem in template_warnings:
             click.echo(f"warning: {problem}", err=True)
-        if "smtp" in report:
-            click.echo(report["smtp"])
-        if "imap" in report:
-            click.echo(report["imap"])
+        for entry in reached:
+            mailbox = f"{entry['mailbox']}: " if len(reached) > 1 else ""
+            for key in ("smtp", "imap"):
+                if key in entry:
+                    click.echo(mailbox + entry[key])
         for problem in report["errors"]:
             click.echo(f"error: {problem}", err=True)
     if report["errors"]:
         raise click.exceptions.Exit(1)
+
+
+def _connect_checks(config: Any, errors: list[str]) -> list[dict[str, str]]:
+    """`check --connect`: log in to each mailbox's SMTP and IMAP server (one, without
+    [[mailboxes]]); problems go to `errors`, named by mailbox when there are several."""
+    import asyncio
+
+    from .inbox import check_mailbox
+    from .mailboxes import views
+    from .transport import login_check
+
+    out = []
+    several = len(config.mailboxes) > 1
+    for email, view in views(config).items():
+        entry = {"mailbox": email}
+        for key, check in (("smtp", lambda v: asyncio.run(login_check(v))),
+                           ("imap", check_mailbox)):
+            try:
+                entry[key] = check(view)
+            except OutreachError as exc:
+                errors.append(f"{email}: {exc}" if several else str(exc))
+        out.append(entry)
+    return out
 
 
 @cli.command()

@@ -913,17 +913,24 @@ def preview(app: App, email: str, *, step: int | None = None) -> tuple[bytes, st
         raise OutreachError(f"{prospect.email}: step {number} of {sequence.name} recycles the "
                             "lead; it sends nothing")
     rendered = render.render_email(app, prospect, enrollment, chosen)
-    previous = [m for m in app.store.handed_over(enrollment["id"]) if m["step"] < number]
+    handed = app.store.handed_over(enrollment["id"])
+    previous = [m for m in handed if m["step"] < number]
     thread = render.thread_for(previous) if chosen.thread else None
+    # From the mailbox this enrollment's mail went from (else the first of [[mailboxes]]).
+    configs = mailboxes.views(app.config)
+    box = next((m["mailbox"] for m in handed if m.get("mailbox") in configs),
+               app.config.mailboxes[0].email)
+    config = configs[box]
     now = app.now()
-    message_id = render.new_message_id(app.config.sender.domain, enrollment_id=enrollment["id"],
+    message_id = render.new_message_id(config.sender.domain, enrollment_id=enrollment["id"],
                                        step=number, now=now)
-    data = render.compose(app.config, prospect, rendered, message_id=message_id, now=now,
+    data = render.compose(config, prospect, rendered, message_id=message_id, now=now,
                           thread=thread,
                           unsubscribe_secret=app.store.unsubscribe_secret()).data
     variant = f", A/B variant {rendered.variant} of {len(chosen.templates)}" \
         if len(chosen.templates) > 1 else ""
-    return data, f"{where}: templates/{rendered.template}.txt{variant}"
+    sender = f", from {box}" if len(configs) > 1 else ""
+    return data, f"{where}: templates/{rendered.template}.txt{variant}{sender}"
 
 
 def resolve(app: App, email: str, *, delivered: bool) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@ database. Ownership, org-wide suppression and the per-company cap, through the C
 
 from __future__ import annotations
 
+import json
 import mailbox
 import os
 import subprocess
@@ -346,6 +347,11 @@ def test_send_spreads_over_mailboxes_within_limit_and_ramp_and_sticks(campaign, 
             assert m.message["From"] == f"Dana Reyes <{address}>"
             assert m.message["Message-ID"].endswith("@" + address.split("@")[1] + ">")
     first = {rcpt: (m.mail_from, m.message["Message-ID"]) for rcpt, m in got.items()}
+    # preview shows the next step as it will go: from the mailbox of the first email.
+    rcpt = b.handler.messages[0].rcpt_tos[0]
+    shown = campaign.run("preview", rcpt)
+    assert "From: Dana Reyes <dana@acme-reach.example>\n" in shown.stdout
+    assert shown.stderr.rstrip().endswith(", from dana@acme-reach.example")
     # Day 1: mailbox a's ramp allows 3; b is full again at 3. The two waiting go now.
     campaign.now("2026-03-03T07:30:00-06:00")
     assert campaign.run_json("send")["sent"] == 2
@@ -473,3 +479,25 @@ def test_the_team_example_runs_end_to_end(tmp_path):
     assert "max_emails_per_domain_per_day (3) from the team today" in out
     assert "From: Sam Ortiz <sam@acme-reach.example>" in out
     assert (team / "report.html").is_file() and (team / "team.db").is_file()
+
+
+@pytest.mark.dovecot
+def test_check_connect_logs_in_to_every_mailbox(campaign, smtp_server, dovecot):
+    a, b = smtp_server(), smtp_server()
+    without_servers(campaign)
+    campaign.config_path.write_text(
+        campaign.config_path.read_text()
+        + imap_mailbox_toml(USER, a.port, dovecot)
+        + imap_mailbox_toml(SECOND_USER, b.port, dovecot).replace(
+            f'username = "{SECOND_USER}"', 'username = "nobody@acme-reach.example"'))
+    result = campaign.run("check", "--connect")
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    for port, user in ((a.port, USER), (b.port, SECOND_USER)):
+        assert f"{user}: smtp 127.0.0.1:{port}: connected (no login)" in lines
+    assert any(line.startswith(f"{USER}: imap 127.0.0.1:{dovecot.port}: logged in as {USER}")
+               for line in lines), lines
+    assert f"error: {SECOND_USER}: " in result.stderr   # the refused login names its mailbox
+    doc = json.loads(campaign.run("check", "--connect", "--json").stdout)
+    assert [m["mailbox"] for m in doc["mailboxes"]] == [USER, SECOND_USER]
+    assert doc["smtp"] == f"smtp 127.0.0.1:{a.port}: connected (no login)"
