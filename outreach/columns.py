@@ -71,7 +71,7 @@ class LayoutError(ValueError):
 
 
 def parse_map(items: Sequence[str]) -> dict[str, str]:
-    """`["Company Name=company"]` -> {squashed header: column}; raises LayoutError."""
+    """`["Company Name=company"]` -> {"Company Name": "company"}; raises LayoutError."""
     out: dict[str, str] = {}
     for item in items:
         header, sep, column = item.partition("=")
@@ -79,7 +79,7 @@ def parse_map(items: Sequence[str]) -> dict[str, str]:
         if not sep or not squash(header) or not target:
             raise LayoutError(f'--map "{item}": expected "HEADER=column", e.g. '
                               '"Company Name=company"')
-        out[squash(header)] = target
+        out[header.strip()] = target
     return out
 
 
@@ -90,10 +90,10 @@ def layout(header: Sequence[str], mapping: Mapping[str, str] | None = None) -> L
     names = [""] * len(header)
     by_map: set[str] = set()
     for source, target in mapping.items():
-        if source not in squashed:
+        if squash(source) not in squashed:
             found = ", ".join(h.strip() for h in header)
             raise LayoutError(f'--map: no column "{source}" (found: {found})')
-        names[squashed.index(source)] = target
+        names[squashed.index(squash(source))] = target
         by_map.add(target)
     taken = set(by_map)
     for target, aliases in ALIASES.items():

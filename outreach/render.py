@@ -102,9 +102,9 @@ class _Sandbox(SandboxedEnvironment):
             else:
                 if (value == "" or value is None) and type(obj) is Prospect \
                         and attribute in _COLUMNS:
-                    return Blank(hint=f'{attribute} is blank for this prospect; give it a '
-                                      f'fallback: {{{{ ... .{attribute} | default("...") }}}}',
-                                 obj=obj, name=attribute)
+                    example = f'{{{{ prospect.{attribute} | default("...") }}}}'
+                    return Blank(hint=f"{attribute} is blank for this prospect; give it a "
+                                      f"fallback, e.g. {example}", obj=obj, name=attribute)
                 return value
         return super().getattr(obj, attribute)
 

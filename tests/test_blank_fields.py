@@ -9,7 +9,7 @@ import re
 from tests.conftest import prospect_row
 
 THURSDAY_MORNING = "2026-03-05T07:30:00-06:00"   # inside Chicago's 07:00-09:00 window
-BLANK = "{{ ... .first_name | default(\"...\") }}"
+BLANK = "{{ prospect.first_name | default(\"...\") }}"
 
 
 def enrolled(campaign, rows):
@@ -44,7 +44,7 @@ def test_a_blank_column_without_fallback_holds_that_message_and_check_names_who(
     check = campaign.run("check")
     assert check.exit_code == 1
     assert (f"error: templates/referral.txt line 3: first_name is blank for this prospect; "
-            f"give it a fallback: {BLANK}; fix the template or the prospect's data "
+            f"give it a fallback, e.g. {BLANK}; fix the template or the prospect's data "
             "[prospects cfo2@maker2.example, cfo3@maker3.example]\n") in check.stderr
 
     result = campaign.run("send", "--json")

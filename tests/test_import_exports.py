@@ -149,9 +149,10 @@ def test_map_reads_a_column_as_a_known_one(campaign):
 
 def test_map_errors_name_the_problem(campaign):
     path = campaign.write_csv([{"email": "a@a.example"}], columns=("email",))
-    result = campaign.run("import", str(path), "--map", "Account=company")
+    result = campaign.run("import", str(path), "--map", "Account Name=company")
     assert result.exit_code == 1
-    assert result.stderr == f'Error: {path} line 1: --map: no column "account" (found: email)\n'
+    assert result.stderr == (f'Error: {path} line 1: --map: no column "Account Name" (found: '
+                             'email)\n')
     result = campaign.run("import", str(path), "--map", "company")
     assert result.exit_code == 1
     assert result.stderr == ('Error: --map "company": expected "HEADER=column", e.g. '
