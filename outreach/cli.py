@@ -834,6 +834,47 @@ def resolve(app: Any, email: str, delivered: bool | None, json_: bool) -> None:
         click.echo(f"{r['email']} step {r['step']} {r['message_id']}: {r['outcome']}")
 
 
+@cli.group()
+def db() -> None:
+    """The campaign's database: copy it into a team's PostgreSQL."""
+
+
+@db.command(name="copy")
+@click.option("--to", "to", required=True, metavar="URL|PATH",
+              help="The target: postgresql://... (password from PGPASSWORD or ~/.pgpass), or "
+                   "a SQLite file.")
+@click.option("--merge", is_flag=True,
+              help="The target holds other data: add this campaign to it, never duplicating "
+                   "a prospect or a ledger row.")
+@json_option
+@with_app
+def db_copy(app: Any, to: str, merge: bool, json_: bool) -> None:
+    """Copy every table of this campaign's database (prospects, suppressions, the ledger, the
+    timeline, replies read, calls) into another, in one transaction, and verify the counts.
+
+    Refuses a target that holds data unless --merge. Then point [store] at the target.
+    """
+    from .dbcopy import copy_store
+    from .store import Store
+
+    with Store(to) as target:
+        result = copy_store(app.store, target, merge=merge)
+    if json_:
+        echo_json(result.as_dict())
+        return
+    click.echo(f"{result.source} -> {result.target}" + (" (merged)" if merge else ""))
+    echo_table(result.tables, ["table", "source", "copied", "already_there", "target_before",
+                               "target_after"])
+    stopped = sum(t.get("stopped", 0) for t in result.tables)
+    if stopped:
+        click.echo(f"{stopped} open sequence(s) stopped: their prospect is already in a "
+                   "sequence in the target")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    key = "url" if "://" in result.target else "path"
+    click.echo(f"verified: every source row is in the target. Point [store] {key} at it.")
+
+
 def _capped_lines(result: Any, until: Any, zone: Any) -> list[str]:
     """Team mode: the companies [team] max_emails_per_domain_per_day held mail back for."""
     from .clock import local

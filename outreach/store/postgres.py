@@ -109,6 +109,15 @@ class PostgresEngine:
                 f"{self.where}: written by a newer outreach (schema {current}, this one knows "
                 f"{known}). Upgrade outreach: `pip install -U outreach`.")
 
+    def tables(self) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")]
+
+    def reset_ids(self, table: str) -> None:
+        """After rows were written with explicit ids, the identity continues after them."""
+        self.conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                          f"coalesce((SELECT max(id) FROM {table}), 0) + 1, false)".encode())
+
     # -- leases --------------------------------------------------------------------------
 
     def acquire_lock(self, name: str, *, owner: str, now: datetime, until: datetime) -> None:

@@ -91,6 +91,13 @@ class SQLiteEngine:
                 f"PRAGMA user_version = {number};\nCOMMIT;"
             )
 
+    def tables(self) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")]
+
+    def reset_ids(self, table: str) -> None:
+        """Nothing to do: a new row's id is max(id) + 1."""
+
     # -- leases --------------------------------------------------------------------------
 
     def acquire_lock(self, name: str, *, owner: str, now: datetime, until: datetime) -> None:
