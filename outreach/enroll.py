@@ -70,9 +70,9 @@ def enroll(app: App, sequence_name: str, *, limit: int | None = None,
     now = app.now()
     today = now.astimezone(app.sender_zone).date()
     result = EnrollResult(dry_run=dry_run)
-    facts = app.store.enrollment_facts()
     for_referrals = any(s.on_referral == sequence.name for s in app.config.sequences.values())
     with app.store.transaction():
+        facts = app.store.enrollment_facts()   # under the write lock: other reps are seen
         for prospect in app.store.prospects():
             if not in_icp(prospect, icp, today=today):
                 continue
@@ -83,10 +83,15 @@ def enroll(app: App, sequence_name: str, *, limit: int | None = None,
             if reason:
                 result.skipped[reason] += 1
                 continue
+            if dry_run:
+                result.enrolled += 1
+                continue
+            enrollment = app.store.enroll(prospect.id, sequence.name, at=now,
+                                          rep=app.config.team.rep)
+            if enrollment is None:   # another rep's enroll took it since the facts were read
+                result.skipped["other_rep"] += 1
+                continue
             result.enrolled += 1
-            if not dry_run:
-                enrollment = app.store.enroll(prospect.id, sequence.name, at=now,
-                                              rep=app.config.team.rep)
-                app.store.add_event("enrolled", at=now, prospect_id=prospect.id,
-                                    enrollment_id=enrollment, sequence=sequence.name)
+            app.store.add_event("enrolled", at=now, prospect_id=prospect.id,
+                                enrollment_id=enrollment, sequence=sequence.name)
     return result

@@ -404,6 +404,16 @@ def imap_mailbox_toml(email: str, smtp_port: int, dovecot: Dovecot) -> str:
         f'security = "none"\nusername = "{email}"\npassword_env = "OUTREACH_IMAP_PASSWORD"\n')
 
 
+def two_imap_mailboxes(campaign: Campaign, dovecot: Dovecot, ports: tuple[int, int], *,
+                       second_login: str = SECOND_USER) -> None:
+    """A rep with two mailboxes: an SMTP sink each, two accounts of the private Dovecot."""
+    without_servers(campaign)
+    second = imap_mailbox_toml(SECOND_USER, ports[1], dovecot)
+    campaign.config_path.write_text(
+        campaign.config_path.read_text() + imap_mailbox_toml(USER, ports[0], dovecot)
+        + second.replace(f'username = "{SECOND_USER}"', f'username = "{second_login}"'))
+
+
 def reply_to(message: Any, text: str) -> bytes:
     msg = EmailMessage()
     msg["From"] = message["To"]
@@ -418,11 +428,7 @@ def reply_to(message: Any, text: str) -> bytes:
 @pytest.mark.dovecot
 def test_poll_and_watch_read_every_mailbox(campaign, smtp_server, dovecot):
     a, b = smtp_server(), smtp_server()
-    without_servers(campaign)
-    campaign.config_path.write_text(
-        campaign.config_path.read_text()
-        + imap_mailbox_toml(USER, a.port, dovecot)
-        + imap_mailbox_toml(SECOND_USER, b.port, dovecot))
+    two_imap_mailboxes(campaign, dovecot, (a.port, b.port))
     campaign.now(MONDAY_MORNING)
     campaign.run_json("import", str(campaign.write_csv([prospect_row(n) for n in (1, 2, 3)])))
     campaign.run_json("enroll", "referral")
@@ -484,12 +490,8 @@ def test_the_team_example_runs_end_to_end(tmp_path):
 @pytest.mark.dovecot
 def test_check_connect_logs_in_to_every_mailbox(campaign, smtp_server, dovecot):
     a, b = smtp_server(), smtp_server()
-    without_servers(campaign)
-    campaign.config_path.write_text(
-        campaign.config_path.read_text()
-        + imap_mailbox_toml(USER, a.port, dovecot)
-        + imap_mailbox_toml(SECOND_USER, b.port, dovecot).replace(
-            f'username = "{SECOND_USER}"', 'username = "nobody@acme-reach.example"'))
+    two_imap_mailboxes(campaign, dovecot, (a.port, b.port),
+                       second_login="nobody@acme-reach.example")
     result = campaign.run("check", "--connect")
     assert result.exit_code == 1
     lines = result.output.splitlines()
@@ -501,3 +503,16 @@ def test_check_connect_logs_in_to_every_mailbox(campaign, smtp_server, dovecot):
     doc = json.loads(campaign.run("check", "--connect", "--json").stdout)
     assert [m["mailbox"] for m in doc["mailboxes"]] == [USER, SECOND_USER]
     assert doc["smtp"] == f"smtp 127.0.0.1:{a.port}: connected (no login)"
+
+
+def test_a_prospect_is_in_one_open_sequence_whoever_enrolls_it(team):
+    dana, _sam = team
+    dana.run_json("import", str(dana.write_csv([prospect_row(1)])))
+    with dana.app() as app:
+        (prospect,) = app.store.prospects()
+        now = app.now()
+        first = app.store.enroll(prospect.id, "referral", at=now, rep="dana@acme.example")
+        # Sam's enroll read its facts before Dana's committed: the database still says no.
+        assert app.store.enroll(prospect.id, "referral", at=now, rep="sam@acme.example") is None
+        assert [e["id"] for e in app.store.enrollments(prospect.id)] == [first]
+        assert app.store.prospect_by_id(prospect.id).owner == "dana@acme.example"

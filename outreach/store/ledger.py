@@ -21,15 +21,18 @@ _OPEN = "state IN ('active', 'paused')"
 
 class Enrollments(Part):
     def enroll(self, prospect_id: int, sequence: str, *, at: datetime,
-               rep: str | None = None) -> int:
-        """Start a sequence, worked by `rep`, who becomes the prospect's owner if it has none."""
-        enrollment = int(self.value(
+               rep: str | None = None) -> int | None:
+        """Start a sequence, worked by `rep`, who becomes the prospect's owner if it has none.
+        None when the prospect is already in an open sequence (another rep's enroll got there
+        first): the one-open-enrollment index decides, whatever the caller read before."""
+        enrollment = self.value(
             "INSERT INTO enrollments (prospect_id, sequence, started_at, rep) "
-            "VALUES (?, ?, ?, ?) RETURNING id", (prospect_id, sequence, iso(at), rep)))
-        if rep is not None:
+            "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+            (prospect_id, sequence, iso(at), rep))
+        if enrollment is not None and rep is not None:
             self.db.execute("UPDATE prospects SET owner = ? WHERE id = ? AND owner IS NULL",
                             (rep, prospect_id))
-        return enrollment
+        return None if enrollment is None else int(enrollment)
 
     def enrollments(self, prospect_id: int) -> list[Record]:
         return self.db.records("SELECT * FROM enrollments WHERE prospect_id = ? ORDER BY id",
