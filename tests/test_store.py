@@ -56,7 +56,11 @@ def test_one_open_enrollment_per_prospect_is_enforced_by_the_schema(campaign):
         pid = app.store.prospect("A@B.example").id
         app.store.enroll(pid, "referral", at=app.now())
         with pytest.raises(app.store.db.IntegrityError):
-            app.store.enroll(pid, "referred", at=app.now())
+            app.store.db.execute("INSERT INTO enrollments (prospect_id, sequence, started_at) "
+                                 "VALUES (?, 'referred', '2026-03-01')", (pid,))
+        # enroll (another rep's, say) is told no instead of failing.
+        assert app.store.enroll(pid, "referred", at=app.now()) is None
+        assert len(app.store.enrollments(pid)) == 1
 
 
 def test_transaction_rolls_back_on_error(campaign):
