@@ -7,12 +7,12 @@ never touches suppressions or stages, and a blank cell never erases a value alre
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import functools
+import itertools
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from json.encoder import encode_basestring  # type: ignore[attr-defined]  # the C encoder
@@ -288,64 +288,66 @@ def _first_undecodable_line(path: Path) -> int:
 def import_csv(app: App, path: Path, mapping: dict[str, str] | None = None) -> ImportResult:
     """Import a prospect CSV into the store; all-or-nothing for file-level errors."""
     result = ImportResult()
-    changed: list[str] = []
-    notify = has_impls(app.pm, "prospect_imported")
-    now = app.now()
     source = ProspectFile(path, mapping)
     first_line: dict[str, int] = {}
+    later: list[list[Any]] = []   # rows repeating an address: merged once the rest is in
+
+    def firsts() -> Iterator[list[Any]]:
+        """Each address's first usable row; rejects and repeats are noted on the way."""
+        for line, row in source.rows():
+            if isinstance(row, RowError):
+                result.rejected.append({"line": line, "reason": str(row)})
+                continue
+            seen = first_line.setdefault(row[0], line)
+            if seen != line:
+                result.duplicates.append({"email": row[0], "line": line, "first_line": seen})
+                later.append(row)
+                continue
+            yield row
+
+    changed: list[str] | None = [] if has_impls(app.pm, "prospect_imported") else None
+    now = app.now()
     with app.store.transaction():
-        # Into an empty store only an address the file repeats can be there already.
-        fresh = app.store.count_prospects() == 0
-        repeated: set[str] = set()
-        batch: list[list[Any]] = []
-
-        def flush() -> None:
-            if not batch:
-                return
-            assert source.parse is not None  # a row was read, so the header was
-            emails = [r[0] for r in batch]
-            lookup = [e for e in emails if e in repeated] if fresh else emails
-            _flush(app, source.parse.columns, batch, lookup, result,
-                   changed if notify else None, now)
-            batch.clear()
-
-        with app.store.loading_prospects() if fresh else contextlib.nullcontext():
-            for line, row in source.rows():
-                if isinstance(row, RowError):
-                    result.rejected.append({"line": line, "reason": str(row)})
-                    continue
-                email = row[0]
-                seen = first_line.setdefault(email, line)
-                if seen != line:  # the earlier row is written first; this one merges into it
-                    result.duplicates.append({"email": email, "line": line, "first_line": seen})
-                    repeated.add(email)
-                    flush()
-                elif len(batch) >= BATCH:
-                    flush()
-                batch.append(row)
-            flush()
+        rows = firsts()
+        first = next(rows, None)   # reads the header too
+        if first is not None:
+            assert source.parse is not None
+            columns = source.parse.columns
+            if app.store.count_prospects() == 0:
+                # An empty store (a first import): nothing to compare, so the rows stream
+                # straight into one insert, and the domain index is built once at the end.
+                with app.store.loading_prospects():
+                    app.store.insert_prospect_rows(columns, itertools.chain([first], rows),
+                                                   at=now)
+                result.added = len(first_line)
+                if changed is not None:
+                    changed.extend(first_line)
+            else:
+                for batch in _batches(itertools.chain([first], rows), BATCH):
+                    _write(app, columns, batch, result, changed, now)
+            for row in later:   # in file order: a later row wins where it has a value
+                _write(app, columns, [row], result, changed, now)
     if source.layout is not None:
         result.mapped = dict(source.layout.renamed)
         result.ignored = dict(source.layout.ignored)
     if first_line:
         result.empty_columns = source.empty_columns()
-    for email in changed:
+    for email in changed or ():
         prospect = app.store.prospect(email)
         if prospect is not None:
             app.fire("prospect_imported", prospect=prospect)
     return result
 
 
-def _flush(app: App, columns: list[str], batch: list[list[Any]], lookup: list[str],
-           result: ImportResult, changed: list[str] | None, now: datetime) -> None:
-    """Write one batch: new addresses inserted, known ones merged (`lookup`: which may be)."""
-    if not lookup:   # all new (the usual first import): straight in
-        app.store.insert_prospect_rows(columns, batch, at=now)
-        result.added += len(batch)
-        if changed is not None:
-            changed.extend(r[0] for r in batch)
-        return
-    existing = app.store.prospects_by_email(lookup)
+def _batches(rows: Iterator[list[Any]], size: int) -> Iterator[list[list[Any]]]:
+    while batch := list(itertools.islice(rows, size)):
+        yield batch
+
+
+def _write(app: App, columns: list[str], batch: Sequence[list[Any]], result: ImportResult,
+           changed: list[str] | None, now: datetime) -> None:
+    """Write rows whose addresses may be known: new ones inserted, known ones merged."""
+    existing = app.store.prospects_by_email([r[0] for r in batch])
     inserts, updates = [], []
     for row in batch:
         old = existing.get(row[0])
