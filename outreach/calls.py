@@ -49,6 +49,12 @@ class CallTask:
         }
 
 
+def _found(row: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A task row read in the transaction that wrote or checked it: it is there."""
+    assert row is not None
+    return row
+
+
 def to_task(row: Mapping[str, Any]) -> CallTask:
     done = row["done_at"]
     return CallTask(
@@ -77,7 +83,7 @@ def create_task(app: App, *, enrollment_id: int, prospect: Prospect, step: Step,
     created = create_tasks(app, [NewTask(enrollment_id, prospect, step, due, script)])
     if created:
         return created[0]
-    return to_task(app.store.call_task_for(enrollment_id, step.number))
+    return to_task(_found(app.store.call_task_for(enrollment_id, step.number)))
 
 
 def create_tasks(app: App, new: Sequence[NewTask]) -> list[CallTask]:
@@ -105,7 +111,7 @@ def create_tasks(app: App, new: Sequence[NewTask]) -> list[CallTask]:
             if t.prospect.phone_bad:  # `bad-number` skips the prospect's later calls
                 store.finish_call_task(task_id, status="closed", outcome=None,
                                        note="bad number", at=now)
-                created.append(to_task(store.call_task(task_id)))
+                created.append(to_task(_found(store.call_task(task_id))))
                 continue
             due_at = iso(t.due)
             events.append((t.prospect.id, t.enrollment_id,
@@ -244,7 +250,7 @@ def sweep(app: App) -> list[CallTask]:
             reason = _close_reason(prospect, enrollment["state"])
             if reason and app.store.finish_call_task(row["id"], status="closed", outcome=None,
                                                      note=reason, at=now):
-                closed.append((to_task(app.store.call_task(row["id"])), prospect))
+                closed.append((to_task(_found(app.store.call_task(row["id"]))), prospect))
     for task, prospect in closed:
         app.fire("call_task_closed", prospect=prospect, task=task)
     return [task for task, _ in closed]
@@ -388,7 +394,7 @@ def record_call(app: App, task_id: int, *, outcome: str, note: str | None = None
                                            note="bad number", at=now)
     prospect = app.store.prospect_by_id(row["prospect_id"])
     assert prospect is not None
-    task = to_task(app.store.call_task(task_id))
+    task = to_task(_found(app.store.call_task(task_id)))
     app.fire("call_task_closed", prospect=prospect, task=task)
     announce_closed(app, others)
     if outcome in ("meeting", "not-interested"):

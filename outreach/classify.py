@@ -77,6 +77,7 @@ class IndexedMessage(Message):
     _indexed = -1
     _listed: Any = None
     _params: dict[Any, Any]  # set with the index: parsed parameters, values read
+    _headers: list[tuple[str, Any]]   # compat32 Message's own list, which typeshed omits
 
     def _by_name(self) -> dict[str, list[tuple[str, Any]]]:
         # Appending changes the length; deleting and replacing drop the index below.
@@ -98,7 +99,7 @@ class IndexedMessage(Message):
             value = self.get(header)
             self._params[key] = _simple_params(value) \
                 if isinstance(value, str) and '"' not in value and "*" not in value \
-                else super()._get_params_preserve(None, header)
+                else super()._get_params_preserve(None, header)  # type: ignore[misc]  # private
         found = self._params[key]
         return failobj if found is None else list(found)
 
@@ -148,7 +149,7 @@ def _simple_params(value: str) -> list[tuple[str, str]]:
     a plain-text body."""
     from email.utils import quote, unquote
 
-    params = []
+    params: list[tuple[str, str]] = []
     for part in value.split(";"):
         name, eq, val = part.partition("=")
         name, val = (name.strip().lower(), val.strip()) if eq else (part.strip(), "")
@@ -515,7 +516,7 @@ def _bounce(message: Message, sender: str, subject: str, context: Context) -> Ve
     or a 5.x.x status is permanent), every other format by flufl.bounce's detectors."""
     ctype = message.get_content_type()
     report = ctype == "multipart/report" and (
-        message.get_param("report-type") or "").lower() == "delivery-status"
+        str(message.get_param("report-type") or "")).lower() == "delivery-status"
     daemon = _is_daemon(message, sender)
     if not (report or daemon or ctype == "multipart/report" or "X-Failed-Recipients" in message
             or (_bounce_subject(subject) and not _threaded(message))):

@@ -42,7 +42,7 @@ def read(message: Message) -> Feedback | None:
     if message.get_content_maintype() != "multipart":
         return None
     report = message.get_content_type() == "multipart/report" and (
-        message.get_param("report-type") or "").lower() == "feedback-report"
+        str(message.get_param("report-type") or "")).lower() == "feedback-report"
     fields: Message | None = None
     attached: list[Message] = []
     for part in message.walk():
@@ -55,7 +55,8 @@ def read(message: Message) -> Feedback | None:
     if fields is None and not report and not jmrp:
         return None
     feedback = Feedback(
-        feedback_type=str((fields or {}).get("Feedback-Type", "abuse")).strip().lower(),
+        feedback_type=str(fields.get("Feedback-Type", "abuse") if fields is not None
+                          else "abuse").strip().lower(),
         fmt="ARF" if fields is not None or report else "JMRP")
     names: list[str] = []
     if fields is not None:

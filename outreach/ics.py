@@ -35,7 +35,8 @@ def fold(line: str) -> str:
     """Fold a content line to at most 75 octets per line (RFC 5545 3.1), never inside a
     UTF-8 character; continuation lines start with one space."""
     out: list[str] = []
-    current, size, limit = [], 0, 75
+    current: list[str] = []
+    size, limit = 0, 75
     for char in line:
         width = len(char.encode("utf-8"))
         if size + width > limit:

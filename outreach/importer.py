@@ -95,7 +95,7 @@ class RowParser:
                 if "\r" in record[i] or "\n" in record[i]:
                     raise RowError(f"{key} contains a line break (it could reach an email "
                                    "header)")
-        row = [*map(str.strip, self.cells(record))]
+        row: list[Any] = [*map(str.strip, self.cells(record))]
         email = row[0]
         if not _EMAIL(email):
             raise RowError(f'invalid email "{email}"' if email else "missing email")
@@ -181,7 +181,7 @@ class ProspectFile:
         self.layout: Layout | None = None
         self.parse: RowParser | None = None
 
-    def rows(self) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    def rows(self) -> Iterator[tuple[int, list[Any] | RowError]]:
         """Yield (line number, prospect row or why not) per record; raise for a non-CSV file."""
         path = self.path
         try:
@@ -207,7 +207,7 @@ class ProspectFile:
                     "file as UTF-8 CSV and import again (nothing was imported)") from None
 
     def _records(self, reader: Any, skipped: int
-                 ) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+                 ) -> Iterator[tuple[int, list[Any] | RowError]]:
         path = self.path
         try:
             header = next(reader, None)

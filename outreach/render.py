@@ -85,7 +85,7 @@ class Blank(jinja2.StrictUndefined):
 
     __slots__ = ()
 
-    def __bool__(self) -> bool:
+    def __bool__(self) -> bool:  # type: ignore[override]  # falsy, where StrictUndefined raises
         return False
 
 

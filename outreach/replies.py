@@ -511,7 +511,7 @@ def explain(app: App, raw: bytes) -> dict[str, Any]:
                 raise _Undo
         except _Undo:
             pass
-    entry = result.messages[0] if result.messages else {
+    entry: dict[str, Any] = result.messages[0] if result.messages else {
         "kind": item.kind, "addresses": item.verdict.recipients or [sender],
         "prospects": [], "action": "none: from nobody we wrote to, about nothing we sent",
         "why": item.verdict.why}

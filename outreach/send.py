@@ -379,8 +379,8 @@ class _Run:
             self.result.limited_by = cap
             until = None
             if cap == "daily_limit":  # the rest wait for a window after the sender's day
-                opens = [self._after_today(item, end) for item in rest]
-                until = self.result.next_window = min(filter(None, opens), default=None)
+                after = [self._after_today(item, end) for item in rest]
+                until = self.result.next_window = min(filter(None, after), default=None)
             self.result.defer(cap, len(rest), until=until)
         for item, box in chosen:
             item.mailbox = box

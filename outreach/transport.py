@@ -20,7 +20,7 @@ import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiosmtplib
 
@@ -180,7 +180,8 @@ class SmtpConnection:
                 self._timed_out = True
                 self._asked_at = None
                 if self.smtp.transport is not None:
-                    self.smtp.transport.abort()   # connection_lost fails the pending read
+                    # connection_lost fails the pending read
+                    cast(asyncio.Transport, self.smtp.transport).abort()
                 self._drop()
 
     def _lost(self, exc: BaseException) -> str:
@@ -391,7 +392,7 @@ class SmtpConnection:
     def abort(self) -> None:
         """Drop the connection now (a second Ctrl-C), without a polite QUIT."""
         if self.smtp is not None and self.smtp.transport is not None:
-            self.smtp.transport.abort()
+            cast(asyncio.Transport, self.smtp.transport).abort()
         self._drop()
         if self._watchdog is not None:
             self._watchdog.cancel()

@@ -45,9 +45,12 @@ def _transient(exc: BaseException) -> bool:
 
 def _retrying(stop: threading.Event, max_backoff: float, **kwargs: Any) -> Retrying:
     """Exponential backoff (0.5 s doubling up to `max_backoff`) that a stop cuts short."""
+    def nap(seconds: float) -> None:
+        stop.wait(seconds)
+
     return Retrying(retry=retry_if_exception(_transient),
                     wait=wait_exponential(multiplier=0.5, max=max_backoff),
-                    stop=lambda state: stop.is_set(), sleep=stop.wait, reraise=True, **kwargs)
+                    stop=lambda state: stop.is_set(), sleep=nap, reraise=True, **kwargs)
 
 
 def watch(app: App, *, interval: float = 300, stop: threading.Event | None = None,

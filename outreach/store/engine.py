@@ -19,7 +19,8 @@ Record = dict[str, Any]
 class Cursor(Protocol):
     """The part of a DB-API cursor the store reads: rows as tuples."""
 
-    rowcount: int
+    @property
+    def rowcount(self) -> int: ...
 
     def fetchone(self) -> Any: ...
 
@@ -34,7 +35,9 @@ class Engine(Protocol):
     name: str            # "sqlite" | "postgresql"
     where: str           # what messages name: the file, or the server and database
     position: str        # SQL function: position of a substring (instr / strpos)
-    IntegrityError: type[Exception]
+
+    @property
+    def IntegrityError(self) -> type[Exception]: ...   # the DB-API's name
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor: ...
 

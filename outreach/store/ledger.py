@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from ..clock import iso
 from .base import Part, domain_of
@@ -123,7 +123,7 @@ class Ledger(Part):
         """Open enrollments (those `rep` works, and those from before team mode) with their
         prospect's address, time zone, suppression, the mailbox it sticks to and whether the
         enrollment has mailed it."""
-        where, args = "", ()
+        where, args = "", cast(tuple[Any, ...], ())
         if rep is not None:
             where, args = " AND (e.rep = ? OR e.rep IS NULL)", (rep,)
         return self.db.records(
@@ -163,7 +163,7 @@ class Ledger(Part):
                                  rep: str | None = None) -> int:
         """Messages handed over (or about to be) in [start, end): what daily_limit counts
         (only `rep`'s, and those from before team mode, when given)."""
-        where, args = "", ()
+        where, args = "", cast(tuple[Any, ...], ())
         if rep is not None:
             where, args = " AND (rep = ? OR rep IS NULL)", (rep,)
         return int(self.value(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from .base import Part
 from .engine import Record, chunks, marks
@@ -63,7 +63,7 @@ class Mail(Part):
                 "ON CONFLICT DO NOTHING", rows)
 
     def inbound(self, *, source: str | None = None) -> list[Record]:
-        sql, args = "SELECT * FROM inbound", ()
+        sql, args = "SELECT * FROM inbound", cast(tuple[Any, ...], ())
         if source:
             sql, args = sql + " WHERE source = ?", (source,)
         return self.db.records(sql + " ORDER BY id", args)
