@@ -290,13 +290,20 @@ OAUTH2_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _endpoint_ok(url: str) -> bool:
+def _endpoint_problem(url: str) -> str | None:
+    """Why `url` cannot be an OAuth2 endpoint (None when it can): https, or http on loopback,
+    with a host and a valid port."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return True
-    return parts.scheme == "http" and is_loopback(parts.hostname or "")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (parsing the port is the check: 99999 or "x" raise)
+    except ValueError as exc:
+        return f'"{url}" is not a valid URL ({exc})'
+    if parts.hostname and (parts.scheme == "https" or (
+            parts.scheme == "http" and is_loopback(parts.hostname))):
+        return None
+    return f'"{url}" must be an https:// URL (http:// only on loopback)'
 
 
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
@@ -629,9 +636,9 @@ class _Parser:
             urls = {}
             for key in ("token_url", "device_authorization_url", "authorization_url"):
                 url = self.get(t, where, key, str, preset.get(key, "").format(tenant=tenant))
-                if url and not _endpoint_ok(url):
-                    raise self.fail(f"[{where}] {key}",
-                                    f'"{url}" must be an https:// URL (http:// only on loopback)')
+                problem = _endpoint_problem(url) if url else None
+                if problem:
+                    raise self.fail(f"[{where}] {key}", problem)
                 urls[key] = url
             scopes = self.strings(t, where, "scopes", preset.get("scopes", ()))
             if not urls["token_url"]:

@@ -133,6 +133,17 @@ def test_oauth2_presets_pick_the_flow_and_scopes(campaign, monkeypatch):
      '[oauth2]\nclient_id = "x"\ntoken_url = "http://idp.example/token"',
      '[oauth2] token_url "http://idp.example/token" must be an https:// URL'),
     ('auth = "oauth2"\nusername = "d@a.example"',
+     '[oauth2]\nclient_id = "x"\ntoken_url = "https://[::1/token"',
+     '[oauth2] token_url "https://[::1/token" is not a valid URL (Invalid IPv6 URL)'),
+    ('auth = "oauth2"\nusername = "d@a.example"',
+     '[oauth2]\nclient_id = "x"\ntoken_url = "https://idp.example/token"\n'
+     'device_authorization_url = "https://idp.example:99999/device"',
+     '[oauth2] device_authorization_url "https://idp.example:99999/device" is not a valid '
+     "URL (Port out of range 0-65535)"),
+    ('auth = "oauth2"\nusername = "d@a.example"',
+     '[oauth2]\nclient_id = "x"\ntoken_url = "https:/idp.example/token"',
+     '[oauth2] token_url "https:/idp.example/token" must be an https:// URL'),
+    ('auth = "oauth2"\nusername = "d@a.example"',
      '[oauth2]\nclient_id = "x"\ntoken_url = "https://idp.example/token"',
      "[oauth2] device_authorization_url or authorization_url is required"),
     ('auth = "oauth2"\nusername = "d@a.example"',
