@@ -66,14 +66,31 @@ def _refused(what: str, exc: Any) -> str:
 
 
 def _request(call: Callable[[], Any], url: str) -> Any:
-    """Run one token-endpoint call; a network failure becomes TokenEndpointError."""
+    """Run one call to an OAuth2 endpoint; no answer, or one that is not OAuth2 (an error
+    page, a web page at a wrong URL), becomes TokenEndpointError naming the URL."""
     import requests
 
     try:
         return call()
+    except requests.HTTPError as exc:
+        code = exc.response.status_code if exc.response is not None else "?"
+        raise TokenEndpointError(f"{url} answered HTTP {code}, not an OAuth2 answer: check "
+                                 "the URL in [oauth2], or try again later") from None
     except requests.RequestException as exc:
         raise TokenEndpointError(f"cannot reach the token endpoint {url}: {exc}; check the "
                                  "network and try again") from None
+    except ValueError:   # Authlib: the body is not a JSON object
+        raise TokenEndpointError(f"{url} did not answer with JSON, so it is not an OAuth2 "
+                                 "endpoint: check the URL in [oauth2]") from None
+
+
+def _token(call: Callable[[], Any], url: str) -> dict[str, Any]:
+    """A token-endpoint call whose answer must hold an access token."""
+    token = _request(call, url)
+    if not isinstance(token, dict) or not token.get("access_token"):
+        raise TokenEndpointError(f"{url} answered without an access_token: check token_url "
+                                 "in [oauth2]")
+    return token
 
 
 class TokenSource:
@@ -118,7 +135,7 @@ class TokenSource:
 
         session = _session(self.oauth)
         try:
-            token = _request(lambda: session.refresh_token(
+            token = _token(lambda: session.refresh_token(
                 self.oauth.token_url, refresh_token=record["refresh_token"],
                 timeout=HTTP_TIMEOUT), self.oauth.token_url)
         except OAuthError as exc:
@@ -244,10 +261,11 @@ def _device_flow(oauth: OAuth2, say: Callable[[str], None], timeout: float) -> d
         grant = response.json()
     except ValueError:
         grant = {}
-    if response.status_code != 200 or "device_code" not in grant:
-        raise SignInError(f"{url} refused the sign-in request ({response.status_code} "
-                          f"{grant.get('error', '')} {grant.get('error_description', '')})"
-                          .rstrip() + "; check [oauth2] client_id and tenant")
+    if response.status_code != 200 or not {"device_code", "user_code"} <= grant.keys():
+        why = " ".join(str(grant.get(k, "")) for k in ("error", "error_description")).strip()
+        raise SignInError(f"{url} refused the sign-in request (HTTP {response.status_code}"
+                          + (f": {why}" if why else "") + "); check [oauth2] client_id and "
+                          "tenant")
     say(f"To sign in, open {grant.get('verification_uri') or grant.get('verification_url')} "
         f"and enter the code {grant['user_code']}")
     say("Waiting for you to finish signing in…")
@@ -256,7 +274,7 @@ def _device_flow(oauth: OAuth2, say: Callable[[str], None], timeout: float) -> d
     while time.monotonic() < deadline:
         time.sleep(interval)
         try:
-            return _request(lambda: session.fetch_token(
+            return _token(lambda: session.fetch_token(
                 oauth.token_url, grant_type=DEVICE_GRANT, device_code=grant["device_code"],
                 timeout=HTTP_TIMEOUT), oauth.token_url)
         except OAuthError as exc:
@@ -300,7 +318,7 @@ def _browser_flow(oauth: OAuth2, say: Callable[[str], None],
         raise SignInError(f"{oauth.provider} refused the sign-in ({query['error'][0]}"
                           + (f": {query['error_description'][0]}" if "error_description" in
                              query else "") + ")")
-    return _request(lambda: session.fetch_token(
+    return _token(lambda: session.fetch_token(
         oauth.token_url, authorization_response=redirect_uri.rstrip("/") + path, state=state,
         code_verifier=verifier, timeout=HTTP_TIMEOUT), oauth.token_url)
 

@@ -424,3 +424,90 @@ def test_cron_never_waits_for_a_sign_in(campaign, smtp_server, auth_server):
             in proc.stderr
         assert "Traceback" not in proc.stderr
     assert server.handler.messages == []
+
+
+# -- a token endpoint that does not answer like one ------------------------------------------
+
+
+@pytest.fixture
+def wrong_endpoint():
+    """An HTTP endpoint answering every POST with the (status, content type, body) set in
+    `answer`: a web page at a mistyped token_url, an outage, a half-OAuth2 server."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    answer: list[tuple[int, str, bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            status, ctype, body = answer[0]
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", answer
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(("status", "ctype", "body", "says"), [
+    (200, "text/html", b"<html>Sign in</html>",
+     "/token did not answer with JSON, so it is not an OAuth2 endpoint: check the URL in "
+     "[oauth2]"),
+    (200, "application/json", b"{}",
+     "/token answered without an access_token: check token_url in [oauth2]"),
+    (404, "text/html", b"<html>Not found</html>",
+     "/token answered HTTP 404, not an OAuth2 answer: check the URL in [oauth2], or try again "
+     "later"),
+    (503, "text/plain", b"down", "/token answered HTTP 503, not an OAuth2 answer"),
+])
+def test_a_token_endpoint_that_is_not_one_is_named_not_a_traceback(wrong_endpoint, status,
+                                                                   ctype, body, says):
+    from outreach.config import OAuth2
+
+    url, answer = wrong_endpoint
+    answer.append((status, ctype, body))
+    registration = OAuth2(provider="custom", client_id="c", client_secret_env="", tenant="",
+                          token_url=f"{url}/token", device_authorization_url=f"{url}/device",
+                          authorization_url="", scopes=("mail",))
+    source = oauth.TokenSource(registration, USER)
+    source.store.save({"refresh_token": "r", "access_token": "a", "expires_at": 0})
+    with pytest.raises(oauth.TokenEndpointError) as info:
+        source.token()
+    assert str(info.value).startswith(f"{url}{says}")
+    assert source.store.load()["refresh_token"] == "r"   # the sign-in is kept for next time
+
+
+def test_login_and_send_at_endpoints_that_are_not_oauth2_say_so(campaign, smtp_server,
+                                                                 wrong_endpoint):
+    url, answer = wrong_endpoint
+    answer.append((200, "application/json", b'{"device_code": "d"}'))   # no user_code
+    server = smtp_server(xoauth2=lambda user, token: True)
+    use_smtp(campaign, server.port, username=USER)
+    campaign.edit_config(f'username = "{USER}"', f'username = "{USER}"\nauth = "oauth2"')
+    campaign.edit_config("[sending]", f'[oauth2]\nclient_id = "c"\ntoken_url = "{url}/token"\n'
+                         f'device_authorization_url = "{url}/device"\nscopes = ["mail"]\n'
+                         "[sending]")
+    result = campaign.run("login")
+    assert result.exit_code == 1
+    assert result.stderr.endswith(f"Error: {url}/device refused the sign-in request (HTTP 200); "
+                                  "check [oauth2] client_id and tenant\n")
+    answer[0] = (200, "text/html", b"<html>Sign in</html>")
+    enrolled(campaign, [prospect_row(1)])
+    oauth.store_for(campaign.config().smtp.oauth2, USER).save(
+        {"refresh_token": "r", "access_token": "a", "expires_at": 0})
+    send = campaign.run("send")
+    assert send.exit_code == 1 and "Traceback" not in send.output
+    assert (f"{url}/token did not answer with JSON, so it is not an OAuth2 endpoint"
+            in send.stderr)
+    assert ledger(campaign) == [] and server.handler.messages == []
