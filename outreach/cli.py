@@ -701,7 +701,9 @@ def send(app: Any, dry_run: bool, limit: int | None, ignore_window: bool, force:
     """Send the due emails inside the windows and limits, and create due call tasks.
 
     Each message goes at most once: a run that dies, a dropped connection or a second
-    `outreach send` never makes anyone get a step twice. Run it each morning and evening.
+    `outreach send` never makes anyone get a step twice (one whose delivery is unknown waits
+    for `outreach resolve`). Ctrl-C finishes the messages in flight; twice stops at once.
+    Run it each morning and evening.
     Refuses to start while the last 7 days' bounce or unsubscribe rate is above its
     [sending] limit (max_bounce_rate, max_unsubscribe_rate), or the spam-complaint rate is
     above 0.3% (a warning above 0.1%), unless --force.

@@ -36,7 +36,8 @@ from .transport import Delivery, Outcome, outbox_files
 LEASE = timedelta(minutes=10)
 STOP_AFTER_FAILURES = 5      # consecutive failed messages that stop the run
 # Intents are written per transaction in chunks of 2 per connection (at least 8): enough to
-# batch the writes, few enough that a killed run leaves only a handful of messages `unknown`.
+# batch the writes, small enough that composing a chunk never leaves the connections idle. (A
+# killed run's chunk costs nothing: the hand-over log says which of it went.)
 CHUNK_PER_CONNECTION = 2
 MIN_CHUNK = 8
 COMPLETE_AFTER_DAYS = 14     # days after its last step a sequence without recycle completes
@@ -526,8 +527,7 @@ class _Run:
             self.unresolved[row["enrollment_id"]] = row["step"]
             self.result.unknowns.append({
                 "email": self.prospect(row["prospect_id"]).email, "step": row["step"],
-                "message_id": row["message_id"],
-                "error": STOPPED_UNKNOWN})
+                "message_id": row["message_id"], "error": STOPPED_UNKNOWN})
         self.result.unknown += len(unknown)
         self.result.recovered += len(sent)
         return len(fates[handover.Fate.UNSENT])
@@ -542,13 +542,12 @@ class _Run:
             store.mark_sent([{"ledger_id": r["id"], **dict(r)}
                              for r in fates[handover.Fate.SENT]], at=self.now)
             for row in fates[handover.Fate.UNKNOWN]:
-                error = STOPPED_UNKNOWN
-                store.set_message_status(row["id"], "unknown", error=error)
+                store.set_message_status(row["id"], "unknown", error=STOPPED_UNKNOWN)
                 store.advance_enrollment(row["enrollment_id"], past_step=row["step"])
                 store.add_event("send_unknown", at=self.now, prospect_id=row["prospect_id"],
                                 enrollment_id=row["enrollment_id"], step=row["step"],
                                 message_id=row["message_id"], template=row["template"],
-                                error=error)
+                                error=STOPPED_UNKNOWN)
             for row in fates[handover.Fate.UNSENT]:
                 store.drop_intent(row["id"])
         for row in fates[handover.Fate.UNSENT]:   # a partly written outbox file
