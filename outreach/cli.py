@@ -608,6 +608,7 @@ def watch(app: Any, interval: float) -> None:
         for bad in result.malformed:
             click.echo(f"skipped malformed message {bad['key']}: {bad['error']}", err=True)
 
+    app.store.long_lived()   # a team database's connection may drop during weeks of watching
     with _poll_lock(app):
         if at_terminal:
             for imap in mail_servers(app.config):   # each mailbox ([[mailboxes]])

@@ -34,13 +34,16 @@ def watching(imap: Imap, interval: float) -> str:
 
 
 def _transient(exc: BaseException) -> bool:
-    """Connection trouble is retried; a refused login, a missing folder or a config error
-    is not (it needs the user)."""
+    """Connection trouble (the mail server's, or the team database's) is retried; a refused
+    login, a missing folder or a config error is not (it needs the user)."""
     from imapclient.exceptions import IMAPClientError
+
+    from .store import connection_lost
 
     if isinstance(exc, MailboxRefused):
         return False
-    return isinstance(exc, MailboxError | OSError | EOFError | IMAPClientError)
+    return isinstance(exc, MailboxError | OSError | EOFError | IMAPClientError) \
+        or connection_lost(exc)
 
 
 def _retrying(stop: threading.Event, max_backoff: float, **kwargs: Any) -> Retrying:

@@ -3,6 +3,7 @@ PostgreSQL pass (OUTREACH_TEST_STORE=postgresql); the rest of the suite covers b
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -55,7 +56,14 @@ def test_the_send_lease_holds_across_connections_and_lapses_when_its_holder_dies
     with pytest.raises(LockedError, match=r"another `outreach send` is running \(pid \d+ on "):
         second.acquire_lock("send", owner="t2", now=NOW, until=NOW + timedelta(minutes=10))
     first.close()   # the holder dies without releasing: the server drops its lock
-    second.acquire_lock("send", owner="t2", now=NOW, until=NOW + timedelta(minutes=10))
+    deadline = time.monotonic() + 10
+    while True:   # as soon as the server has ended the holder's session
+        try:
+            second.acquire_lock("send", owner="t2", now=NOW, until=NOW + timedelta(minutes=10))
+            break
+        except LockedError:
+            assert time.monotonic() < deadline, "the dead holder's lease never lapsed"
+            time.sleep(0.01)
     second.release_lock("send")
     assert second.db.execute("SELECT count(*) FROM locks").fetchone()[0] == 0
     second.close()
@@ -80,3 +88,24 @@ def test_password_env_is_used(campaign, monkeypatch):
         result.stderr
     monkeypatch.setenv("TEAM_DB_PASSWORD", "trust-ignores-it")
     assert campaign.run("prospects").exit_code == 0
+
+
+def test_a_long_lived_store_survives_a_dropped_connection_and_keeps_its_lease(postgres_url):
+    """`watch` runs for weeks: when the server drops its connection, the pass that was
+    running fails (and is retried), the next one reconnects and holds the poll lease again."""
+    from outreach.store import connection_lost
+
+    with Store(postgres_url) as store, Store(postgres_url) as other:
+        store.long_lived()
+        with store.exclusive("poll", "busy"):
+            pid = store.db.execute("SELECT pg_backend_pid()").fetchone()[0]
+            other.db.execute("SELECT pg_terminate_backend(?)", (pid,))
+            with pytest.raises(psycopg.OperationalError) as dropped:
+                store.count_prospects()
+            assert connection_lost(dropped.value)
+            assert store.count_prospects() == 0   # a new connection from the pool
+            assert store.db.execute("SELECT pg_backend_pid()").fetchone()[0] != pid
+            with pytest.raises(LockedError, match="busy"), other.exclusive("poll", "busy"):
+                pass   # the lease was taken again on the new connection
+        with other.exclusive("poll", "busy"):
+            pass

@@ -24,7 +24,8 @@ from .mail import Mail
 from .prospects import Prospects
 from .stats import Stats
 
-__all__ = ["OPEN_STATES", "Record", "Store", "domain_of", "is_url", "open_engine",
+__all__ = ["OPEN_STATES", "Record", "Store", "connection_lost", "domain_of", "is_url",
+           "open_engine",
            "suppression_targets", "to_prospect"]
 
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -50,6 +51,17 @@ def open_engine(target: str | os.PathLike[str], *, password: str | None = None) 
 
         engine = SQLiteEngine(target)
     return engine
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Did the database server or the network go away (worth retrying)?"""
+    import sys
+
+    if "psycopg" not in sys.modules:   # SQLite only: a file does not go away
+        return False
+    from .postgres import connection_lost as lost
+
+    return lost(exc)
 
 
 class Store(Prospects, Enrollments, Ledger, Mail, Calls, Stats):
@@ -78,6 +90,10 @@ class Store(Prospects, Enrollments, Ledger, Mail, Calls, Stats):
         """BEGIN ... COMMIT, rolled back on any exception. Inside another transaction it is a
         savepoint, committed with the outer one (batching callers)."""
         return self.db.transaction()
+
+    def long_lived(self) -> None:
+        """This process runs for long (`watch`): survive a dropped database connection."""
+        self.db.long_lived()
 
     # -- leases --------------------------------------------------------------------------
 

@@ -35,13 +35,40 @@ class PostgresEngine:
     IntegrityError = psycopg.IntegrityError
 
     def __init__(self, url: str, *, password: str | None = None) -> None:
-        self.where = redact(url)
+        self.url, self.where = url, redact(url)
+        self.options: dict[str, Any] = {"autocommit": True, "password": password,
+                                        "application_name": "outreach"}
         try:
-            self.conn = psycopg.connect(url, autocommit=True, password=password,
-                                        application_name="outreach")
+            self.conn: psycopg.Connection[Any] = psycopg.connect(url, **self.options)
         except psycopg.Error as exc:
             raise StoreError(f"{self.where}: cannot connect: {_first_line(exc)}") from None
         self.held: set[str] = set()
+        self.pool: Any = None
+
+    def long_lived(self) -> None:
+        """For `watch`, which runs for weeks: the connection comes from a pool of one
+        (psycopg_pool) that checks it before handing it out, so a restarted server or a
+        dropped network costs one failed pass and a reconnect, not the process."""
+        from psycopg_pool import ConnectionPool
+
+        self.pool = ConnectionPool(self.url, kwargs=self.options, min_size=1, max_size=1,
+                                   check=ConnectionPool.check_connection, open=True,
+                                   name="outreach")
+        old, self.conn = self.conn, self.pool.getconn()
+        old.close()
+
+    def _ready(self) -> None:
+        """Between transactions, a long-lived engine swaps a broken connection for a checked
+        one and takes its leases again (the server dropped them with the old session)."""
+        if self.pool is None or not (self.conn.broken or self.conn.closed):
+            return
+        self.pool.putconn(self.conn)   # the pool discards a broken connection
+        self.conn = self.pool.getconn()
+        for name in sorted(self.held):
+            if not self._try_lock(name):
+                self.held.discard(name)
+                raise LockedError(f"{self.where}: the connection dropped and another process "
+                                  f"took `{name}` meanwhile; this one stops.")
 
     def open(self, migrations: Sequence[str | PerEngine]) -> None:
         try:
@@ -51,20 +78,27 @@ class PostgresEngine:
             raise StoreError(f"{self.where}: cannot migrate: {_first_line(exc)}") from None
 
     def close(self) -> None:
-        self.conn.close()
+        if self.pool is not None:
+            self.pool.putconn(self.conn)
+            self.pool.close()
+        else:
+            self.conn.close()
 
     # -- statements ----------------------------------------------------------------------
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor:
+        self._ready()
         return self.conn.execute(_pg(sql, bool(args)), tuple(args) or None)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
+        self._ready()
         if rows:
             with self.conn.cursor() as cur:
                 cur.executemany(_pg(sql, True), rows)
 
     def records(self, sql: str, args: Sequence[Any] = ()) -> list[Record]:
+        self._ready()
         with self.conn.cursor(row_factory=dict_row) as cur:
             cur.execute(_pg(sql, bool(args)), tuple(args) or None)
             return cur.fetchall()
@@ -80,6 +114,7 @@ class PostgresEngine:
 
     def transaction(self) -> AbstractContextManager[PostgresEngine]:
         """BEGIN (read committed); the ledger's checks sit in the statements that write."""
+        self._ready()
         return transaction(self, self.conn.execute, nested=self.in_transaction, begin="BEGIN")
 
     # -- schema --------------------------------------------------------------------------
@@ -166,6 +201,11 @@ class PostgresEngine:
         self.held.discard(name)
         if not self.conn.closed:
             self.conn.execute("SELECT pg_advisory_unlock(%s)", (_key(name),))
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """The server or the network went away (a long-lived engine reconnects on next use)."""
+    return isinstance(exc, psycopg.OperationalError)
 
 
 def _key(name: str) -> int:

@@ -91,6 +91,9 @@ class SQLiteEngine:
                 f"PRAGMA user_version = {number};\nCOMMIT;"
             )
 
+    def long_lived(self) -> None:
+        """Nothing to do: a file does not drop its connection."""
+
     def tables(self) -> list[str]:
         return [r[0] for r in self.conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")]
