@@ -200,14 +200,31 @@ class ProspectFile:
                 else:
                     delimiter = sniff_delimiter(first)
                     handle.seek(0)
-                yield from self._records(csv.reader(handle, delimiter=delimiter), skipped)
+                reader = csv.reader(handle, delimiter=delimiter)
+                parse = self._header(reader, skipped)
+                width = parse.width
+                end = reader.line_num + skipped
+                try:
+                    for record in reader:
+                        start, end = end + 1, reader.line_num + skipped
+                        if len(record) > width:
+                            yield start, RowError(f"{len(record)} fields but the header has "
+                                                  f"{width} (an unquoted comma?)")
+                        elif any(record):
+                            try:
+                                yield start, parse(record)
+                            except RowError as exc:
+                                yield start, exc
+                except csv.Error as exc:
+                    raise ImportFileError(f"{path} line {end + 1}: broken CSV ({exc}); fix the "
+                                          "line and import again (nothing was imported)") from None
             except UnicodeDecodeError:
                 raise ImportFileError(
                     f"{path} line {_first_undecodable_line(path)}: not UTF-8 text; save the "
                     "file as UTF-8 CSV and import again (nothing was imported)") from None
 
-    def _records(self, reader: Any, skipped: int
-                 ) -> Iterator[tuple[int, list[Any] | RowError]]:
+    def _header(self, reader: Any, skipped: int) -> RowParser:
+        """Read the header row: the layout, and the parser for the rows under it."""
         path = self.path
         try:
             header = next(reader, None)
@@ -227,23 +244,8 @@ class ProspectFile:
                 f"{', '.join(h.strip() for h in header)}). Add a header row whose columns "
                 'include email, or name it: --map "HEADER=email".'
             )
-        self.parse = parse = RowParser(names)
-        width = len(names)
-        end = reader.line_num + skipped
-        try:
-            for record in reader:
-                start, end = end + 1, reader.line_num + skipped
-                if len(record) > width:
-                    yield start, RowError(f"{len(record)} fields but the header has {width} "
-                                          "(an unquoted comma?)")
-                elif any(record):
-                    try:
-                        yield start, parse(record)
-                    except RowError as exc:
-                        yield start, exc
-        except csv.Error as exc:
-            raise ImportFileError(f"{path} line {end + 1}: broken CSV ({exc}); fix the line "
-                                  "and import again (nothing was imported)") from None
+        self.parse = RowParser(names)
+        return self.parse
 
     def empty_columns(self) -> list[str]:
         """Known columns the file has but never fills (an export that left them out)."""
