@@ -291,54 +291,81 @@ def import_csv(app: App, path: Path, mapping: dict[str, str] | None = None) -> I
     """Import a prospect CSV into the store; all-or-nothing for file-level errors."""
     result = ImportResult()
     source = ProspectFile(path, mapping)
-    first_line: dict[str, int] = {}
-    later: list[list[Any]] = []   # rows repeating an address: merged once the rest is in
+    repeats = Repeats(result)
+    accepted = 0
 
-    def firsts() -> Iterator[list[Any]]:
-        """Each address's first usable row; rejects and repeats are noted on the way."""
+    def usable(track: bool) -> Iterator[list[Any]]:
+        """The usable rows (rejects noted); with `track`, each address's first only."""
+        nonlocal accepted
         for line, row in source.rows():
             if isinstance(row, RowError):
                 result.rejected.append({"line": line, "reason": str(row)})
                 continue
-            seen = first_line.setdefault(row[0], line)
-            if seen != line:
-                result.duplicates.append({"email": row[0], "line": line, "first_line": seen})
-                later.append(row)
-                continue
-            yield row
+            accepted += 1
+            if not track or repeats.first(line, row):
+                yield row
 
     changed: list[str] | None = [] if has_impls(app.pm, "prospect_imported") else None
     now = app.now()
     with app.store.transaction():
-        rows = firsts()
+        # An empty store (a first import) has nothing to compare: the rows stream straight
+        # into one insert that skips an address already in (repeats are rare, so only then is
+        # the file read again to find them), and the domain index is built once at the end.
+        fresh = app.store.count_prospects() == 0
+        rows = usable(track=not fresh)
         first = next(rows, None)   # reads the header too
         if first is not None:
             assert source.parse is not None
             columns = source.parse.columns
-            if app.store.count_prospects() == 0:
-                # An empty store (a first import): nothing to compare, so the rows stream
-                # straight into one insert, and the domain index is built once at the end.
+            if fresh:
                 with app.store.loading_prospects():
                     app.store.insert_prospect_rows(columns, itertools.chain([first], rows),
-                                                   at=now)
-                result.added = len(first_line)
+                                                   at=now, skip_known=True)
+                result.added = app.store.count_prospects()
+                if result.added < accepted:
+                    repeats.find(ProspectFile(path, mapping).rows())
                 if changed is not None:
-                    changed.extend(first_line)
+                    changed.extend(app.store.prospect_emails_in_order())
             else:
                 for batch in _batches(itertools.chain([first], rows), BATCH):
                     _write(app, columns, batch, result, changed, now)
-            for row in later:   # in file order: a later row wins where it has a value
+            for row in repeats.later:   # in file order: a later row wins where it has a value
                 _write(app, columns, [row], result, changed, now)
     if source.layout is not None:
         result.mapped = dict(source.layout.renamed)
         result.ignored = dict(source.layout.ignored)
-    if first_line:
+    if accepted:
         result.empty_columns = source.empty_columns()
-    for email in changed or ():
+    for email in dict.fromkeys(changed or ()):
         prospect = app.store.prospect(email)
         if prospect is not None:
             app.fire("prospect_imported", prospect=prospect)
     return result
+
+
+class Repeats:
+    """Addresses a file lists more than once: the first row of each goes in with the rest,
+    the later ones are kept (`later`) to merge afterwards and noted in the result."""
+
+    def __init__(self, result: ImportResult) -> None:
+        self.result = result
+        self.first_line: dict[str, int] = {}
+        self.later: list[list[Any]] = []
+
+    def first(self, line: int, row: list[Any]) -> bool:
+        """True for an address's first row; a repeat is noted and kept for later."""
+        seen = self.first_line.setdefault(row[0], line)
+        if seen == line:
+            return True
+        self.result.duplicates.append({"email": row[0], "line": line, "first_line": seen})
+        self.later.append(row)
+        return False
+
+    def find(self, rows: Iterable[tuple[int, list[Any] | RowError]]) -> None:
+        """Go through the file again, noting the repeats (its rejects were noted already)."""
+        for line, row in rows:
+            if not isinstance(row, RowError):
+                self.first(line, row)
 
 
 def _batches(rows: Iterator[list[Any]], size: int) -> Iterator[list[list[Any]]]:

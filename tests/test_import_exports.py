@@ -215,3 +215,16 @@ def test_best_alias_wins_and_the_others_stay_custom():
     names = layout(["Mobile Phone", "First Phone", "Email", "Company Name for Emails",
                     "Company"]).names
     assert names == ["mobile_phone", "phone", "email", "company_name_for_emails", "company"]
+
+
+def test_repeats_are_noted_whether_or_not_the_store_is_empty(campaign):
+    path = campaign.root / "twice.csv"
+    path.write_text("email,title\nann@a.example,CFO\nann@a.example,\nann@a.example,COO\n",
+                    encoding="utf-8")
+    first = campaign.run_json("import", str(path))          # into an empty store
+    again = campaign.run_json("import", str(path))          # into one that knows ann
+    notes = [{"email": "ann@a.example", "line": 3, "first_line": 2},
+             {"email": "ann@a.example", "line": 4, "first_line": 2}]
+    assert (first["added"], first["updated"], first["duplicates"]) == (1, 1, notes)
+    assert (again["added"], again["updated"], again["duplicates"]) == (0, 2, notes)
+    assert campaign.run_json("prospects")[0]["title"] == "COO"

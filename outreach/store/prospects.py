@@ -54,14 +54,18 @@ class Prospects(Part):
             self.insert_prospect_rows(cols, [[r[c] for c in cols] for r in rows], at=at)
 
     def insert_prospect_rows(self, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
-                             at: datetime) -> None:
+                             at: datetime, skip_known: bool = False) -> None:
         """Insert new prospects given as values in `columns` order: the importer's fast path,
-        no dict per row."""
+        no dict per row. `skip_known`: a row whose address is already in is left out."""
         # The timestamp is ours (ISO text, no quotes): inlined, so rows need no extra values.
         stamp = f"'{iso(at)}'"
         sql = (f"INSERT INTO prospects ({', '.join(columns)}, created_at, updated_at) "
-               f"VALUES ({marks(len(columns))}, {stamp}, {stamp})")
+               f"VALUES ({marks(len(columns))}, {stamp}, {stamp})"
+               + (" ON CONFLICT (email) DO NOTHING" if skip_known else ""))
         self.db.executemany(sql, rows)
+
+    def prospect_emails_in_order(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT email FROM prospects ORDER BY id")]
 
     @contextmanager
     def loading_prospects(self) -> Iterator[None]:
