@@ -178,18 +178,23 @@ def token_source(oauth: OAuth2, username: str) -> TokenSource:
 
 
 def accounts(config: Any, provider: str | None = None) -> list[tuple[OAuth2, str, str]]:
-    """The mailboxes that sign in with OAuth2: (registration, username, "[smtp] and [imap]"),
-    one per registration and username (one sign-in covers both when they match)."""
+    """The servers that sign in with OAuth2, in every mailbox: (registration, username,
+    "[smtp] and [imap]"), one per registration and username (one sign-in covers all the
+    servers that share them)."""
+    boxes = [(b.email, b.smtp, b.imap) for b in config.mailboxes] or [
+        ("", config.smtp, config.imap)]
     found: dict[tuple[str, str], list[str]] = {}
     registrations: dict[tuple[str, str], OAuth2] = {}
-    for name, server in (("smtp", config.smtp), ("imap", config.imap)):
-        if server.auth != "oauth2" or server.oauth2 is None:
-            continue
-        if provider and server.provider != provider:
-            continue
-        key = (server.provider, server.username.lower())
-        found.setdefault(key, []).append(f"[{name}]")
-        registrations[key] = server.oauth2
+    for email, smtp, imap in boxes:
+        for name, server in (("smtp", smtp), ("imap", imap)):
+            if server.auth != "oauth2" or server.oauth2 is None:
+                continue
+            if provider and server.provider != provider:
+                continue
+            key = (server.provider, server.username.lower())
+            found.setdefault(key, []).append(f"{email} [{name}]" if len(boxes) > 1
+                                             else f"[{name}]")
+            registrations[key] = server.oauth2
     return [(registrations[key], key[1], " and ".join(where)) for key, where in found.items()]
 
 

@@ -511,3 +511,33 @@ def test_login_and_send_at_endpoints_that_are_not_oauth2_say_so(campaign, smtp_s
     assert (f"{url}/token did not answer with JSON, so it is not an OAuth2 endpoint"
             in send.stderr)
     assert ledger(campaign) == [] and server.handler.messages == []
+
+
+def test_login_signs_in_every_mailbox_that_uses_oauth2(campaign, smtp_server, auth_server):
+    """With [[mailboxes]], each mailbox's own account signs in (not only the first one's),
+    and `send` then goes out from both over XOAUTH2."""
+    from tests.test_team import without_servers
+
+    # The local server mints every token for its one consenting user, USER: the SMTP servers
+    # take any genuine, current token from it, whichever mailbox logs in.
+    servers = [smtp_server(xoauth2=lambda user, token: auth_server.valid(USER, token))
+               for _ in range(2)]
+    users = ["dana@acme-mail.example", "dana@acme-reach.example"]
+    without_servers(campaign)
+    boxes = "".join(
+        f'\n[[mailboxes]]\nemail = "{user}"\n[mailboxes.smtp]\ntransport = "smtp"\n'
+        f'host = "127.0.0.1"\nport = {server.port}\nsecurity = "none"\nusername = "{user}"\n'
+        'auth = "oauth2"\n' for user, server in zip(users, servers, strict=True))
+    campaign.config_path.write_text(campaign.config_path.read_text() + boxes + "\n"
+                                    + oauth_toml(auth_server))
+    auth_server.id_tokens = False   # the server does not say who: each username is taken
+    login = campaign.run("login")
+    assert login.exit_code == 0, login.output
+    assert login.stdout == "".join(f"signed in as {user}; token refreshes automatically\n"
+                                   for user in users)
+    assert f"{users[1]} [smtp]: signing in to custom as {users[1]}" in login.stderr
+    enrolled(campaign, [prospect_row(i) for i in range(4)])
+    assert campaign.run_json("send")["sent"] == 4
+    assert all(server.handler.messages for server in servers)
+    assert campaign.run("logout").stdout == "".join(
+        f"{user}: signed out; the saved tokens are deleted\n" for user in users)
