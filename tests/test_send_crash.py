@@ -66,8 +66,10 @@ def rerun_delivers_the_rest(campaign, stall, *, unknown, reported=None):
     assert sorted(m["email"] for m in predicted["messages"]) == sorted(sent_now)
     assert (predicted["sent"], predicted["unknown"]) == (summary["sent"], summary["unknown"])
     assert summary["unknown"] == (unknown if reported is None else reported)
-    assert sorted(Counter(stall.recipients())) == EVERYONE
-    assert set(Counter(stall.recipients()).values()) == {1}
+    received = Counter(stall.recipients())
+    assert set(received.values()) == {1}                     # nobody twice
+    missing = set(EVERYONE) - set(received)   # a payload cut off by the kill never arrived
+    assert missing <= {u["email"] for u in summary["unknowns"]} and len(missing) <= unknown
     assert +statuses(campaign) == +Counter(sent=12 - unknown, unknown=unknown)
     return summary
 
@@ -101,6 +103,12 @@ def hold_writes(campaign):
     return db
 
 
+def in_flight(campaign):
+    """How many messages a killed run had on the wire (payload out, no 250): its log says."""
+    marks = handover.read(campaign.root / "outreach.db-handover")
+    return len(marks.reached - marks.accepted)
+
+
 def test_killed_between_the_servers_250_and_the_ledger(campaign, smtp_server):
     stall = Stall(point="DATA", nth=3)
     use_smtp(campaign, smtp_server(stall).port, concurrency=1)
@@ -122,7 +130,10 @@ def test_killed_between_the_servers_250_and_the_ledger(campaign, smtp_server):
         db.execute("ROLLBACK")
         db.close()
     assert statuses(campaign)["sent"] < 3   # not recorded when it died
-    summary = rerun_delivers_the_rest(campaign, stall, unknown=0)
+    # The fourth message may have gone out between the third's 250 and the kill.
+    unknown = in_flight(campaign)
+    assert unknown <= 1
+    summary = rerun_delivers_the_rest(campaign, stall, unknown=unknown)
     assert summary["recovered"] >= 1   # accepted by the server: recorded sent, not resent
 
 
@@ -142,7 +153,9 @@ def test_two_senders_one_killed(campaign, smtp_server):
     winner = next(r for r in runs if r is not loser)
     winner.kill()
     winner.wait(10)
-    rerun_delivers_the_rest(campaign, stall, unknown=1)
+    unknown = in_flight(campaign)   # the held one, and maybe the other connection's
+    assert 1 <= unknown <= 2
+    rerun_delivers_the_rest(campaign, stall, unknown=unknown)
 
 
 def test_four_connections_killed_at_most_four_unknown(campaign, smtp_server):
