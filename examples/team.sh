@@ -2,18 +2,29 @@
 # A team of two reps end to end: Dana and Sam each keep an own campaign folder and
 # outreach.toml, and both name one shared database. Sam sends from two mailboxes. Runs on the
 # embedded defaults (outbox folders, local Maildirs, one SQLite file): no server needed. Runs in
-# a fresh temporary folder; pass a folder to keep it.
+# a fresh temporary folder; pass a folder to keep it. With --postgresql the two share a
+# PostgreSQL database instead, on a private server started here and stopped at the end
+# (Debian's postgresql package; needs `pip install -e '.[postgresql]'`).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 outreach="${OUTREACH:-$here/../.venv/bin/outreach}"
+store=""
+if [ "${1:-}" = "--postgresql" ]; then
+  shift
+  read -r store pgroot < <(cd "$here/.." && "$(dirname "$outreach")/python" -m tests.postgres start)
+  trap 'cd "$here/.." && "$(dirname "$outreach")/python" -m tests.postgres stop "$pgroot"' EXIT
+fi
 team="${1:-$(mktemp -d)/team}"
+export TEAM_STORE="$store"
+database="${store:-$team/team.db}"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "outreach init $team/dana and $team/sam: two reps, one database ($team/team.db)"
+step "outreach init $team/dana and $team/sam: two reps, one database ($database)"
 "$outreach" init "$team/dana" >/dev/null
 "$outreach" init "$team/sam" >/dev/null
 python3 - "$team" <<'PY'
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +32,9 @@ team = Path(sys.argv[1])
 for rep in ("dana", "sam"):
     path = team / rep / "outreach.toml"
     text = path.read_text(encoding="utf-8")
-    text = text.replace('path = "outreach.db"', f'path = "{team / "team.db"}"', 1)
+    url = os.environ["TEAM_STORE"]   # --postgresql: the team's database on the server
+    text = text.replace('path = "outreach.db"',
+                        f'url = "{url}"' if url else f'path = "{team / "team.db"}"', 1)
     if rep == "sam":
         text = text.replace('name = "Dana Reyes"', 'name = "Sam Ortiz"', 1)
         text = text.replace('email = "dana@acme.example"', 'email = "sam@acme.example"', 1)
@@ -101,5 +114,5 @@ step "outreach stats --by rep, then --by mailbox (the team's numbers, from eithe
 "$outreach" stats --by mailbox --html "$team/report.html" | tail -5
 
 step "done: everything the team demo made is in $team"
-echo "reps:      $team/dana/outreach.toml and $team/sam/outreach.toml, one database $team/team.db"
+echo "reps:      $team/dana/outreach.toml and $team/sam/outreach.toml, one database $database"
 echo "report:    $team/report.html (open it in a browser: Reps and Mailboxes tables)"

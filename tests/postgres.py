@@ -137,3 +137,22 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     url = postgres_server.create_database()
     yield url
     postgres_server.drop_database(url)
+
+
+def main(argv: list[str]) -> None:
+    """`python -m tests.postgres start` prints a new database's URL and the server's folder;
+    `python -m tests.postgres stop FOLDER` stops that server (examples/team.sh uses both)."""
+    if argv[:1] == ["start"]:
+        server = start_server()
+        print(server.create_database(empty=True), server.root)
+    elif len(argv) == 2 and argv[0] == "stop":
+        root = Path(argv[1])
+        PostgresServer(root, bin_dir() or Path("/usr/bin")).stop()
+    else:
+        raise SystemExit("usage: python -m tests.postgres start | stop FOLDER")
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
