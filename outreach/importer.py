@@ -85,12 +85,12 @@ class RowParser:
                        if n and n not in _ONE_LINE_SET]
         self.never_filled = [(slot[n], n) for n in names if n in KNOWN_COLUMNS]
 
-    def __call__(self, record: list[str]) -> list[Any]:
-        """One record -> a prospect row; raises RowError with the reason it cannot be used."""
+    def __call__(self, record: list[str], lines: int = 2) -> list[Any]:
+        """One record -> a prospect row; raises RowError with the reason it cannot be used.
+        `lines`: how many lines of the file it took (one: no cell holds a line break)."""
         if len(record) < self.width:
             record = record + [""] * (self.width - len(record))
-        joined = "".join(record)
-        if "\n" in joined or "\r" in joined:  # rare: only then look at which column has it
+        if lines > 1:  # rare: only then look at which column has the line break
             for i, key in self.one_line:
                 if "\r" in record[i] or "\n" in record[i]:
                     raise RowError(f"{key} contains a line break (it could reach an email "
@@ -212,7 +212,7 @@ class ProspectFile:
                                                   f"{width} (an unquoted comma?)")
                         elif any(record):
                             try:
-                                yield start, parse(record)
+                                yield start, parse(record, end - start + 1)
                             except RowError as exc:
                                 yield start, exc
                 except csv.Error as exc:

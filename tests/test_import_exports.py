@@ -228,3 +228,12 @@ def test_repeats_are_noted_whether_or_not_the_store_is_empty(campaign):
     assert (first["added"], first["updated"], first["duplicates"]) == (1, 1, notes)
     assert (again["added"], again["updated"], again["duplicates"]) == (0, 2, notes)
     assert campaign.run_json("prospects")[0]["title"] == "COO"
+
+
+def test_a_bare_carriage_return_in_a_header_bound_cell_is_refused(campaign):
+    path = campaign.root / "cr.csv"
+    path.write_bytes(b'email,first_name\na@a.example,"Ann\rBcc: x@y.example"\nb@b.example,Bob\n')
+    result = campaign.run_json("import", str(path))
+    assert (result["added"], result["rejected"]) == (1, [
+        {"line": 2, "reason": "first_name contains a line break (it could reach an email "
+                              "header)"}])
