@@ -39,10 +39,12 @@ def paths() -> tuple[Path, Path]:
 
 
 def load() -> dict[str, dict[str, Any]]:
+    """The kept tasks; none when the file is missing or damaged (the call list rebuilds it)."""
     try:
-        return json.loads(paths()[1].read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        tasks = json.loads(paths()[1].read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
         return {}
+    return tasks if isinstance(tasks, dict) else {}
 
 
 def save(tasks: dict[str, dict[str, Any]]) -> None:

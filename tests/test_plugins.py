@@ -347,6 +347,10 @@ def test_calendar_ics_writes_the_open_tasks_on_its_first_run_with_the_calls_uids
         campaign.run("plugins").stdout)
     assert campaign.run("stats").exit_code == 0  # any command
     assert f"\n  2 open calls in {ics}\n" in campaign.run("plugins").stdout
+    ics.with_name("calls.ics.json").write_text('{"1": {"uid"')   # damaged by hand
+    rebuilt = campaign.run("stats")
+    assert rebuilt.exit_code == 0 and "calendar_ics failed" not in rebuilt.stderr
+    assert f"\n  2 open calls in {ics}\n" in campaign.run("plugins").stdout
     events = events_in(ics)
     assert set(events) == {f"call-task-{one.id}@acme.example", f"call-task-{two.id}@acme.example"}
     both = icalendar.Calendar()  # a calendar app that imported both files
