@@ -106,7 +106,8 @@ class TokenSource:
         record = self.store.load()
         if not record or not record.get("refresh_token"):
             raise SignInError(f"{self.username}: not signed in with {self.oauth.provider} "
-                              "OAuth2; run `outreach login` once (it asks in a browser)")
+                              "OAuth2; run `outreach login` once (it asks in a browser)"
+                              + self.store.missing_hint())
         return record
 
     def token(self) -> str:

@@ -79,6 +79,16 @@ class TokenStore:
         self._write_private(text)
         return str(self.file)
 
+    def missing_hint(self) -> str:
+        """Why `load` may find nothing though `outreach login` ran: the tokens went to a
+        keyring this process cannot reach (a desktop session's, from cron)."""
+        if _usable_keyring() is not None:
+            return ""
+        return (f" (no OS keyring is reachable here, so outreach looked in {self.file}; if you "
+                "signed in at a desktop for a cron job, sign in with "
+                "PYTHON_KEYRING_BACKEND=keyring.backends.null.Keyring to keep the tokens in "
+                "that file)")
+
     def delete(self) -> bool:
         """Forget the tokens; True when there were any."""
         found = False

@@ -541,3 +541,35 @@ def test_login_signs_in_every_mailbox_that_uses_oauth2(campaign, smtp_server, au
     assert all(server.handler.messages for server in servers)
     assert campaign.run("logout").stdout == "".join(
         f"{user}: signed out; the saved tokens are deleted\n" for user in users)
+
+
+def test_a_cron_job_that_cannot_reach_the_desktop_keyring_says_how_to_keep_a_file(
+        signed_in, campaign, tmp_path, monkeypatch):
+    """`login` at a desktop saved to its keyring; cron has no session, so no keyring: the
+    error says so and how to sign in to the file instead, which then works from cron."""
+    import keyring
+    from keyring.backends import fail, null
+
+    from tests.oauth_server import FileKeyring
+
+    monkeypatch.setenv("OUTREACH_TEST_KEYRING", str(tmp_path / "keyring.json"))
+    before = keyring.get_keyring()
+    try:
+        keyring.set_keyring(FileKeyring())            # the desktop session
+        assert campaign.run("logout").exit_code == 0
+        assert "tokens saved in the OS keyring" in campaign.run("login").stderr
+        keyring.set_keyring(fail.Keyring())           # cron: no keyring reachable
+        store = oauth.store_for(campaign.config().smtp.oauth2, USER)
+        result = campaign.run("send")
+        assert result.exit_code == 1
+        assert (f"{USER}: not signed in with custom OAuth2; run `outreach login` once (it asks "
+                f"in a browser) (no OS keyring is reachable here, so outreach looked in "
+                f"{store.file}; if you signed in at a desktop for a cron job, sign in with "
+                "PYTHON_KEYRING_BACKEND=keyring.backends.null.Keyring to keep the tokens in "
+                "that file)") in result.stderr
+        keyring.set_keyring(null.Keyring())           # what that variable selects
+        assert f"tokens saved in {store.file}" in campaign.run("login").stderr
+        keyring.set_keyring(fail.Keyring())
+        assert campaign.run_json("send")["sent"] == 3
+    finally:
+        keyring.set_keyring(before)
