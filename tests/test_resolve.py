@@ -94,3 +94,21 @@ def test_a_failed_email_is_never_threaded_onto(campaign, smtp_server):
     assert campaign.run_json("send")["sent"] == 1
     bump = refusing.handler.messages[0].message
     assert bump["In-Reply-To"] is None and not bump["Subject"].startswith("Re: ")
+
+
+def test_resolve_json_and_a_moved_on_enrollment(campaign, smtp_server):
+    """--json lists what was resolved; an enrollment that ended meanwhile is not sent again."""
+    dropping = smtp_server(DropAfterData())
+    use_smtp(campaign, dropping.port, concurrency=1)
+    campaign.now(THURSDAY_MORNING)
+    campaign.run_json("import", str(campaign.write_csv([prospect_row(1)])))
+    campaign.run_json("enroll", "referral")
+    assert campaign.run_json("send")["unknown"] == 1
+    campaign.run("mark", "cfo1@maker1.example", "not-interested")   # the sequence ends
+    resolved = campaign.run_json("resolve", "cfo1@maker1.example", "--not-delivered")
+    assert [(r["step"], r["delivered"], r["outcome"]) for r in resolved] == [
+        (0, False, "recorded as not delivered; its sequence has ended or moved on, so it is "
+                   "not sent again")]
+    campaign.now(MONDAY_MORNING)
+    assert campaign.run_json("send", "--ignore-window")["sent"] == 0
+    assert len(dropping.handler.messages) == 1
