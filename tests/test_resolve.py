@@ -27,16 +27,23 @@ class RefuseFirst(Recorder):
         return self.accept(envelope)
 
 
+def enrolled_against(campaign, smtp_server, handler, count):
+    """`count` prospects enrolled Thursday morning, sending to a server run by `handler`."""
+    server = smtp_server(handler)
+    use_smtp(campaign, server.port, concurrency=1)
+    campaign.now(THURSDAY_MORNING)
+    campaign.run_json("import", str(campaign.write_csv([prospect_row(i + 1)
+                                                        for i in range(count)])))
+    campaign.run_json("enroll", "referral")
+    return server
+
+
 def switch_server(campaign, old_port, new_port):
     campaign.edit_config(f"port = {old_port}", f"port = {new_port}")
 
 
 def test_unknown_holds_the_sequence_until_resolved(campaign, smtp_server):
-    dropping = smtp_server(DropAfterData())
-    use_smtp(campaign, dropping.port, concurrency=1)
-    campaign.now(THURSDAY_MORNING)
-    campaign.run_json("import", str(campaign.write_csv([prospect_row(1), prospect_row(2)])))
-    campaign.run_json("enroll", "referral")
+    dropping = enrolled_against(campaign, smtp_server, DropAfterData(), 2)
     first = campaign.run("send")
     assert first.stdout == "sent 0, failed 0, unknown 2, held 0, deferred 0; 0 call tasks\n"
     assert ("unknown: cfo1@maker1.example step 0 " in first.stderr
@@ -84,11 +91,7 @@ def test_unknown_holds_the_sequence_until_resolved(campaign, smtp_server):
 
 
 def test_a_failed_email_is_never_threaded_onto(campaign, smtp_server):
-    refusing = smtp_server(RefuseFirst())
-    use_smtp(campaign, refusing.port, concurrency=1)
-    campaign.now(THURSDAY_MORNING)
-    campaign.run_json("import", str(campaign.write_csv([prospect_row(1)])))
-    campaign.run_json("enroll", "referral")
+    refusing = enrolled_against(campaign, smtp_server, RefuseFirst(), 1)
     assert campaign.run_json("send")["failed"] == 1
     campaign.now(MONDAY_MORNING)
     assert campaign.run_json("send")["sent"] == 1
@@ -98,11 +101,7 @@ def test_a_failed_email_is_never_threaded_onto(campaign, smtp_server):
 
 def test_resolve_json_and_a_moved_on_enrollment(campaign, smtp_server):
     """--json lists what was resolved; an enrollment that ended meanwhile is not sent again."""
-    dropping = smtp_server(DropAfterData())
-    use_smtp(campaign, dropping.port, concurrency=1)
-    campaign.now(THURSDAY_MORNING)
-    campaign.run_json("import", str(campaign.write_csv([prospect_row(1)])))
-    campaign.run_json("enroll", "referral")
+    dropping = enrolled_against(campaign, smtp_server, DropAfterData(), 1)
     assert campaign.run_json("send")["unknown"] == 1
     campaign.run("mark", "cfo1@maker1.example", "not-interested")   # the sequence ends
     resolved = campaign.run_json("resolve", "cfo1@maker1.example", "--not-delivered")
