@@ -3,6 +3,7 @@ every message to the mailbox it was assigned (`outreach.team.assign_mailboxes`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -45,12 +46,42 @@ class RoutedConnection:
 
 def routed_connections(config_views: Mapping[str, Config], used: Iterable[str], *,
                        handover: Log | None = None) -> list[RoutedConnection]:
-    """As many workers as the busiest SMTP mailbox's `concurrency` (one for outboxes); each
-    worker has its own SMTP connection to every mailbox in `used` (an outbox writer is
-    shared: it keeps no state)."""
-    wanted = list(dict.fromkeys(used))
-    count = max((config_views[m].smtp.concurrency if config_views[m].smtp.transport == "smtp"
-                 else 1 for m in wanted), default=1)
-    per = {m: connections(config_views[m], count, handover=handover) for m in wanted}
-    return [RoutedConnection({m: conns[i % len(conns)] for m, conns in per.items()})
-            for i in range(count)]
+    """As many workers as the busiest mailbox's `concurrency` (one for an outbox). Each
+    mailbox opens its own `concurrency` connections, no more: a worker beyond that shares
+    one with another worker, one message at a time (an outbox writer keeps no state)."""
+    per = {m: connections(config_views[m], handover=handover) for m in dict.fromkeys(used)}
+    count = max((len(conns) for conns in per.values()), default=1)
+    shared = {m: [_Turns(conn) for conn in conns] for m, conns in per.items()}
+    workers = []
+    for i in range(count):
+        mine = {m: turns[i % len(turns)] for m, turns in shared.items()}
+        for turn in mine.values():
+            turn.holders += 1
+        workers.append(RoutedConnection(mine))
+    return workers
+
+
+class _Turns:
+    """A connection several workers may hold: deliveries take turns on it, and the last
+    worker to let go closes it (never one still sending on it)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.lock = asyncio.Lock()
+        self.holders = 0
+
+    async def open(self) -> None:
+        await self.conn.open()
+
+    async def deliver(self, envelope: Envelope) -> Delivery:
+        async with self.lock:
+            return await self.conn.deliver(envelope)   # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        self.holders -= 1
+        if self.holders <= 0:
+            async with self.lock:
+                await self.conn.close()
+
+    def abort(self) -> None:
+        self.conn.abort()

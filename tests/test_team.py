@@ -516,3 +516,21 @@ def test_a_prospect_is_in_one_open_sequence_whoever_enrolls_it(team):
         assert app.store.enroll(prospect.id, "referral", at=now, rep="sam@acme.example") is None
         assert [e["id"] for e in app.store.enrollments(prospect.id)] == [first]
         assert app.store.prospect_by_id(prospect.id).owner == "dana@acme.example"
+
+
+def test_each_mailbox_opens_at_most_its_own_concurrency(campaign, smtp_server):
+    a, b = smtp_server(), smtp_server()
+    without_servers(campaign)
+    campaign.config_path.write_text(
+        campaign.config_path.read_text()
+        + mailbox_toml("dana@acme-mail.example", a.port).replace("concurrency = 2",
+                                                                 "concurrency = 1")
+        + mailbox_toml("dana@acme-reach.example", b.port).replace("concurrency = 2",
+                                                                  "concurrency = 3"))
+    campaign.now(MONDAY_MORNING)
+    campaign.run_json("import", str(campaign.write_csv([prospect_row(n) for n in range(1, 13)])))
+    campaign.run_json("enroll", "referral")
+    assert campaign.run_json("send")["sent"] == 12
+    assert len(a.handler.messages) == 6 and len(b.handler.messages) == 6
+    assert a.handler.connections == 1   # three workers, one connection: they take turns
+    assert 1 <= b.handler.connections <= 3
