@@ -180,9 +180,13 @@ class ProspectFile:
         self.mapping = mapping or {}
         self.layout: Layout | None = None
         self.parse: RowParser | None = None
+        self.rejected: list[dict[str, Any]] = []   # {line, reason} of each unusable record
+        self.line = 0    # where the row just yielded starts
+        self.count = 0   # usable rows yielded so far
 
-    def rows(self) -> Iterator[tuple[int, list[Any] | RowError]]:
-        """Yield (line number, prospect row or why not) per record; raise for a non-CSV file."""
+    def rows(self) -> Iterator[list[Any]]:
+        """Yield each usable row (its line in `line`), noting unusable ones in `rejected`;
+        raise for a file that is not a prospect CSV at all."""
         path = self.path
         try:
             handle = path.open(encoding="utf-8-sig", newline="")
@@ -208,13 +212,18 @@ class ProspectFile:
                     for record in reader:
                         start, end = end + 1, reader.line_num + skipped
                         if len(record) > width:
-                            yield start, RowError(f"{len(record)} fields but the header has "
-                                                  f"{width} (an unquoted comma?)")
+                            self.rejected.append({"line": start, "reason": (
+                                f"{len(record)} fields but the header has {width} (an "
+                                "unquoted comma?)")})
                         elif any(record):
                             try:
-                                yield start, parse(record, end - start + 1)
+                                row = parse(record, end - start + 1)
                             except RowError as exc:
-                                yield start, exc
+                                self.rejected.append({"line": start, "reason": str(exc)})
+                                continue
+                            self.line = start
+                            self.count += 1
+                            yield row
                 except csv.Error as exc:
                     raise ImportFileError(f"{path} line {end + 1}: broken CSV ({exc}); fix the "
                                           "line and import again (nothing was imported)") from None
@@ -292,17 +301,11 @@ def import_csv(app: App, path: Path, mapping: dict[str, str] | None = None) -> I
     result = ImportResult()
     source = ProspectFile(path, mapping)
     repeats = Repeats(result)
-    accepted = 0
 
-    def usable(track: bool) -> Iterator[list[Any]]:
-        """The usable rows (rejects noted); with `track`, each address's first only."""
-        nonlocal accepted
-        for line, row in source.rows():
-            if isinstance(row, RowError):
-                result.rejected.append({"line": line, "reason": str(row)})
-                continue
-            accepted += 1
-            if not track or repeats.first(line, row):
+    def firsts() -> Iterator[list[Any]]:
+        """Each address's first usable row (the later ones go to `repeats`)."""
+        for row in source.rows():
+            if repeats.first(source.line, row):
                 yield row
 
     changed: list[str] | None = [] if has_impls(app.pm, "prospect_imported") else None
@@ -312,7 +315,7 @@ def import_csv(app: App, path: Path, mapping: dict[str, str] | None = None) -> I
         # into one insert that skips an address already in (repeats are rare, so only then is
         # the file read again to find them), and the domain index is built once at the end.
         fresh = app.store.count_prospects() == 0
-        rows = usable(track=not fresh)
+        rows = source.rows() if fresh else firsts()
         first = next(rows, None)   # reads the header too
         if first is not None:
             assert source.parse is not None
@@ -322,8 +325,10 @@ def import_csv(app: App, path: Path, mapping: dict[str, str] | None = None) -> I
                     app.store.insert_prospect_rows(columns, itertools.chain([first], rows),
                                                    at=now, skip_known=True)
                 result.added = app.store.count_prospects()
-                if result.added < accepted:
-                    repeats.find(ProspectFile(path, mapping).rows())
+                if result.added < source.count:
+                    again = ProspectFile(path, mapping)
+                    for row in again.rows():
+                        repeats.first(again.line, row)
                 if changed is not None:
                     changed.extend(app.store.prospect_emails_in_order())
             else:
@@ -331,10 +336,11 @@ def import_csv(app: App, path: Path, mapping: dict[str, str] | None = None) -> I
                     _write(app, columns, batch, result, changed, now)
             for row in repeats.later:   # in file order: a later row wins where it has a value
                 _write(app, columns, [row], result, changed, now)
+    result.rejected = source.rejected
     if source.layout is not None:
         result.mapped = dict(source.layout.renamed)
         result.ignored = dict(source.layout.ignored)
-    if accepted:
+    if source.count:
         result.empty_columns = source.empty_columns()
     for email in dict.fromkeys(changed or ()):
         prospect = app.store.prospect(email)
@@ -360,12 +366,6 @@ class Repeats:
         self.result.duplicates.append({"email": row[0], "line": line, "first_line": seen})
         self.later.append(row)
         return False
-
-    def find(self, rows: Iterable[tuple[int, list[Any] | RowError]]) -> None:
-        """Go through the file again, noting the repeats (its rejects were noted already)."""
-        for line, row in rows:
-            if not isinstance(row, RowError):
-                self.first(line, row)
 
 
 def _batches(rows: Iterator[list[Any]], size: int) -> Iterator[list[list[Any]]]:
