@@ -8,8 +8,7 @@ Each round sends the same campaign once from a SQLite file and once from a Postg
 batches the client sent; goal: <= 1), the CPU the server spent (share of the whole run's), and
 and the duplicate deliveries (the sink counts each recipient's messages; must be 0).
 
-Several senders on one database at once are not measured: the `send` lease is one per
-database (the next session's work: per-rep leases with per-rep settlement of dead intents).
+Several senders at once (each rep holds an own lease on PostgreSQL) are not measured yet.
 
     .venv/bin/python bench/team.py [--prospects 2000] [--rounds 3]
 """

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 from . import clock, handover, mailboxes, render
 from .app import App
 from .clock import iso
-from .config import Mailbox, Sequence, Step
+from .config import Config, Mailbox, Sequence, Step
 from .errors import OutreachError
 from .models import Prospect
 from .plugins import has_impls
@@ -168,6 +168,7 @@ class _Run:
         # Call scripts of follow-ups rendered ahead, between deliveries: (enrollment, step).
         self.scripts: dict[tuple[int, int], str | OutreachError] = {}
         self.log_path = handover.path_for(app.config.store_path)
+        self.lease, self.own = lease_for(app.config)
         self.log: handover.Log | None = None   # open while delivering
         # Enrollments whose last email's fate is unknown -> that step: they wait for
         # `outreach resolve` (no follow-up threads onto a message that may never have gone).
@@ -510,7 +511,7 @@ class _Run:
         are due again."""
         store = self.app.store
         self.unresolved.update(store.unresolved_steps())
-        stale = store.stale_intents()
+        stale = store.stale_intents(rep=self.own)
         if not stale:
             return 0
         marks = handover.read(self.log_path)
@@ -573,7 +574,7 @@ class _Run:
                 if len(step.templates) > 1:
                     store.record_variant(env.meta["enrollment_id"], step.number,
                                          env.meta["template"])
-            store.renew_lock("send", until=clock.wall_now() + LEASE)
+            store.renew_lock(self.lease, until=clock.wall_now() + LEASE)
         self.result.sent += len(sent)
         stamp = iso(now)
         for m in sent:
@@ -737,7 +738,7 @@ class _Run:
                     await asyncio.sleep(0)
                 if time.monotonic() - renewed > LEASE.total_seconds() / 4:
                     # Even when nothing completes (a very slow server), keep the lease ours.
-                    self.app.store.renew_lock("send", until=clock.wall_now() + LEASE)
+                    self.app.store.renew_lock(self.lease, until=clock.wall_now() + LEASE)
                     renewed = time.monotonic()
 
         def interrupted(name: str) -> None:
@@ -827,6 +828,16 @@ class _Run:
         return rendered
 
 
+def lease_for(config: Config) -> tuple[str, str | None]:
+    """The `send` lease and whose dead intents this run settles. On a team's PostgreSQL each
+    rep has an own lease (their hand-over log is in their own folder), so the reps send at
+    once and each settles only their own intents; on a SQLite file, shared or not, the
+    senders take turns (one file, one log, one write lock anyway)."""
+    if config.store_url:
+        return f"send:{config.team.rep}", config.team.rep
+    return "send", None
+
+
 def send(app: App, *, dry_run: bool = False, limit: int | None = None,
          ignore_window: bool = False, progress: Progress | None = None,
          tell: Tell | None = None) -> SendResult:
@@ -837,13 +848,13 @@ def send(app: App, *, dry_run: bool = False, limit: int | None = None,
     store = app.store
     if not dry_run:
         started = clock.wall_now()
-        store.acquire_lock("send", owner=iso(started), now=started, until=started + LEASE)
+        store.acquire_lock(run.lease, owner=iso(started), now=started, until=started + LEASE)
     try:
         with render.steady():   # a template edited during the run is read by the next one
             _send(run, dry_run=dry_run)
     finally:
         if not dry_run:
-            store.release_lock("send")
+            store.release_lock(run.lease)
     return run.result
 
 

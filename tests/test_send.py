@@ -456,13 +456,16 @@ def test_second_sender_is_refused_while_one_holds_the_lease(campaign):
         from datetime import timedelta
 
         from outreach.clock import wall_now
+        from outreach.send import lease_for
 
         now = wall_now()   # leases follow the real clock, whatever OUTREACH_NOW says
-        app.store.acquire_lock("send", owner="test", now=now, until=now + timedelta(hours=1))
+        lease, rep = lease_for(app.config)   # on PostgreSQL: this rep's
+        app.store.acquire_lock(lease, owner="test", now=now, until=now + timedelta(hours=1))
         result = campaign.run("send")
         assert result.exit_code == 1
-        assert "another `outreach send` is running" in result.stderr
-        app.store.release_lock("send")
+        assert "another `outreach send`" + (f" of {rep}" if rep else "") + " is running" \
+            in result.stderr
+        app.store.release_lock(lease)
     assert campaign.run_json("send")["sent"] == 1
 
 

@@ -127,3 +127,9 @@ def transaction(engine: E, execute: Any, *, nested: bool, begin: str) -> Iterato
         execute("ROLLBACK")
         raise
     execute("COMMIT")
+
+
+def running(lease: str) -> str:
+    """What holds a lease, for messages: "`outreach send`", "`outreach send` of REP"."""
+    command, _, rep = lease.partition(":")
+    return f"`outreach {command}`" + (f" of {rep}" if rep else "")

@@ -272,11 +272,15 @@ class Ledger(Part):
     def has_intents(self) -> bool:
         return self.one("SELECT 1 FROM messages WHERE status = 'intent' LIMIT 1") is not None
 
-    def stale_intents(self) -> list[Record]:
-        """Intents left by a run that died: their fate is unknown."""
+    def stale_intents(self, *, rep: str | None = None) -> list[Record]:
+        """Intents left by a run that died (only `rep`'s, and those from before team mode,
+        when given: another rep's may be on the wire right now)."""
+        where, args = "", cast(tuple[Any, ...], ())
+        if rep is not None:
+            where, args = " AND (m.rep = ? OR m.rep IS NULL)", (rep,)
         return self.db.records(
             "SELECT m.*, e.prospect_id FROM messages m JOIN enrollments e "
-            "ON e.id = m.enrollment_id WHERE m.status = 'intent' ORDER BY m.id")
+            f"ON e.id = m.enrollment_id WHERE m.status = 'intent'{where} ORDER BY m.id", args)
 
     def add_ledger_row(self, enrollment_id: int, *, step: int, message_id: str, at: datetime,
                        template: str = "", subject: str = "", status: str = "sent") -> int:

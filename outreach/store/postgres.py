@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 
 from ..clock import iso
 from ..errors import LockedError, StoreError
-from .engine import Cursor, PerEngine, Record, migration_sql, transaction
+from .engine import Cursor, PerEngine, Record, migration_sql, running, transaction
 
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
 _MIGRATE_LOCK = 0x6F7574726561636B  # any fixed key: "outreack"
@@ -161,7 +161,7 @@ class PostgresEngine:
             row = self.conn.execute("SELECT owner, pid FROM locks WHERE name = %s",
                                     (name,)).fetchone()
             holder = f" (pid {row[1]} on {row[0]})" if row else ""
-            raise LockedError(f"{self.where}: another `outreach {name}` is running{holder}; "
+            raise LockedError(f"{self.where}: another {running(name)} is running{holder}; "
                               "wait for it to finish, then run again.")
         self.conn.execute(
             "INSERT INTO locks (name, owner, pid, expires_at) VALUES (%s, %s, %s, %s) "

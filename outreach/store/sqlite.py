@@ -14,7 +14,7 @@ from typing import Any
 
 from ..clock import iso
 from ..errors import LockedError, StoreError
-from .engine import Cursor, PerEngine, Record, migration_sql, transaction
+from .engine import Cursor, PerEngine, Record, migration_sql, running, transaction
 
 
 class SQLiteEngine:
@@ -111,7 +111,7 @@ class SQLiteEngine:
                                     (name,)).fetchone()
             if row and row[2] > iso(now) and _pid_alive(row[1]):
                 raise LockedError(
-                    f"{self.path}: another `outreach {name}` is running (pid {row[1]}, "
+                    f"{self.path}: another {running(name)} is running (pid {row[1]}, "
                     f"since {row[0]}); wait for it to finish, then run again."
                 )
             self.conn.execute(
