@@ -430,7 +430,9 @@ def status(app: Any, email: str, json_: bool) -> None:
         return local_text(value, zone, year=True)
 
     click.echo(f"{doc['email']}  {doc['name']}  {doc['company']}")
-    click.echo(f"stage: {doc['stage']}" + ("   SUPPRESSED" if doc["suppressed"] else ""))
+    click.echo(f"stage: {doc['stage']}" + ("   SUPPRESSED" if doc["suppressed"] else "")
+               + (f"   owner: {doc['owner']}"   # another rep's (team mode)
+                  if doc["owner"] and doc["owner"] != app.config.team.rep else ""))
     click.echo(f"lead score: {doc['score']:g}")
     click.echo(f"times in {zone.key} (your time zone)")
     for e in doc["enrollments"]:

@@ -113,6 +113,7 @@ def status(app: App, email: str) -> dict[str, Any]:
         "name": prospect.name,
         "company": prospect.company,
         "stage": prospect.stage,
+        "owner": prospect.owner,   # the rep who enrolled it first (team mode)
         "suppressed": bool(suppression),
         "suppression": dict(suppression) if suppression else None,
         "enrollments": [dict(e) for e in app.store.enrollments(prospect.id)],

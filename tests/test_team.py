@@ -119,6 +119,10 @@ def test_one_reps_poll_suppression_stops_the_other_reps_next_send(team):
     assert "To: First2 Last2 <cfo2@maker2.example>" in mail.read_text()
     status = sam.run_json("status", "cfo1@maker1.example")
     assert status["suppressed"] and status["enrollments"][0]["state"] == "unsubscribed"
+    assert status["owner"] == "sam@acme.example"
+    assert dana.run("status", "cfo2@maker2.example").output.splitlines()[1] == (
+        "stage: prospect   owner: sam@acme.example")
+    assert sam.run("status", "cfo2@maker2.example").output.splitlines()[1] == "stage: prospect"
 
 
 def test_the_team_sends_one_company_at_most_its_daily_cap(team):

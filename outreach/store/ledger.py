@@ -219,11 +219,15 @@ class Ledger(Part):
         written = {r[0]: r[1] for r in self.db.execute(
             "SELECT message_id, id FROM messages WHERE status = 'intent' "
             f"AND message_id IN ({marks(len(ids))})", ids)}
-        self.db.executemany(
-            "UPDATE prospects SET mailbox = ? WHERE mailbox IS NULL AND id = "
-            "(SELECT prospect_id FROM enrollments WHERE id = ?)",
-            [(i["mailbox"], i["enrollment_id"]) for i in intents
-             if i.get("mailbox") and i["message_id"] in written])
+        by_mailbox: dict[str, list[int]] = {}
+        for i in intents:
+            if i.get("mailbox") and i["message_id"] in written:
+                by_mailbox.setdefault(i["mailbox"], []).append(i["enrollment_id"])
+        for mailbox, enrollments in by_mailbox.items():   # one statement per mailbox
+            self.db.execute(
+                "UPDATE prospects SET mailbox = ? WHERE mailbox IS NULL AND id IN "
+                f"(SELECT prospect_id FROM enrollments WHERE id IN ({marks(len(enrollments))}))",
+                (mailbox, *enrollments))
         return written
 
     def ledger_templates(self, enrollment_ids: Iterable[int]) -> dict[tuple[int, str], int]:
