@@ -112,15 +112,16 @@ class TokenSource:
 
     def token(self) -> str:
         """A valid access token, refreshed first if it has less than MARGIN seconds left."""
-        with self.lock:
+        with self.lock, self.store.locked():
             record = self._saved()
             if record.get("access_token") and record.get("expires_at", 0) - MARGIN > time.time():
                 return record["access_token"]
             return self._refresh(record)
 
     def refreshed(self, stale: str) -> str:
-        """The server refused `stale`: refresh once, unless another connection already did."""
-        with self.lock:
+        """The server refused `stale`: refresh once, unless another connection (or process)
+        already did."""
+        with self.lock, self.store.locked():
             record = self._saved()
             if record.get("access_token") not in (None, stale) and \
                     record.get("expires_at", 0) - MARGIN > time.time():

@@ -8,9 +8,11 @@ its expiry (so a cron run does not refresh on every start), and the signed-in id
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,20 @@ class TokenStore:
     def file(self) -> Path:
         digest = hashlib.sha256(self.key.encode()).hexdigest()[:24]
         return config_home() / "outreach" / "tokens" / f"{digest}.json"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold this mailbox's tokens against the user's other outreach processes (`watch`
+        and a cron `send`): one renews at a time and the next reads what it saved, since a
+        server may take each refresh token once (rotation with reuse detection)."""
+        lock = self.file.with_suffix(".lock")
+        lock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with lock.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def load(self) -> dict[str, Any] | None:
         text = None

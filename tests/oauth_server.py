@@ -48,6 +48,7 @@ class AuthServer:
     lifetime: int = 3600
     id_tokens: bool = True            # answer with an OpenID id_token naming the user
     tamper_state: bool = False
+    single_use: bool = False          # a used refresh token is refused (rotation + reuse check)
     key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     issued: list[str] = field(default_factory=list)
     withdrawn: set[str] = field(default_factory=set)
@@ -78,6 +79,7 @@ class AuthServer:
     def reset(self) -> None:
         with self.lock:
             self.user, self.lifetime, self.id_tokens, self.tamper_state = USER, 3600, True, False
+            self.single_use = False
             for table in (self.refresh, self.codes, self.devices):
                 table.clear()
             self.issued.clear()
@@ -145,7 +147,11 @@ class AuthServer:
         self.grants[grant] += 1
         if grant == "refresh_token":
             old = form.get("refresh_token", "")
-            if old not in self.refresh or old in self.revoked:
+            with self.lock:
+                refused = old not in self.refresh or old in self.revoked
+                if self.single_use:
+                    self.revoked.add(old)
+            if refused:
                 return 400, {"error": "invalid_grant",
                              "error_description": "the refresh token was revoked"}
             return 200, self.issue(self.refresh[old])   # rotated: a new refresh token

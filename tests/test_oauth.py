@@ -64,7 +64,7 @@ def test_device_login_then_send_over_xoauth2(campaign, smtp_server, auth_server,
     assert login.stdout == f"signed in as {USER}; token refreshes automatically\n"
     assert auth_server.grants["urn:ietf:params:oauth:grant-type:device_code"] == 2  # 1 pending
     # No OS keyring here: a file only the user can read, under the user's config folder.
-    files = list((tmp_path / "user-config" / "outreach" / "tokens").iterdir())
+    files = list((tmp_path / "user-config" / "outreach" / "tokens").glob("*.json"))
     assert len(files) == 1 and stat.S_IMODE(files[0].stat().st_mode) == 0o600
     assert f"tokens saved in {files[0]}" in login.stderr
     assert stat.S_IMODE(files[0].parent.stat().st_mode) == 0o700
@@ -573,3 +573,27 @@ def test_a_cron_job_that_cannot_reach_the_desktop_keyring_says_how_to_keep_a_fil
         assert campaign.run_json("send")["sent"] == 3
     finally:
         keyring.set_keyring(before)
+
+
+def test_two_processes_renewing_at_once_use_the_refresh_token_once(signed_in, campaign,
+                                                                   auth_server):
+    """`watch` and a cron `send` find the access token expired at the same moment. The server
+    takes each refresh token once (rotation with reuse detection, as Auth0 or Keycloak can):
+    the second process must wait for the first's renewal and use it, not renew with the
+    refresh token the first just spent (which would be refused, or revoke the sign-in)."""
+    import threading
+
+    auth_server.single_use = True
+    registration = campaign.config().smtp.oauth2
+    store = oauth.store_for(registration, USER)
+    store.save({**store.load(), "expires_at": time.time() - 10})
+    other = oauth.TokenSource(registration, USER)   # the cron `send`'s own view
+    answers: list[str] = []
+    with store.locked():   # the `watch` process is renewing right now
+        late = threading.Thread(target=lambda: answers.append(other.token()))
+        late.start()
+        renewed = oauth.TokenSource(registration, USER)._refresh(store.load())
+    late.join(timeout=30)
+    assert answers == [renewed]                      # it waited and took the new token
+    assert auth_server.grants["refresh_token"] == 1  # one renewal, one refresh token spent
+    assert campaign.run_json("send")["sent"] == 3
