@@ -1,14 +1,13 @@
 """Benchmark `outreach send` on PostgreSQL (the team engine) against SQLite, same run.
 
-2,000 enrolled prospects, emails only, `concurrency = 8`, one aiosmtpd (or Postfix smtp-sink)
-sink in its own process, a private PostgreSQL server started here (as tests/postgres.py does).
-Each round sends the same campaign once from a SQLite file and once from a PostgreSQL database
-(made with `outreach db copy`), interleaved; prints msg/s (best | median), the ratio PG/SQLite
-(goal: >= 0.8x), database round trips per message on PostgreSQL (statements and pipelined
-batches the client sent; goal: <= 1), the CPU the server spent (share of the whole run's), and
-and the duplicate deliveries (the sink counts each recipient's messages; must be 0).
-
-Several senders at once (each rep holds an own lease on PostgreSQL) are not measured yet.
+2,000 enrolled prospects, emails only, `concurrency = 8`, one aiosmtpd sink in its own process,
+a private PostgreSQL server started here (as tests/postgres.py does). Each round sends the same
+campaign from a SQLite file (one sender), and from a PostgreSQL database (made with `outreach
+db copy`) by 1, 2 and 4 reps at once (each rep owns 1/k of the prospects and holds an own
+lease), interleaved; prints aggregate msg/s (best | median), ratios (goals: one PostgreSQL
+sender >= 0.8x one SQLite sender, two >= 1.6x one), database round trips per message (the
+statements and pipelined batches the clients sent; goal: <= 1), the server's CPU, and the
+duplicate deliveries (the sink counts each recipient's messages; must be 0).
 
     .venv/bin/python bench/team.py [--prospects 2000] [--rounds 3]
 """
@@ -16,6 +15,7 @@ Several senders at once (each rep holds an own lease on PostgreSQL) are not meas
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -128,6 +128,46 @@ def run(config: Path, *, counted: bool) -> tuple[float, int, str]:
     return elapsed, trips, done.stdout
 
 
+SENDERS = (1, 2, 4)
+
+
+def team(template: Path, root: Path, url: str, n: int, k: int) -> list[Path]:
+    """`k` reps' folders on one new database holding the template's prospects; rep i owns
+    (has enrolled) the i-th k-th of them."""
+    base = root / "base"
+    shutil.copytree(template.parent, base)
+    subprocess.run([PY, "-m", "outreach", "db", "copy", "--to", url, "--config",
+                    str(base / "outreach.toml")], check=True, capture_output=True)
+    configs = []
+    for i in range(k):
+        folder = root / f"rep{i}"
+        shutil.copytree(template.parent, folder)
+        config = folder / "outreach.toml"
+        text = config.read_text().replace('path = "outreach.db"', f'url = "{url}"', 1)
+        config.write_text(text.replace('email = "dana@acme.example"',
+                                       f'email = "rep{i}@acme.example"', 1))
+        subprocess.run([PY, "-m", "outreach", "enroll", "emails-only", "--limit",
+                        str(n // k), "--config", str(config)], check=True, capture_output=True)
+        configs.append(config)
+    return configs
+
+
+def run_together(configs: list[Path], n: int) -> tuple[float, int]:
+    """Every rep's `send` started at once; the wall time until the last ends, round trips."""
+    start = time.perf_counter()
+    procs = [subprocess.Popen([PY, "-c", COUNTED, "send", "--ignore-window", "--json",
+                               "--config", str(c)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for c in configs]
+    outs = [p.communicate() for p in procs]
+    elapsed = time.perf_counter() - start
+    for p, (_, err) in zip(procs, outs, strict=True):
+        if p.returncode != 0:
+            raise SystemExit(f"send failed:\n{err}")
+    sent = sum(json.loads(out)["sent"] for out, _ in outs)
+    assert sent == n, sent
+    return elapsed, sum(int(err.rpartition("ROUNDTRIPS ")[2] or 0) for _, err in outs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prospects", type=int, default=2000)
@@ -137,14 +177,14 @@ def main() -> None:
     subprocess.run([PY, "-m", "compileall", "-q", str(REPO / "outreach")], check=False)
     port = free_port()
     report = Path(tempfile.mkdtemp()) / "sink"
-    sink = start_sink(port, report, 2 * args.rounds)   # each round: one run per engine
+    sink = start_sink(port, report, (1 + len(SENDERS)) * args.rounds)   # runs per prospect
     pg = start_server()
     env_clean = {k: v for k, v in os.environ.items() if not k.startswith("OUTREACH_")}
     os.environ.clear()
     os.environ.update(env_clean)
-    times: dict[str, list[float]] = {"sqlite": [], "postgresql": []}
-    trips: list[int] = []
-    cpu: list[tuple[float, float]] = []
+    times: dict[str, list[float]] = {"sqlite": []}
+    trips: dict[int, list[int]] = {}
+    cpu: dict[int, list[tuple[float, float]]] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             template = campaign(Path(tmp) / "template", n, port)
@@ -154,23 +194,16 @@ def main() -> None:
                 config = solo / "outreach.toml"
                 subprocess.run([PY, "-m", "outreach", "enroll", "emails-only", "--config",
                                 str(config)], check=True, capture_output=True)
-                team = Path(tmp) / f"pg{r}"
-                shutil.copytree(solo, team)
-                url = pg.create_database()
-                subprocess.run([PY, "-m", "outreach", "db", "copy", "--to", url, "--config",
-                                str(team / "outreach.toml")], check=True, capture_output=True)
-                text = (team / "outreach.toml").read_text()
-                (team / "outreach.toml").write_text(
-                    text.replace('path = "outreach.db"', f'url = "{url}"', 1))
                 elapsed, _, out = run(config, counted=False)
                 assert f'"sent": {n}' in out, out[:300]
                 times["sqlite"].append(elapsed)
-                before = server_cpu(pg.data)
-                elapsed, count, out = run(team / "outreach.toml", counted=True)
-                cpu.append((server_cpu(pg.data) - before, elapsed))
-                assert f'"sent": {n}' in out, out[:300]
-                times["postgresql"].append(elapsed)
-                trips.append(count)
+                for k in SENDERS:
+                    reps = team(template, Path(tmp) / f"pg{r}-{k}", pg.create_database(), n, k)
+                    before = server_cpu(pg.data)
+                    elapsed, count = run_together(reps, n)
+                    cpu.setdefault(k, []).append((server_cpu(pg.data) - before, elapsed))
+                    times.setdefault(f"postgresql x{k}", []).append(elapsed)
+                    trips.setdefault(k, []).append(count)
     finally:
         sink.terminate()
         sink.wait()
@@ -178,17 +211,23 @@ def main() -> None:
     delivered, duplicates, short = map(int, report.read_text().split())
     best = {k: n / min(v) for k, v in times.items()}
     median = {k: n / statistics.median(v) for k, v in times.items()}
-    print(f"messages: {n} per run, 8 connections, {args.rounds} rounds; best | median msg/s")
+    print(f"messages: {n} per run, 8 connections per sender, {args.rounds} rounds; "
+          "aggregate msg/s, best | median")
     for key in times:
-        print(f"{key:10} 1 sender: {best[key]:6.0f} | {median[key]:6.0f} msg/s  "
-              f"{min(times[key]):.2f} s")
-    print(f"PostgreSQL / SQLite: {best['postgresql'] / best['sqlite']:.2f}x best | "
-          f"{median['postgresql'] / median['sqlite']:.2f}x median (goal >= 0.8x)")
-    print(f"round trips per message (PostgreSQL): {min(trips) / n:.2f} best, "
-          f"{statistics.median(trips) / n:.2f} median (goal <= 1)")
-    share = statistics.median(c / e for c, e in cpu)
-    print(f"PostgreSQL server CPU: {statistics.median(c for c, _ in cpu):.2f} s per run, "
-          f"{share:.0%} of one core over the run")
+        print(f"{key:15} {best[key]:6.0f} | {median[key]:6.0f} msg/s  {min(times[key]):.2f} s")
+    one = "postgresql x1"
+    print(f"one PostgreSQL sender / one SQLite sender: {best[one] / best['sqlite']:.2f}x best | "
+          f"{median[one] / median['sqlite']:.2f}x median (goal >= 0.8x)")
+    for k in SENDERS[1:]:
+        key = f"postgresql x{k}"
+        print(f"{k} PostgreSQL senders / one: {best[key] / best[one]:.2f}x best | "
+              f"{median[key] / median[one]:.2f}x median"
+              + (" (goal >= 1.6x)" if k == 2 else ""))
+    for k in SENDERS:
+        share = statistics.median(c / e for c, e in cpu[k])
+        print(f"{k} sender(s): {statistics.median(trips[k]) / n:.2f} round trips per message "
+              f"(goal <= 1); server CPU {statistics.median(c for c, _ in cpu[k]):.2f} s, "
+              f"{share:.0%} of one core over the run")
     print(f"sink: {delivered} messages accepted, {duplicates} duplicates, {short} prospects "
           "short of one per run (both must be 0)")
 
