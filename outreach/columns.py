@@ -21,7 +21,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
               "primaryemail", "email1", "emails"),
     "first_name": ("firstname", "first", "givenname", "forename"),
     "last_name": ("lastname", "last", "surname", "familyname"),
-    "title": ("title", "jobtitle", "position", "role", "currenttitle", "designation"),
+    # "Job Title" first: where a file has both, a bare "Title" may be the salutation (Mr, Dr).
+    "title": ("jobtitle", "title", "position", "currenttitle", "role", "designation"),
     "company": ("company", "companyname", "accountname", "account", "companyaccount",
                 "organization", "organizationname", "organisation", "associatedcompany",
                 "employer"),
@@ -112,7 +113,7 @@ def layout(header: Sequence[str], mapping: Mapping[str, str] | None = None) -> L
                 result.renamed.append((raw.strip(), names[i]))
             continue
         own = column_name(raw)
-        if own in by_map:
+        if own in taken:   # "Title" beside "Job Title", or a column --map replaced
             result.ignored.append((raw.strip(), own))
         elif own in names:
             raise LayoutError(f"duplicate column {own}; each column may appear once")

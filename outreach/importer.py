@@ -271,7 +271,7 @@ def report_lines(result: ImportResult) -> list[str]:
     if result.mapped:
         lines.append("  read " + ", ".join(f'"{h}" as {c}' for h, c in result.mapped.items()))
     for header, column in result.ignored.items():
-        lines.append(f'  not imported: "{header}" (--map chose another column for {column})')
+        lines.append(f'  not imported: "{header}" (another column is read as {column})')
     lines += [f"  line {r['line']}: {r['reason']}" for r in result.rejected]
     for column in result.empty_columns:
         lines.append(f"  warning: column {column} is empty in every row (did the export "

@@ -142,7 +142,7 @@ def test_map_reads_a_column_as_a_known_one(campaign):
     assert result.exit_code == 0, result.stderr
     assert result.stderr == (
         '  read "Work Email" as email, "Organisation Legal Name" as company\n'
-        '  not imported: "Company" (--map chose another column for company)\n')
+        '  not imported: "Company" (another column is read as company)\n')
     [row] = campaign.run_json("prospects")
     assert row["company"] == "Acme Holdings GmbH"
 
@@ -237,3 +237,13 @@ def test_a_bare_carriage_return_in_a_header_bound_cell_is_refused(campaign):
     assert (result["added"], result["rejected"]) == (1, [
         {"line": 2, "reason": "first_name contains a line break (it could reach an email "
                               "header)"}])
+
+
+def test_job_title_wins_over_a_title_that_may_be_a_salutation(campaign):
+    assert layout(["Title", "Email", "Job Title"]).names == ["", "email", "title"]
+    path = campaign.root / "crm.csv"
+    path.write_text("Title,Email,Job Title\nDr,ann@a.example,CFO\n", encoding="utf-8")
+    result = campaign.run("import", str(path))
+    assert result.stderr == ('  read "Job Title" as title\n'
+                             '  not imported: "Title" (another column is read as title)\n')
+    assert campaign.run_json("prospects")[0]["title"] == "CFO"
