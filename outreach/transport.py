@@ -39,6 +39,15 @@ NO_AUTH = 'server offers no AUTH: set auth = none (or username = "") if it needs
 NOT_TLS = "this port does not speak TLS: 587 usually wants starttls, 465 tls"
 
 
+SILENT = ('a port that speaks TLS from the first byte waits for it in silence: 465 usually '
+          'wants security = "tls"')
+
+
+def _no_greeting(exc: BaseException) -> bool:
+    """Connected, but the server said nothing (security = "starttls" on port 465)."""
+    return isinstance(exc, aiosmtplib.SMTPConnectTimeoutError) and "ready" in str(exc)
+
+
 def _wrong_tls(exc: BaseException) -> bool:
     """A TLS handshake that met a plaintext greeting (security = "tls" on port 587 or 25)."""
     cause = exc.__cause__ or exc.__context__
@@ -223,6 +232,9 @@ class SmtpConnection:
             smtp.close()
             if s.security == "tls" and _wrong_tls(exc):
                 raise TransportError(f"[smtp] {s.host}:{s.port}: {NOT_TLS}") from None
+            if s.security != "tls" and _no_greeting(exc):
+                raise _Temporary(f"cannot connect: no greeting within {s.timeout:g} s; {SILENT}"
+                                 ) from None
             raise _Temporary(f"cannot connect: {exc}") from None
         self.smtp = smtp
         return smtp

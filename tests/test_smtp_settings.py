@@ -57,6 +57,21 @@ def test_tls_on_a_plaintext_port_names_the_fix(campaign, smtp_server):
     assert "this port does not speak TLS" in check.stderr
 
 
+def test_starttls_on_a_tls_port_names_the_fix(campaign, smtp_server, tmp_path):
+    from tests.smtp_server import self_signed_certificate
+
+    server = smtp_server(certificate=self_signed_certificate(tmp_path), implicit_tls=True)
+    use_smtp(campaign, server.port, timeout=0.5)
+    campaign.edit_config('security = "none"', 'security = "starttls"')
+    enrolled(campaign, [prospect_row(1)])
+    result = campaign.run("send")
+    assert result.exit_code == 1
+    assert (f"[smtp] 127.0.0.1:{server.port}: cannot connect: no greeting within 0.5 s; a port "
+            "that speaks TLS from the first byte waits for it in silence: 465 usually wants "
+            'security = "tls"') in result.stderr
+    assert ledger(campaign) == [] and server.handler.messages == []
+
+
 def test_config_takes_the_campaign_folder(campaign):
     result = CliRunner().invoke(cli, ["check", "--config", str(campaign.root)])
     assert result.exit_code == 0, result.output
