@@ -16,11 +16,13 @@ Delivery is at least once. Every event has an `id` (also sent as the `Idempotenc
 header) that stays the same on every attempt, so the receiver can drop a duplicate.
 
 Every event is written to the spool before it is sent and removed once the endpoint took it,
-so a command killed at any moment (even `kill -9` in the middle of a POST) loses nothing: the
-event goes again, with its id, from the next command. An event the endpoint does not take
-(down, timing out, 5xx, or 401/403/404: check the url and token) stays in the spool, flushed
-to disk, and everything after it joins the queue, so the endpoint always gets events in
-order. The queue is sent at the start of the next command and
+so a command killed after that (even `kill -9` in the middle of a POST) loses nothing: the
+event goes again, with its id, from the next command. (Hooks fire once outreach has recorded
+what happened, so a kill in the instant between that and the spool write can still lose it.)
+
+An event the endpoint does not take (down, timing out, 5xx, or 401/403/404: check the url and
+token) stays in the spool, flushed to disk, and everything after it joins the queue, so the
+endpoint always gets events in order. The queue is sent at the start of the next command and
 with the next event, once `down_for` has passed; `outreach plugins` says how many wait. An
 event the endpoint refuses for itself (another 4xx) is set aside in `rejected/` inside the
 spool and reported, so it cannot hold up the rest.
