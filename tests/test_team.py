@@ -538,3 +538,35 @@ def test_each_mailbox_opens_at_most_its_own_concurrency(campaign, smtp_server):
     assert len(a.handler.messages) == 6 and len(b.handler.messages) == 6
     assert a.handler.connections == 1   # three workers, one connection: they take turns
     assert 1 <= b.handler.connections <= 3
+
+
+def test_a_mailbox_with_own_windows_sends_only_inside_them(campaign):
+    without_servers(campaign)
+    campaign.config_path.write_text(campaign.config_path.read_text() + """
+[[mailboxes]]
+email = "dana@acme-mail.example"
+[mailboxes.smtp]
+outbox = "outbox-mail"
+
+[[mailboxes]]
+email = "dana@acme-reach.example"
+windows = ["10:00-11:00"]
+[mailboxes.smtp]
+outbox = "outbox-reach"
+""")
+    campaign.now(MONDAY_MORNING)   # 07:30: only the first mailbox's (default) window is open
+    campaign.run_json("import", str(campaign.write_csv([prospect_row(n) for n in (1, 2)])))
+    campaign.run_json("enroll", "referral")
+    assert campaign.run_json("send")["sent"] == 2
+    assert len(list((campaign.root / "outbox-mail").glob("*.eml"))) == 2
+    campaign.now("2026-03-02T10:30:00-06:00")   # only the second mailbox's window is open
+    campaign.run_json("import", str(campaign.write_csv([prospect_row(n) for n in (3, 4)])))
+    campaign.run_json("enroll", "referral")
+    assert campaign.run_json("send")["sent"] == 2
+    assert len(list((campaign.root / "outbox-reach").glob("*.eml"))) == 2
+    campaign.now("2026-03-02T12:00:00-06:00")   # neither is open: the earliest next one goes
+    campaign.run_json("import", str(campaign.write_csv([prospect_row(5)])))
+    campaign.run_json("enroll", "referral")
+    doc = campaign.run_json("send")
+    assert (doc["sent"], doc["window_open"]) == (0, False)
+    assert doc["deferred_by"]["window"]["next"] == "2026-03-02T23:00:00+00:00"   # 17:00 Chicago
