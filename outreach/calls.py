@@ -219,6 +219,8 @@ def call_list(app: App, *, include_later: bool = False) -> list[list[CallItem]]:
         enrollment = app.store.enrollment(task.enrollment_id)
         if prospect is None or enrollment is None:
             continue
+        if enrollment.get("rep") not in (None, app.config.team.rep):
+            continue  # another rep's call (team mode): on their list
         paused = enrollment["paused_until"]
         if enrollment["state"] == "paused" and paused and paused > iso(now):
             continue  # out of office: call when they are back

@@ -570,3 +570,14 @@ outbox = "outbox-reach"
     doc = campaign.run_json("send")
     assert (doc["sent"], doc["window_open"]) == (0, False)
     assert doc["deferred_by"]["window"]["next"] == "2026-03-02T23:00:00+00:00"   # 17:00 Chicago
+
+
+def test_each_rep_calls_only_their_own(team):
+    dana, sam = team
+    dana.run_json("import", str(dana.write_csv([prospect_row(n) for n in (1, 2, 3)])))
+    dana.run_json("enroll", "referral", "--limit", "1")
+    sam.run_json("enroll", "referral")
+    assert dana.run_json("send")["calls"] == 1 and sam.run_json("send")["calls"] == 2
+    assert [t["email"] for t in dana.run_json("calls")] == ["cfo1@maker1.example"]
+    assert sorted(t["email"] for t in sam.run_json("calls")) == [
+        "cfo2@maker2.example", "cfo3@maker3.example"]
