@@ -46,10 +46,17 @@ class OutreachGroup(click.Group):
         except Exception as exc:
             import sqlite3
 
+            from .store import connection_lost
+
             if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
                 raise click.ClickException(
                     "the database is busy: another outreach command held it for 30 seconds. "
                     "Run again when it has finished.") from None
+            if connection_lost(exc):
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise click.ClickException(
+                    f"the database server stopped answering ({first}); what was not "
+                    "committed was rolled back. Run again when it is back.") from None
             raise
 
 

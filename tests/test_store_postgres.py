@@ -109,3 +109,17 @@ def test_a_long_lived_store_survives_a_dropped_connection_and_keeps_its_lease(po
                 pass   # the lease was taken again on the new connection
         with other.exclusive("poll", "busy"):
             pass
+
+
+def test_a_server_that_goes_away_mid_command_is_a_clear_error(campaign, monkeypatch):
+    from outreach.store.prospects import Prospects
+
+    def dropped(self):
+        raise psycopg.OperationalError("server closed the connection unexpectedly\n\tdetail")
+
+    monkeypatch.setattr(Prospects, "count_prospects", dropped)
+    result = campaign.run("check")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: the database server stopped answering (server closed the connection "
+        "unexpectedly); what was not committed was rolled back. Run again when it is back.\n")
