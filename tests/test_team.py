@@ -30,6 +30,7 @@ from outreach.team import (
 from outreach.watch import watch
 from tests.conftest import REPO, Campaign, prospect_row
 from tests.dovecot import SECOND_USER, USER, Dovecot
+from tests.smtp_server import use_smtp
 
 MONDAY_MORNING = "2026-03-02T07:30:00-06:00"   # inside the 07:00-09:00 window, Chicago
 
@@ -581,3 +582,31 @@ def test_each_rep_calls_only_their_own(team):
     assert [t["email"] for t in dana.run_json("calls")] == ["cfo1@maker1.example"]
     assert sorted(t["email"] for t in sam.run_json("calls")) == [
         "cfo2@maker2.example", "cfo3@maker3.example"]
+
+
+def test_mail_sent_before_team_mode_sticks_to_the_first_mailbox(campaign, smtp_server):
+    old = smtp_server()
+    use_smtp(campaign, old.port)
+    campaign.now(MONDAY_MORNING)
+    campaign.run_json("import", str(campaign.write_csv([prospect_row(1)])))
+    campaign.run_json("enroll", "referral")
+    assert campaign.run_json("send")["sent"] == 1
+    # As if sent before the migration that records rep and mailbox.
+    campaign.sql("UPDATE prospects SET mailbox = NULL, owner = NULL")
+    campaign.sql("UPDATE enrollments SET rep = NULL")
+    campaign.sql("UPDATE messages SET rep = NULL, mailbox = NULL")
+    a, b = smtp_server(), smtp_server()
+    without_servers(campaign)
+    campaign.config_path.write_text(
+        campaign.config_path.read_text()
+        + mailbox_toml("dana@acme.example", a.port, "daily_limit = 1")
+        + mailbox_toml("dana@acme-reach.example", b.port))
+    campaign.now("2026-03-06T07:30:00-06:00")   # day 4: the threaded bump is due
+    assert campaign.run_json("send")["sent"] == 1
+    (bump,) = a.handler.messages
+    assert bump.message["In-Reply-To"] == old.handler.messages[0].message["Message-ID"]
+    assert b.handler.messages == []
+    # Stats name those older messages for what they are.
+    groups = campaign.run_json("stats", "--by", "mailbox")["groups"]
+    assert [(g["key"], g["sent"]) for g in groups] == [
+        ("(before team mode)", 1), ("dana@acme.example", 1)]
