@@ -532,6 +532,11 @@ def _bounce(message: Message, sender: str, subject: str, context: Context) -> Ve
             _read_status(part, found, actions)
         elif part_type in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
             original_text.append(_part_as_text(part))
+    if actions and not found and all(a in _SUCCESS_ACTIONS for a in actions):
+        # A success notice (NOTIFY=SUCCESS, Exchange's "Delivered:"): nothing failed.
+        return Verdict(kind="other", sender=sender,
+                       why=f"delivery report: {', '.join(dict.fromkeys(actions))}, nothing "
+                           "failed")
     dsn_named = bool(found)
     if not dsn_named:
         _flufl_failures(message, found)
@@ -582,6 +587,7 @@ def _bounce(message: Message, sender: str, subject: str, context: Context) -> Ve
 
 
 _DONE_ACTIONS = ("delayed", "relayed", "delivered", "expanded")
+_SUCCESS_ACTIONS = ("relayed", "delivered", "expanded")
 
 
 def _read_status(part: Message, found: _Failures, actions: list[str]) -> None:
@@ -752,6 +758,9 @@ def machine_reason(message: Message, sender: str, subject: str, text: str) -> st
     (a mailing list or newsletter, a challenge-response check, a no-reply or daemon address,
     a null return path), or "" when a person may have written it."""
     present = _present(message)
+    if message.get_content_type() == "multipart/report":   # a read receipt (RFC 8098) ...
+        kind = str(message.get_param("report-type") or "unknown").lower()
+        return f"a {kind} report (multipart/report), made by a mail program"
     if name := _first_present(present, _LIST_HEADERS):
         return f"mailing-list or newsletter mail ({name} header)"
     if "precedence" in present and header(message, "Precedence").lower() == "list":

@@ -290,3 +290,39 @@ def test_a_person_forwarding_a_bounce_is_not_a_bounce():
            "<jane@maker5.example>: host mx.maker5.example said: 550 5.1.1 User unknown\n")
     verdict = classify.classify(parse_fast(raw.encode()), CONTEXT)
     assert (verdict.kind, verdict.recipients, verdict.permanent) == ("reply", [], False)
+
+
+_REPORT = ("From: {sender}\nTo: dana@acme.example\nSubject: {subject}\n"
+           "In-Reply-To: <m5@acme.example>\nMIME-Version: 1.0\n"
+           'Content-Type: multipart/report; report-type={kind}; boundary="b"\n\n'
+           "--b\nContent-Type: text/plain\n\n{text}\n"
+           "--b\nContent-Type: message/{kind}\n\n{fields}\n--b--\n")
+
+
+def test_a_read_receipt_is_not_a_reply():
+    """An Outlook read receipt (RFC 8098), from the prospect's own address and threaded onto
+    our email: a mail program wrote it, so it never makes a lead."""
+    raw = _REPORT.format(
+        sender="Carla Diaz <cfo5@maker5.example>", kind="disposition-notification",
+        subject="Read: Who handles month-end close?", text="Your message was read.",
+        fields="Final-Recipient: rfc822;cfo5@maker5.example\n"
+               "Original-Message-ID: <m5@acme.example>\n"
+               "Disposition: manual-action/MDN-sent-manually; displayed\n")
+    verdict = classify.classify(parse_fast(raw.encode()), CONTEXT)
+    assert (verdict.kind, verdict.why) == (
+        "other", "a disposition-notification report (multipart/report), made by a mail program")
+
+
+def test_a_delivered_notice_is_no_bounce():
+    """A success DSN ("Delivered:", Action: delivered, 2.0.0) names the recipient: not a
+    failure, not even a temporary one (three of those in a row would suppress them)."""
+    raw = _REPORT.format(
+        sender="postmaster@maker5.example", kind="delivery-status",
+        subject="Delivered: Who handles month-end close?",
+        text="Your message has been delivered to cfo5@maker5.example",
+        fields="Reporting-MTA: dns;mx.maker5.example\n\n"
+               "Final-Recipient: rfc822;cfo5@maker5.example\nAction: delivered\n"
+               "Status: 2.0.0\n")
+    verdict = classify.classify(parse_fast(raw.encode()), CONTEXT)
+    assert (verdict.kind, verdict.recipients, verdict.why) == (
+        "other", [], "delivery report: delivered, nothing failed")
