@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -43,6 +44,7 @@ class PostgresEngine:
         except psycopg.Error as exc:
             raise StoreError(f"{self.where}: cannot connect: {_first_line(exc)}") from None
         self.held: set[str] = set()
+        self.renewed: dict[str, float] = {}   # lease -> when its row was last rewritten
         self.pool: Any = None
 
     def long_lived(self) -> None:
@@ -168,12 +170,15 @@ class PostgresEngine:
             "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, pid = excluded.pid, "
             "expires_at = excluded.expires_at",
             (name, f"{socket.gethostname()} since {owner}", os.getpid(), iso(until)))
+        self.renewed[name] = time.monotonic()
 
     def renew_lock(self, name: str, *, until: datetime) -> None:
-        """The advisory lock lasts as long as the connection; the row says until when."""
-        if name in self.held:
+        """The advisory lock lasts as long as the connection; the row, which only says until
+        when, is rewritten once a minute (a sender renews after every batch it records)."""
+        if name in self.held and time.monotonic() - self.renewed.get(name, 0.0) > 60:
             self.conn.execute("UPDATE locks SET expires_at = %s WHERE name = %s",
                               (iso(until), name))
+            self.renewed[name] = time.monotonic()
 
     def release_lock(self, name: str) -> None:
         if name in self.held:
