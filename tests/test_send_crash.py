@@ -320,3 +320,30 @@ def test_intents_no_log_knows_of_are_unknown(campaign):
     summary = campaign.run_json("send")
     assert (summary["sent"], summary["unknown"]) == (0, 2)
     assert statuses(campaign) == {"unknown": 2}
+
+
+@pytest.mark.sqlite_only   # PostgreSQL's lease is an advisory lock held by the connection
+def test_a_suspended_sender_keeps_its_lease(campaign, smtp_server):
+    """A sender stopped (Ctrl-Z, a laptop's lid) for longer than its lease is still alive
+    and resumes where it was: a second `send` meanwhile must not take over and settle its
+    queued messages as never sent, or both send them."""
+    stall = Stall(point="MAIL", nth=3)
+    use_smtp(campaign, smtp_server(stall).port, concurrency=1)
+    enroll(campaign)
+    first = start_send(campaign)
+    assert stall.reached.wait(20)
+    first.send_signal(signal.SIGSTOP)
+    try:
+        # What another process sees after the wall clock moved past the lease's expiry.
+        db = sqlite3.connect(campaign.root / "outreach.db")
+        db.execute("UPDATE locks SET expires_at = '2000-01-01T00:00:00+00:00'")
+        db.commit()
+        db.close()
+        second = campaign.run("send")
+    finally:
+        stall.release.set()
+        first.send_signal(signal.SIGCONT)
+    assert first.wait(20) == 0, first.communicate()
+    assert Counter(stall.recipients()) == Counter(EVERYONE)   # each exactly once
+    assert second.exit_code == 1
+    assert "another `outreach send` is running" in second.output

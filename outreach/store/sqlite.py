@@ -1,6 +1,6 @@
 """The SQLite engine: one file, WAL mode, `BEGIN IMMEDIATE` transactions, `PRAGMA
-user_version` as the schema version, and leases checked against the holder's pid (a SQLite
-file is only ever written from one host)."""
+user_version` as the schema version, and leases held as flocks on a file beside the database
+(a SQLite file is only ever written from one host)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class SQLiteEngine:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.where = str(self.path)
+        self._leases: dict[str, Any] = {}   # lease name -> its open, flocked file
         try:
             self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         except sqlite3.Error as exc:
@@ -104,16 +105,24 @@ class SQLiteEngine:
     # -- leases --------------------------------------------------------------------------
 
     def acquire_lock(self, name: str, *, owner: str, now: datetime, until: datetime) -> None:
-        """Take a named lease, or raise LockedError naming the holder. Expired leases lapse,
-        and so do those whose process is gone."""
-        with self.transaction():
-            row = self.conn.execute("SELECT owner, pid, expires_at FROM locks WHERE name = ?",
+        """Take a named lease, or raise LockedError naming the holder. The lease is an flock
+        on a file beside the database, held until released or the process ends: a holder
+        that is alive keeps it however long it was stopped (Ctrl-Z, a sleeping laptop), and
+        a dead one's lapses at once. The row only says who holds it."""
+        import fcntl
+
+        handle = open(self.path.with_name(f"{self.path.name}.{name}-lock"), "a")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            row = self.conn.execute("SELECT owner, pid FROM locks WHERE name = ?",
                                     (name,)).fetchone()
-            if row and row[2] > iso(now) and _pid_alive(row[1]):
-                raise LockedError(
-                    f"{self.path}: another {running(name)} is running (pid {row[1]}, "
-                    f"since {row[0]}); wait for it to finish, then run again."
-                )
+            holder = f" (pid {row[1]}, since {row[0]})" if row else ""
+            raise LockedError(f"{self.path}: another {running(name)} is running{holder}; "
+                              "wait for it to finish, then run again.") from None
+        self._leases[name] = handle
+        with self.transaction():
             self.conn.execute(
                 "INSERT INTO locks (name, owner, pid, expires_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, pid = excluded.pid, "
@@ -126,6 +135,9 @@ class SQLiteEngine:
 
     def release_lock(self, name: str) -> None:
         self.conn.execute("DELETE FROM locks WHERE name = ? AND pid = ?", (name, os.getpid()))
+        handle = self._leases.pop(name, None)
+        if handle is not None:
+            handle.close()   # closing the file drops the flock
 
     @contextmanager
     def exclusive(self, name: str, message: str) -> Iterator[None]:
@@ -143,14 +155,3 @@ class SQLiteEngine:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _pid_alive(pid: int) -> bool:
-    """A lease whose process is gone (killed, crashed) is stale, whatever its expiry says."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
