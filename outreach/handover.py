@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,14 +55,23 @@ class Log:
     def queued(self, message_ids: list[str]) -> None:
         """A chunk's messages, before their intents are committed (one write for all)."""
         if message_ids:
-            os.write(self._fd, b"".join(b"Q " + m.encode("ascii", "replace") + b"\n"
-                                        for m in message_ids))
+            self._append(b"".join(b"Q " + m.encode("ascii", "replace") + b"\n"
+                                  for m in message_ids))
 
     def reached_data(self, message_id: str) -> None:
-        os.write(self._fd, b"D " + message_id.encode("ascii", "replace") + b"\n")
+        self._append(b"D " + message_id.encode("ascii", "replace") + b"\n")
 
     def accepted(self, message_id: str) -> None:
-        os.write(self._fd, b"S " + message_id.encode("ascii", "replace") + b"\n")
+        self._append(b"S " + message_id.encode("ascii", "replace") + b"\n")
+
+    def _append(self, line: bytes) -> None:
+        """One write, or an error: a mark cut short (a full disk) names no message, so a
+        `D` lost that way would let its message be sent again after a crash. Raising stops
+        the payload going out (or the chunk being committed) instead."""
+        written = os.write(self._fd, line)
+        if written != len(line):
+            raise OSError(errno.ENOSPC, f"{self.path}: only {written} of {len(line)} bytes of "
+                          "a hand-over mark were written (is the disk full?)")
 
     def close(self) -> None:
         os.close(self._fd)

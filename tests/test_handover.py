@@ -37,3 +37,15 @@ def test_the_log_reads_back_what_was_written_and_clears(tmp_path):
                                         frozenset({"<a@x>"}))
     handover.clear(path)
     assert path.read_bytes() == b""
+
+
+def test_a_mark_cut_short_is_an_error(tmp_path, monkeypatch):
+    """A short write (a full disk) leaves part of a line that names no message: the write
+    must fail before the payload goes out, not let a crash later resend the message."""
+    log = handover.Log(handover.path_for(tmp_path / "outreach.db"))
+    real = handover.os.write
+    monkeypatch.setattr(handover.os, "write", lambda fd, data: real(fd, data[:5]))
+    with pytest.raises(OSError, match="only 5 of 20 bytes of a hand-over mark were written"):
+        log.reached_data("<m1@acme.example>")
+    monkeypatch.undo()
+    log.close()
