@@ -646,6 +646,15 @@ def _act(app: App, item: _Item, result: PollResult, state: _Pass,
             result.note(item.inbound, item.message_id, kind, "suppressed", verdict.why,
                         addresses=addresses)
             return None
+        if kind == "complaint" and (named := [a for a in addresses if is_email(a)]):
+            # Someone who reported our mail as spam is never written to, prospect or not
+            # (yet): their address may come in with the next import.
+            for address in named:
+                suppress(app, address, reason="complaint", source="poll")
+            result.complaints += 1
+            result.note(item.inbound, item.message_id, kind, "suppressed (no prospect)",
+                        verdict.why, addresses=named)
+            return None
         result.unmatched += 1
         result.note(item.inbound, item.message_id, kind, "none: matches no prospect",
                     verdict.why, addresses=addresses)

@@ -127,3 +127,20 @@ def test_a_plugin_may_call_a_persons_own_message_a_complaint(campaign):
     s1 = state(seeded, "cfo1@maker1.example")
     assert s1["suppressed"] and s1["stage"] == "prospect"
     assert s1["enrollments"][0]["state"] == "complained"
+
+
+def test_a_complaint_naming_no_prospect_still_suppresses_the_address(campaign):
+    """A report about an address that is no prospect here (deleted, or mail sent from
+    another campaign of the domain): the complainant is suppressed all the same, so a later
+    import never writes to them."""
+    seeded = seed(campaign)
+    stranger = (ARF.replace(b"redacted@yahoo.example", b"someone@yahoo.example")
+                .replace(b"<m5@acme.example>", b"<unknown@acme.example>"))
+    assert stranger != ARF
+    drop(seeded, raw=stranger)
+    doc = seeded.run_json("poll")
+    assert (doc["complaints"], doc["unmatched"]) == (1, 0)
+    assert [(m["action"], m["addresses"]) for m in doc["messages"]] == [
+        ("suppressed (no prospect)", ["someone@yahoo.example"])]
+    assert seeded.sql("SELECT target, reason FROM suppressions") == [
+        ("someone@yahoo.example", "complaint")]
