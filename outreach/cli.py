@@ -822,13 +822,13 @@ def _deferred_why(why: str, until: Any, zone: Any) -> str:
 
 @cli.command()
 @click.argument("email")
-@click.option("--delivered", "delivered", flag_value=True, default=None,
+@click.option("--delivered", is_flag=True,
               help="It arrived (it is in the Sent folder or the server's log): record it sent.")
-@click.option("--not-delivered", "delivered", flag_value=False,
+@click.option("--not-delivered", is_flag=True,
               help="It never arrived: make the step due again.")
 @json_option
 @with_app
-def resolve(app: Any, email: str, delivered: bool | None, json_: bool) -> None:
+def resolve(app: Any, email: str, delivered: bool, not_delivered: bool, json_: bool) -> None:
     """Settle EMAIL's message whose delivery `send` reported unknown.
 
     Look for the message in your mailbox's Sent folder or the SMTP server's log first; until
@@ -836,8 +836,8 @@ def resolve(app: Any, email: str, delivered: bool | None, json_: bool) -> None:
     """
     from .send import resolve as resolve_
 
-    if delivered is None:
-        raise click.UsageError("say what you found: --delivered or --not-delivered")
+    if delivered == not_delivered:   # neither, or both (a typo must not resend a message)
+        raise click.UsageError("say what you found: --delivered or --not-delivered (one)")
     resolved = resolve_(app, email, delivered=delivered)
     if json_:
         echo_json(resolved)

@@ -76,7 +76,9 @@ def test_unknown_holds_the_sequence_until_resolved(campaign, smtp_server):
     assert again.stderr == ("Error: cfo2@maker2.example: no message with an unknown delivery, "
                             "so nothing to resolve (see `outreach status cfo2@maker2.example`)\n")
     neither = campaign.run("resolve", "cfo2@maker2.example")
-    assert neither.exit_code == 2 and "--delivered or --not-delivered" in neither.stderr
+    assert neither.exit_code == 2 and "--delivered or --not-delivered (one)" in neither.stderr
+    both = campaign.run("resolve", "cfo1@maker1.example", "--delivered", "--not-delivered")
+    assert both.exit_code == 2 and "--delivered or --not-delivered (one)" in both.stderr
 
     summary = campaign.run_json("send")
     assert (summary["sent"], summary["held"], summary["unknown"]) == (2, 0, 0)
