@@ -362,12 +362,17 @@ class SmtpConnection:
                              f"{self._lost(exc)}") from None
         # From here the payload is on the wire: a lost connection leaves its fate unknown.
         protocol = smtp.protocol
+        if self.handover is not None:   # before the payload: a crash now leaves it unknown
+            try:
+                self.handover.reached_data(envelope.message_id)
+            except OSError as exc:   # a full disk: without its mark the payload must not go
+                self._drop()   # the server, inside DATA, discards a message cut off like this
+                raise _Temporary("not sent: the hand-over log could not be written "
+                                 f"({exc.strerror or exc})") from None
         try:
             if protocol is None:
                 raise aiosmtplib.SMTPServerDisconnected("connection lost")
             payload = _DOT.sub(b"..", envelope.data)
-            if self.handover is not None:   # before the payload: a crash now leaves it unknown
-                self.handover.reached_data(envelope.message_id)
             self._ask()
             protocol.write(payload + b".\r\n")
             response = await protocol.read_response(timeout=None)

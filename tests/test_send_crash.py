@@ -20,7 +20,7 @@ from outreach import handover
 from outreach.transport import outbox_files
 from tests.conftest import prospect_row
 from tests.ledger import statuses
-from tests.smtp_server import Stall, use_smtp
+from tests.smtp_server import Recorder, Stall, use_smtp
 
 pytestmark = pytest.mark.slow
 
@@ -347,3 +347,35 @@ def test_a_suspended_sender_keeps_its_lease(campaign, smtp_server):
     assert Counter(stall.recipients()) == Counter(EVERYONE)   # each exactly once
     assert second.exit_code == 1
     assert "another `outreach send` is running" in second.output
+
+
+def test_a_hand_over_log_that_cannot_be_written_sends_nothing(campaign, smtp_server,
+                                                              monkeypatch):
+    """A full disk: the mark before the payload cannot be written, so the payload does not
+    go out either (a crash would otherwise resend it). Nothing is `unknown`; the messages
+    stay due and the next run sends each once."""
+    server = smtp_server(Recorder())
+    use_smtp(campaign, server.port, concurrency=1)
+    enroll(campaign)
+
+    def full(self, message_id):
+        raise OSError(28, "No space left on device")
+
+    from outreach import transport
+
+    monkeypatch.setattr(transport, "RETRY_INITIAL", 0.01)   # it retries, as for a lost line
+    writable = handover.Log.reached_data
+    monkeypatch.setattr(handover.Log, "reached_data", full)
+    stopped = campaign.run("send", "--json")
+    assert stopped.exit_code == 1
+    summary = json.loads(stopped.stdout)
+    assert (summary["sent"], summary["failed"], summary["unknown"]) == (0, 5, 0)
+    assert summary["failures"][0]["error"] == (
+        "not sent: the hand-over log could not be written (No space left on device)")
+    assert summary["failures"][0]["retry"] is True
+    assert server.handler.recipients() == []
+    monkeypatch.setattr(handover.Log, "reached_data", writable)   # space again
+    again = campaign.run("send")
+    assert again.exit_code == 0, again.output
+    assert again.stdout.startswith("sent 12,"), again.output
+    assert Counter(server.handler.recipients()) == Counter(EVERYONE)
