@@ -90,6 +90,11 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(["smtp-sink", *user, "-c", f"127.0.0.1:{port}", "256"])
     else:
         proc = subprocess.Popen([PY, "-c", SINK, str(port)])
+    return listening(proc, port)
+
+
+def listening(proc: subprocess.Popen[bytes], port: int) -> subprocess.Popen[bytes]:
+    """`proc` once it accepts connections on `port`; it is killed if it never does."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
-from send import campaign, free_port  # noqa: E402  (bench/send.py: the same campaign)
+from send import campaign, free_port, listening  # noqa: E402  (bench/send.py: the same campaign)
 
 from tests.postgres import start_server  # noqa: E402
 
@@ -81,18 +81,7 @@ main()
 
 
 def start_sink(port: int, report: Path, runs: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([PY, "-c", SINK, str(port), str(report), str(runs)])
-    import socket
-
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("the sink did not start")
+    return listening(subprocess.Popen([PY, "-c", SINK, str(port), str(report), str(runs)]), port)
 
 
 def server_cpu(data: Path) -> float:
