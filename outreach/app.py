@@ -34,6 +34,17 @@ def open_store(config: Config) -> Store:
     return Store(config.store_target, password=password)
 
 
+def copy_store(config: Config) -> Store:
+    """What `explain` reads: an in-memory copy of the campaign's SQLite file (empty when there
+    is none yet), so nothing it does reaches the file or creates it. A team database is opened
+    as usual: explain rolls back its transaction there."""
+    if config.store_url:
+        return open_store(config)
+    from .store.sqlite import SQLiteEngine
+
+    return Store(SQLiteEngine.copy_of(config.store_path))
+
+
 @dataclass
 class App:
     config: Config
@@ -43,12 +54,14 @@ class App:
     _held: list[tuple[str, dict[str, Any]]] | None = field(default=None, init=False, repr=False)
 
     @classmethod
-    def open(cls, config: Config, pm: pluggy.PluginManager | None = None) -> App:
-        """Open the store (migrating it) and load plugins unless a manager is given."""
+    def open(cls, config: Config, pm: pluggy.PluginManager | None = None,
+             store: Store | None = None) -> App:
+        """Open the store (migrating it) unless one is given, and load plugins unless a
+        manager is given."""
         if pm is None:
             pm = make_manager(config.plugin_paths, config.plugin_settings)
         activate(pm, config.root)  # plugins' settings() and campaign_dir() follow this config
-        app = cls(config=config, store=open_store(config), pm=pm)
+        app = cls(config=config, store=store or open_store(config), pm=pm)
         app.fire("campaign_opened", campaign=CampaignView(app))
         return app
 

@@ -10,7 +10,7 @@ import json
 import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from functools import wraps
+from functools import partial, wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -88,18 +88,19 @@ def json_option(fn: F) -> F:
                         help="Print one JSON document on stdout and nothing else there.")(fn)
 
 
-def with_app(fn: F) -> F:
-    """Load the config and open the store; pass `app` instead of `config_path`."""
+def with_app(fn: F, *, copy: bool = False) -> F:
+    """Load the config and open the store (with `copy`, a throwaway copy of it: see
+    app.copy_store); pass `app` instead of `config_path`."""
 
     @config_option
     @wraps(fn)
     def wrapper(*args: Any, config_path: str | None, **kwargs: Any) -> Any:
-        from .app import App
+        from .app import App, copy_store
         from .config import load_config
 
         config = load_config(config_path)
         pm = _startup.get("pm") if _startup.get("config") == config.path else None
-        with App.open(config, pm=pm) as app:
+        with App.open(config, pm=pm, store=copy_store(config) if copy else None) as app:
             return fn(*args, app=app, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -629,7 +630,7 @@ def watch(app: Any, interval: float) -> None:
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @json_option
-@with_app
+@partial(with_app, copy=True)
 def explain(app: Any, file: Path, json_: bool) -> None:
     """Show what `poll` would make of one saved message (an .eml file) and what it would do,
     changing nothing: kind, the addresses it names, the prospects it matches, the action and
@@ -647,7 +648,7 @@ def explain(app: Any, file: Path, json_: bool) -> None:
         echo_json(entry)
         return
     for key in ("kind", "why", "addresses", "prospects", "action", "status", "permanent",
-                "return_date", "not_interested", "referrals", "message_id"):
+                "return_date", "not_interested", "referrals", "message_id", "note"):
         if key in entry:
             value = entry[key]
             text = ", ".join(value) or "-" if isinstance(value, list) else value

@@ -526,6 +526,9 @@ def explain(app: App, raw: bytes) -> dict[str, Any]:
     if item.kind in ("reply", "referral"):
         entry.update(not_interested=verdict.not_interested,
                      referrals=[a for a, _ in verdict.referrals], text=verdict.text[:500])
+    if not app.config.store_url and not app.config.store_path.exists():
+        entry["note"] = (f"no database at {app.config.store_path} yet: explained without "
+                         "matching prospects")
     return entry
 
 

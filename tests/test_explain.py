@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.test_poll import CORPUS, RECORDER, drop, seed, state
 
 
@@ -67,3 +69,37 @@ def test_poll_json_lists_every_message_with_its_reason(campaign):
     assert ("malformed", "skipped") in entries
     assert ("unmatched", "none") in entries
     assert all(m["why"] for m in doc["messages"])
+
+
+@pytest.mark.sqlite_only
+def test_explain_without_a_database_creates_none(campaign):
+    """A campaign folder whose database is not there yet (a config copied from a colleague):
+    explain reads the message alone, says it matched no prospects, and writes nothing."""
+    for made in campaign.root.glob("outreach.db*"):
+        made.unlink()
+    before = sorted(p.name for p in campaign.root.iterdir())
+    result = campaign.run("explain", str(CORPUS / "reply-gmail-interested.eml"))
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[:4] == [
+        "kind:           reply",
+        "why:            written by a person",
+        "addresses:      cfo1@maker1.example",
+        "prospects:      -",
+    ]
+    assert (f"note:           no database at {campaign.root / 'outreach.db'} yet: explained "
+            "without matching prospects") in result.output.splitlines()
+    assert sorted(p.name for p in campaign.root.iterdir()) == before
+
+
+@pytest.mark.sqlite_only
+def test_explain_reads_the_database_without_writing_it(campaign):
+    """Explain acts on a private copy: the campaign's file is read, never written."""
+    seeded = seed(campaign)
+    db = seeded.root / "outreach.db"
+    before = (db.read_bytes(), db.stat().st_mtime_ns,
+              sorted(p.name for p in seeded.root.iterdir()))
+    doc = seeded.run_json("explain", str(CORPUS / "bounce-postfix-hard.eml"))
+    assert (doc["prospects"], doc["action"]) == (["cfo39@maker39.example"], "suppressed")
+    assert "note" not in doc
+    assert (db.read_bytes(), db.stat().st_mtime_ns,
+            sorted(p.name for p in seeded.root.iterdir())) == before

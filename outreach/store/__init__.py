@@ -67,8 +67,10 @@ def connection_lost(exc: BaseException) -> bool:
 class Store(Prospects, Enrollments, Ledger, Mail, Calls, Stats):
     """One connection to the state database, migrated to the current schema."""
 
-    def __init__(self, target: str | os.PathLike[str], *, password: str | None = None) -> None:
-        db = open_engine(target, password=password)
+    def __init__(self, target: str | os.PathLike[str] | Engine, *,
+                 password: str | None = None) -> None:
+        db = (open_engine(target, password=password) if isinstance(target, str | os.PathLike)
+              else target)
         db.open(MIGRATIONS)
         super().__init__(db)
         self.where = db.where

@@ -31,6 +31,29 @@ class SQLiteEngine:
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the database: {exc}") from None
 
+    @classmethod
+    def copy_of(cls, path: Path) -> SQLiteEngine:
+        """A private in-memory copy of the database file at `path` (empty if there is none),
+        read without writing to the file or creating it: `explain` acts on the copy as poll
+        would, and drops it."""
+        engine = cls(":memory:")
+        if path.exists():
+            # With no -wal file beside it no connection has it open: read it as it is, or a
+            # read-only connection would make a -wal and -shm it cannot remove.
+            live = path.with_name(f"{path.name}-wal").exists()
+            try:
+                source = sqlite3.connect(
+                    f"{path.resolve().as_uri()}?mode=ro{'' if live else '&immutable=1'}",
+                    uri=True)
+                try:
+                    source.backup(engine.conn)
+                finally:
+                    source.close()
+            except sqlite3.DatabaseError as exc:
+                engine.close()
+                raise StoreError(f"{path}: not an outreach database ({exc})") from None
+        return engine
+
     def open(self, migrations: Sequence[str | PerEngine]) -> None:
         try:
             self.conn.execute("PRAGMA journal_mode = WAL")
