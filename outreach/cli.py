@@ -68,8 +68,6 @@ def cli() -> None:
     Start with `outreach init`, then `outreach import prospects.csv`, `outreach enroll
     SEQUENCE`, and run `outreach send` each morning and evening.
     """
-    if "error" in _startup:
-        raise click.ClickException(str(_startup["error"]))
 
 
 # -- shared options ----------------------------------------------------------------------
@@ -77,10 +75,18 @@ def cli() -> None:
 
 def config_option(fn: F) -> F:
     return click.option(
-        "--config", "config_path", type=click.Path(), default=None,
+        "--config", "config_path", type=click.Path(), default=None, callback=_plugins_loaded,
         help="Config file or campaign folder (default: $OUTREACH_CONFIG, else "
              "./outreach.toml).",
     )(fn)
+
+
+def _plugins_loaded(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Stop a command on a campaign whose plugins failed to load at start-up. Only those:
+    `init`, and `--help`, which click answers before this, use no campaign."""
+    if "error" in _startup:
+        raise click.ClickException(str(_startup["error"]))
+    return value
 
 
 def json_option(fn: F) -> F:

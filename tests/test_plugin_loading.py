@@ -103,6 +103,26 @@ def test_plugin_that_fails_to_import_stops_the_command_naming_file_line_and_the_
     assert run_outreach(campaign, "import", str(csv_path)).returncode == 0
 
 
+def test_a_broken_plugin_stops_only_the_commands_that_use_its_campaign(campaign, tmp_path):
+    """Run from a campaign folder whose plugin is broken, `init` of another folder, `--help`
+    and `--version` still work; a command on that campaign still stops, naming file and line."""
+    broken = campaign.root / "plugins" / "broken.py"
+    broken.write_text("X = 1\nY = X / 0\n", encoding="utf-8")
+    other = tmp_path / "other"
+    made = run_outreach(campaign, "init", str(other))
+    assert made.returncode == 0, made.stderr
+    assert (other / "outreach.toml").is_file() and (other / "outreach.db").is_file()
+    assert run_outreach(campaign, "--version").stdout.startswith("outreach, version ")
+    for args in (["--help"], ["init", "--help"], ["prospects", "--help"]):
+        shown = run_outreach(campaign, *args)
+        assert (shown.returncode, shown.stderr) == (0, ""), args
+        assert shown.stdout.startswith(f"Usage: outreach {' '.join(args[:-1])}".rstrip() + " ")
+    listed = run_outreach(campaign, "prospects")
+    assert listed.returncode == 1
+    assert listed.stderr.startswith(f"Error: plugin broken cannot be loaded: {broken} line 2: "
+                                    "ZeroDivisionError: division by zero\n")
+
+
 @pytest.mark.parametrize("marker", ["wrapper=True", "hookwrapper=True"])
 def test_a_hook_wrapper_is_refused_at_load_time_naming_plugin_and_hook(campaign, marker):
     (campaign.root / "plugins" / "timing.py").write_text(
