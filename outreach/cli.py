@@ -948,4 +948,32 @@ def main() -> None:
         load_startup_plugins(sys.argv[1:])
     except OutreachError as exc:
         _startup["error"] = exc  # reported by the group, through click, like any other error
-    cli(prog_name="outreach")
+    try:
+        cli(prog_name="outreach")
+    except SystemExit as exc:
+        _exit(exc.code)
+        raise
+
+
+def _exit(code: Any) -> None:
+    """End the process without the interpreter's teardown (freeing every object and module
+    one by one: 15-30 ms per command, a tenth of a `poll` with nothing new). Only when that
+    loses nothing: the command has returned (its store closed, its files closed by their
+    `with`), no other thread runs, and the exit code is a number. The atexit handlers run
+    and stdout and stderr are flushed first, as a normal exit does; if a flush fails (a
+    closed pipe) the caller exits the normal way, which reports it as before."""
+    import os
+
+    threading = sys.modules.get("threading")
+    if not (code is None or isinstance(code, int)) or (
+            threading is not None and threading.active_count() > 1):
+        return
+    import atexit
+
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(code or 0)

@@ -12,12 +12,14 @@ from pathlib import Path
 from outreach.plugins import make_manager
 
 HEAVY = ("pluggy", "outreach.config", "outreach.models", "outreach.hookspecs")
+# Printed by an atexit handler: main() ends the process itself (see test_exit_...).
 PROBE = (
-    "import sys\n"
+    "import atexit, sys\n"
     "sys.argv = ['outreach', *sys.argv[1:]]\n"
+    "atexit.register(lambda: print(sorted(m for m in "
+    f"{HEAVY!r} if m in sys.modules), file=sys.stderr))\n"
     "from outreach.cli import main\n"
-    "try:\n    main()\nexcept SystemExit:\n    pass\n"
-    f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\n"
+    "main()\n"
 )
 
 
@@ -44,3 +46,37 @@ def test_built_in_plugins_add_no_commands() -> None:
     # Start-up builds no manager when only the built-ins are there: that is only right
     # while none of them implements register_commands.
     assert make_manager().hook.register_commands.get_hookimpls() == []
+
+
+EXITS = (
+    "import atexit, sys, threading, time\n"
+    "class Teardown:\n"
+    "    def __del__(self):\n"
+    "        print('torn down', flush=True)\n"
+    "kept = Teardown()  # freed only by the interpreter's teardown\n"
+    "atexit.register(lambda: print('atexit ran'))  # buffered: printed only if flushed\n"
+    "if 'thread' in sys.argv:\n"
+    "    sys.argv.remove('thread')\n"
+    "    threading.Thread(target=lambda: (time.sleep(0.3), print('thread done'))).start()\n"
+    "sys.argv = ['outreach', *sys.argv[1:]]\n"
+    "from outreach.cli import main\n"
+    "main()\n"
+)
+
+
+def test_exit_skips_the_teardown_but_keeps_output_exit_code_and_atexit(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", EXITS, *args], cwd=tmp_path,
+                              capture_output=True, text=True)
+
+    done = run("--help")
+    assert done.returncode == 0
+    assert done.stdout.startswith("Usage: outreach") and done.stdout.endswith("atexit ran\n")
+    assert "torn down" not in done.stdout   # the process ended without freeing everything
+    failed = run("status", "nobody@example.com", "--config", str(tmp_path / "none.toml"))
+    assert failed.returncode == 1 and failed.stderr.startswith("Error: ")
+    assert failed.stdout == "atexit ran\n"
+    # Another thread still running: the normal exit, which waits for it.
+    threaded = run("thread", "--help")
+    assert threaded.returncode == 0
+    assert threaded.stdout.endswith("thread done\natexit ran\ntorn down\n")
