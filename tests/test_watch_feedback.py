@@ -3,12 +3,14 @@ piped it prints only what mail did. Run as a user runs it: a real process, on a 
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import mailbox
 import os
 import pty
 import select
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -59,6 +61,47 @@ def read_until(fd: int, seen: bytearray, text: bytes, timeout: float = 20) -> No
         seen += chunk
 
 
+class Opened:
+    """The folders inside `folder` that are opened (listed), as inotify reports them: the
+    event a test waits on instead of sleeping while a process works."""
+
+    IN_OPEN = 0x20
+    HEADER = struct.Struct("iIII")   # struct inotify_event: wd, mask, cookie, len; then name
+
+    def __init__(self, folder: Path) -> None:
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0 or self.libc.inotify_add_watch(self.fd, os.fsencode(folder),
+                                                      self.IN_OPEN) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify on {folder}")
+
+    def drain(self) -> list[str]:
+        """The names opened since the last call, without waiting."""
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return []
+        names, at = [], 0
+        while at < len(data):
+            _, _, _, size = self.HEADER.unpack_from(data, at)
+            at += self.HEADER.size
+            names.append(data[at:at + size].rstrip(b"\0").decode())
+            at += size
+        return names
+
+    def wait_for(self, name: str, times: int, timeout: float = 20) -> None:
+        """Block until `name` has been opened `times` more times than before the call."""
+        self.drain()
+        deadline, seen = time.monotonic() + timeout, 0
+        while seen < times:
+            if not select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                raise AssertionError(f"{name} opened {seen} times, not {times}")
+            seen += self.drain().count(name)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 def test_watch_at_a_terminal_says_what_it_watches_and_a_line_per_pass(
         campaign: Campaign) -> None:
     master, slave = pty.openpty()
@@ -87,11 +130,13 @@ def test_watch_at_a_terminal_says_what_it_watches_and_a_line_per_pass(
 
 def test_watch_piped_or_under_cron_prints_only_what_mail_did(campaign: Campaign) -> None:
     deliver(campaign, 1)
+    opened = Opened(campaign.root / "mail")
     proc = spawn(campaign, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
-        time.sleep(1.2)  # passes with nothing new go by (0.5 s apart), saying nothing
+        # A pass lists new/: let one whole pass with nothing new go by, saying nothing.
+        opened.wait_for("new", 2)
         deliver(campaign, 2)
         second = proc.stdout.readline()
         proc.send_signal(signal.SIGTERM)
@@ -99,6 +144,7 @@ def test_watch_piped_or_under_cron_prints_only_what_mail_did(campaign: Campaign)
     finally:
         proc.kill()
         proc.wait()
+        opened.close()
     assert (first + second + out).decode() == f"{UNMATCHED}\n{UNMATCHED}\n"
     assert err.decode() == "outreach watch: stopped\n"
 
