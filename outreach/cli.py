@@ -841,7 +841,7 @@ def resolve(app: Any, email: str, delivered: bool, not_delivered: bool, json_: b
     Look for the message in your mailbox's Sent folder or the SMTP server's log first; until
     it is resolved the prospect's sequence waits.
     """
-    from .send import resolve as resolve_
+    from .settle import resolve as resolve_
 
     if delivered == not_delivered:   # neither, or both (a typo must not resend a message)
         raise click.UsageError("say what you found: --delivered or --not-delivered (one)")

@@ -504,9 +504,9 @@ def test_message_sent_hook_gets_the_message_as_sent(campaign, smtp_server):
 
 def test_day0_calls_are_made_while_later_emails_are_on_the_wire(campaign, smtp_server,
                                                                 monkeypatch):
-    from outreach import send as send_module
+    from outreach import dispatch
 
-    monkeypatch.setattr(send_module, "FLUSH_SECONDS", 0.01)
+    monkeypatch.setattr(dispatch, "FLUSH_SECONDS", 0.01)
     server = smtp_server(Slow(delay=0.03))
     use_smtp(campaign, server.port, concurrency=2)
     enrolled(campaign, [prospect_row(i) for i in range(12)])

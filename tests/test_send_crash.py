@@ -280,11 +280,11 @@ def test_outbox_a_complete_file_is_sent_a_partial_one_is_not(campaign):
 def test_a_failure_while_queueing_stops_the_run_without_hanging(campaign, monkeypatch):
     """The ledger refusing a later chunk's intents (here: a simulated error) ends the run with
     that error once the messages already queued are done; the next run sends the rest."""
-    from outreach import send as send_module
     from outreach.errors import StoreError
+    from outreach.settle import RunLedger
 
     enroll(campaign, 12)
-    real = send_module._Run.record_intents
+    real = RunLedger.claim
     calls = []
 
     def failing(self, envelopes):
@@ -293,11 +293,11 @@ def test_a_failure_while_queueing_stops_the_run_without_hanging(campaign, monkey
             raise StoreError("outreach.db: disk I/O error")
         return real(self, envelopes)
 
-    monkeypatch.setattr(send_module._Run, "record_intents", failing)
+    monkeypatch.setattr(RunLedger, "claim", failing)
     failed = campaign.run("send")
     assert failed.exit_code == 1
     assert failed.stderr == "Error: outreach.db: disk I/O error\n"
-    monkeypatch.setattr(send_module._Run, "record_intents", real)
+    monkeypatch.setattr(RunLedger, "claim", real)
     first = statuses(campaign)
     assert first == {"sent": 8}   # the first chunk went; the failed one left no intent
     assert campaign.run_json("send")["sent"] == 4
