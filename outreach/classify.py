@@ -765,6 +765,8 @@ def machine_reason(message: Message, sender: str, subject: str, text: str) -> st
         return f"mailing-list or newsletter mail ({name} header)"
     if "precedence" in present and header(message, "Precedence").lower() == "list":
         return "mailing-list mail (Precedence: list)"
+    if helpdesk := _helpdesk(message, present, subject, text):
+        return helpdesk
     sample = (subject + "\n" + text[:3000]).lower()
     if any(word in sample for word in _CHALLENGE_WORDS) and _CHALLENGE.search(sample):
         return "challenge-response: asks us to verify we are human"
@@ -775,6 +777,57 @@ def machine_reason(message: Message, sender: str, subject: str, text: str) -> st
     if _bounce_subject(subject) and not _REPLY_PREFIX.match(subject) \
             and not _threaded(message):
         return "a delivery notice naming no address we know"
+    return ""
+
+
+# Ticket systems' own headers (Zendesk, Freshdesk/Freshservice, ServiceNow, Jira and its
+# Service Management, Request Tracker, OTRS, Zammad, Help Scout, Kayako) and mailer names.
+_HELPDESK_HEADERS = ("x-zendesk-", "x-freshdesk-", "x-freshservice-", "x-servicenow-",
+                     "x-jsd-", "x-jira-", "rt-ticket", "x-rt-loop-prevention", "x-otrs-",
+                     "x-zammad-", "x-helpscout-", "x-kayako-")
+_HELPDESK_MAILER = re.compile(r"zendesk|freshdesk|freshservice|servicenow|jira|otrs|zammad|"
+                              r"osticket|kayako|help ?scout|request tracker|happyfox|sysaid",
+                              re.IGNORECASE)
+# The opening of an acknowledgement; all but the last need a ticket number to count.
+_ACK_OPENING = re.compile(
+    r"we(?:'ve| have)? received your (?:support )?(?:request|message|e-?mail|enquiry|inquiry|"
+    r"ticket|case)|"
+    r"your (?:support )?(?:request|ticket|case|enquiry|inquiry)(?: \(?#?[\w-]*\d[\w-]*\)?)? "
+    r"(?:has been|was|is) (?:received|created|logged|opened|submitted|registered|raised)|"
+    r"(?:a|your) (?:new )?(?:support )?(?:ticket|case) (?:has been|was) (?:created|opened|logged"
+    r"|raised)|"
+    r"(?P<automated>this is an? automat(?:ed|ic) (?:response|reply|message|e-?mail|notification|"
+    r"acknowledge?ment)|this (?:e-?mail|message) (?:is|was) (?:sent |generated )?automatically"
+    r"(?: generated| sent)?)", re.IGNORECASE)
+_ACK_WORDS = ("receiv", "automat", "ticket", "case")
+_TICKET_REF = re.compile(
+    r"(?i:\b(?:ticket|request|case|incident|ref(?:erence)?)\b\s*(?:no\.?|number|id)?\s*"
+    r"[:#(\[]?\s*#?\s*[a-z]{0,5}-?\d{3,}\b)|(?<![\w#])#\s?\d{3,}\b|"
+    r"\b(?:INC|REQ|RITM|SCTASK|CS|SR|TKT)\d{5,}\b|"
+    r"[\[(][A-Z][A-Z0-9]{1,9}-\d{1,7}[\])]|"
+    r"(?i:\b(?:ticket|request|case) (?:received|created|opened|logged)\b)")
+
+
+def _helpdesk(message: Message, present: Any, subject: str, text: str) -> str:
+    """Why this is a help desk's mail (its headers, or an acknowledgement's opening with a
+    ticket number), or "". Ticket systems often send no Auto-Submitted header."""
+    if "x-mailer" in present and _HELPDESK_MAILER.search(mailer := header(message, "X-Mailer")):
+        return f"sent by a help desk (X-Mailer: {mailer})"
+    if any(name.startswith(_HELPDESK_HEADERS) for name in present):
+        name = next(n for n in message if n.lower().startswith(_HELPDESK_HEADERS))
+        return f"sent by a help desk ({name} header)"
+    opening = text[:400]
+    low = opening.lower()
+    if not any(word in low for word in _ACK_WORDS):
+        return ""
+    ack = _ACK_OPENING.search(opening)
+    if not ack:
+        return ""
+    said = " ".join(ack[0].lower().split())
+    if ack["automated"]:
+        return f'says it was sent automatically ("{said}")'
+    if _TICKET_REF.search(subject) or _TICKET_REF.search(opening):
+        return f'a help-desk acknowledgement with a ticket number ("{said}")'
     return ""
 
 
