@@ -61,18 +61,30 @@ async def main(port, report, runs):
 asyncio.run(main(int(sys.argv[1]), sys.argv[2], int(sys.argv[3])))
 """
 
-# `outreach send` with every statement the PostgreSQL client sends counted (one execute, or
-# one pipelined executemany, is one round trip).
+# `outreach send` with every round trip to the PostgreSQL server counted: each time the client
+# waits to read the server's answer (a statement, a pipeline's sync or flush; the statements
+# pipelined before it ride along).
 COUNTED = """
 import atexit, sys
 import psycopg
+from psycopg import waiting
+from psycopg.waiting import Wait
 calls = [0]
-for name in ("execute", "executemany"):
-    real = getattr(psycopg.Cursor, name)
-    def counted(self, *args, _real=real, **kwargs):
-        calls[0] += 1
-        return _real(self, *args, **kwargs)
-    setattr(psycopg.Cursor, name, counted)
+real = waiting.wait
+def counted(gen, *args, **kwargs):
+    def watched():
+        reads = False
+        try:
+            state = next(gen)
+            while True:
+                reads = reads or state == Wait.R
+                state = gen.send((yield state))
+        except StopIteration as done:
+            return done.value
+        finally:
+            calls[0] += reads
+    return real(watched(), *args, **kwargs)
+waiting.wait = counted
 atexit.register(lambda: print(f"ROUNDTRIPS {calls[0]}", file=sys.stderr))
 sys.argv = ["outreach", *sys.argv[1:]]
 from outreach.cli import main

@@ -202,32 +202,22 @@ class Ledger(Part):
         fixes the mailbox it sticks to. Returns {message_id: ledger id} of those written; the
         rest were refused or are already in the ledger. Call inside a transaction."""
         stamp = iso(at)
-        self.db.executemany(
+        written = {r[0]: r[1] for r in self.db.execute_each(
             "INSERT INTO messages (enrollment_id, step, template, variant, message_id, "
             "subject, status, created_at, rep, mailbox) "
             "SELECT ?, ?, ?, ?, ?, ?, 'intent', ?, ?, ? "
             "WHERE EXISTS (SELECT 1 FROM enrollments e JOIN prospects p ON p.id = e.prospect_id "
             "WHERE e.id = ? AND e.state IN ('active', 'paused') AND e.next_step = ? "
             f"AND (e.paused_until IS NULL OR e.paused_until <= ?) AND NOT {self.suppressed}) "
-            "ON CONFLICT DO NOTHING",
+            "ON CONFLICT DO NOTHING RETURNING message_id, id",
             [(i["enrollment_id"], i["step"], i["template"], i["variant"], i["message_id"],
               i["subject"], stamp, i.get("rep"), i.get("mailbox"), i["enrollment_id"],
-              i["step"], stamp) for i in intents])
-        ids = [i["message_id"] for i in intents]
-        if not ids:
-            return {}
-        written = {r[0]: r[1] for r in self.db.execute(
-            "SELECT message_id, id FROM messages WHERE status = 'intent' "
-            f"AND message_id IN ({marks(len(ids))})", ids)}
-        by_mailbox: dict[str, list[int]] = {}
-        for i in intents:
-            if i.get("mailbox") and i["message_id"] in written:
-                by_mailbox.setdefault(i["mailbox"], []).append(i["enrollment_id"])
-        for mailbox, enrollments in by_mailbox.items():   # one statement per mailbox
-            self.db.execute(
-                "UPDATE prospects SET mailbox = ? WHERE mailbox IS NULL AND id IN "
-                f"(SELECT prospect_id FROM enrollments WHERE id IN ({marks(len(enrollments))}))",
-                (mailbox, *enrollments))
+              i["step"], stamp) for i in intents])}
+        self.db.queue(   # a prospect's first message fixes its mailbox
+            "UPDATE prospects SET mailbox = ? WHERE mailbox IS NULL AND id = "
+            "(SELECT prospect_id FROM enrollments WHERE id = ?)",
+            [(i["mailbox"], i["enrollment_id"]) for i in intents
+             if i.get("mailbox") and i["message_id"] in written])
         return written
 
     def ledger_templates(self, enrollment_ids: Iterable[int]) -> dict[tuple[int, str], int]:
@@ -242,12 +232,13 @@ class Ledger(Part):
 
     def mark_sent(self, sent: Sequence[Mapping[str, Any]], *, at: datetime) -> None:
         """Mark accepted messages sent, add their `sent` events and move their enrollments
-        past the step, in three statements (keys: ledger_id, prospect_id, enrollment_id, step,
-        template, variant, message_id, subject). Call inside a transaction."""
+        past the step (keys: ledger_id, prospect_id, enrollment_id, step, template, variant,
+        message_id, subject), in one round trip with the COMMIT on PostgreSQL. Call inside a
+        transaction."""
         stamp = iso(at)
-        self.db.executemany("UPDATE messages SET status = 'sent', sent_at = ? WHERE id = ?",
-                            [(stamp, m["ledger_id"]) for m in sent])
-        self.db.executemany(
+        self.db.queue("UPDATE messages SET status = 'sent', sent_at = ? WHERE id = ?",
+                      [(stamp, m["ledger_id"]) for m in sent])
+        self.db.queue(
             "INSERT INTO events (prospect_id, enrollment_id, kind, detail, at) "
             "VALUES (?, ?, 'sent', ?, ?)",
             [(m["prospect_id"], m["enrollment_id"], json.dumps({
@@ -296,7 +287,7 @@ class Ledger(Part):
 
 
 def _advance(db: Engine, steps: Iterable[tuple[int, int]]) -> None:
-    db.executemany(
+    db.queue(
         "UPDATE enrollments SET next_step = CASE WHEN next_step > ? THEN next_step "
         "ELSE ? END, state = 'active', paused_until = NULL "
         f"WHERE id = ? AND {_OPEN}",

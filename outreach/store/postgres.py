@@ -46,6 +46,7 @@ class PostgresEngine:
         self.held: set[str] = set()
         self.renewed: dict[str, float] = {}   # lease -> when its row was last rewritten
         self.pool: Any = None
+        self.pipe: psycopg.Pipeline | None = None   # the open transaction's pipeline
 
     def long_lived(self) -> None:
         """For `watch`, which runs for weeks: the connection comes from a pool of one
@@ -90,20 +91,51 @@ class PostgresEngine:
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor:
         self._ready()
-        return self.conn.execute(_pg(sql, bool(args)), tuple(args) or None)
+        cur = self.conn.execute(_pg(sql, bool(args)), tuple(args) or None)
+        self._sync()   # its rows, row count and error are there when it returns
+        return cur
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
         self._ready()
         if rows:
             with self.conn.cursor() as cur:
-                cur.executemany(_pg(sql, True), rows)
+                cur.executemany(_pg(sql, True), rows)   # pipelined: one round trip
+                self._sync()
+
+    def execute_each(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[Any]:
+        """`sql` run once per row (prepared, pipelined: one round trip); every row the runs
+        returned, in order (`RETURNING`)."""
+        self._ready()
+        if not rows:
+            return []
+        out: list[Any] = []
+        with self.conn.cursor() as cur:
+            cur.executemany(_pg(sql, True), rows, returning=True)
+            self._sync()
+            while True:
+                out.extend(cur.fetchall())
+                if not cur.nextset():
+                    return out
+
+    def queue(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Writes whose results nobody reads: inside a transaction they travel with the next
+        statement or the COMMIT (one round trip for several), and an error surfaces there,
+        failing the transaction all the same. Outside one they run at once."""
+        rows = list(rows)
+        self._ready()
+        if rows:
+            self.conn.cursor().executemany(_pg(sql, True), rows)   # prepared once, run per row
 
     def records(self, sql: str, args: Sequence[Any] = ()) -> list[Record]:
         self._ready()
         with self.conn.cursor(row_factory=dict_row) as cur:
             cur.execute(_pg(sql, bool(args)), tuple(args) or None)
-            return cur.fetchall()
+            return cur.fetchall()   # (in a transaction's pipeline: fetched up to here)
+
+    def _sync(self) -> None:
+        if self.pipe is not None:
+            self.pipe.sync()
 
     @staticmethod
     def json_put(column: str) -> str:
@@ -112,12 +144,38 @@ class PostgresEngine:
 
     @property
     def in_transaction(self) -> bool:
-        return self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        return (self.pipe is not None
+                or self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE)
 
     def transaction(self) -> AbstractContextManager[PostgresEngine]:
-        """BEGIN (read committed); the ledger's checks sit in the statements that write."""
+        """BEGIN (read committed); the ledger's checks sit in the statements that write.
+        Inside another transaction, a savepoint."""
         self._ready()
-        return transaction(self, self.conn.execute, nested=self.in_transaction, begin="BEGIN")
+        if self.in_transaction:
+            return transaction(self, self.execute, nested=True, begin="")
+        return self._pipelined()
+
+    @contextmanager
+    def _pipelined(self) -> Iterator[PostgresEngine]:
+        """A transaction in pipeline mode: BEGIN goes with its first statement, and COMMIT
+        with the writes queued before it, so a transaction of writes is one round trip to
+        the server, and one that reads first is two. Each round trip waits on the server, so
+        on a busy host they are what a sender spends its time on."""
+        try:
+            with self.conn.pipeline() as self.pipe:
+                self.conn.execute(b"BEGIN")
+                try:
+                    yield self
+                except BaseException:
+                    self.conn.execute(b"ROLLBACK")
+                    raise
+                self.conn.execute(b"COMMIT")   # sent, and its outcome read, as the pipeline ends
+        finally:
+            self.pipe = None
+            # A queued write that failed made the server skip the rest, ROLLBACK included.
+            if (not self.conn.closed and self.conn.info.transaction_status
+                    == psycopg.pq.TransactionStatus.INERROR):
+                self.conn.execute(b"ROLLBACK")
 
     # -- schema --------------------------------------------------------------------------
 
@@ -132,7 +190,8 @@ class PostgresEngine:
         if self.version >= len(migrations):
             self._refuse_newer(self.version, len(migrations))
             return
-        with self.transaction():
+        # Not pipelined: a migration is several statements in one string.
+        with transaction(self, self.conn.execute, nested=False, begin="BEGIN"):
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
             current = self.version   # another process may have migrated meanwhile
             for number, migration in enumerate(migrations[current:], start=current + 1):

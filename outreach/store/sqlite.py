@@ -76,6 +76,14 @@ class SQLiteEngine:
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.conn.executemany(sql, rows)
 
+    def execute_each(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[Any]:
+        """`sql` run once per row; every row the runs returned, in order (`RETURNING`)."""
+        return [out for row in rows for out in self.conn.execute(sql, row).fetchall()]
+
+    def queue(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Writes whose results nobody reads: on a local file, at once."""
+        self.conn.executemany(sql, rows)
+
     def records(self, sql: str, args: Sequence[Any] = ()) -> list[Record]:
         cur = self.conn.execute(sql, args)
         names = [c[0] for c in cur.description]
