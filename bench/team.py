@@ -64,28 +64,13 @@ asyncio.run(main(int(sys.argv[1]), sys.argv[2], int(sys.argv[3])))
 # `outreach send` with every round trip to the PostgreSQL server counted: each time the client
 # waits to read the server's answer (a statement, a pipeline's sync or flush; the statements
 # pipelined before it ride along).
-COUNTED = """
+COUNTED = f"""
 import atexit, sys
-import psycopg
+sys.path.insert(0, {str(REPO)!r})
 from psycopg import waiting
-from psycopg.waiting import Wait
-calls = [0]
-real = waiting.wait
-def counted(gen, *args, **kwargs):
-    def watched():
-        reads = False
-        try:
-            state = next(gen)
-            while True:
-                reads = reads or state == Wait.R
-                state = gen.send((yield state))
-        except StopIteration as done:
-            return done.value
-        finally:
-            calls[0] += reads
-    return real(watched(), *args, **kwargs)
-waiting.wait = counted
-atexit.register(lambda: print(f"ROUNDTRIPS {calls[0]}", file=sys.stderr))
+from tests.postgres import round_trip_counter
+calls, waiting.wait = round_trip_counter(waiting.wait)
+atexit.register(lambda: print(f"ROUNDTRIPS {{calls[0]}}", file=sys.stderr))
 sys.argv = ["outreach", *sys.argv[1:]]
 from outreach.cli import main
 main()

@@ -15,8 +15,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,6 +138,31 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     url = postgres_server.create_database()
     yield url
     postgres_server.drop_database(url)
+
+
+def round_trip_counter(wait: Callable[..., Any]) -> tuple[list[int], Callable[..., Any]]:
+    """psycopg's `waiting.wait`, counting the round trips to the server: the waits that read
+    its answer (a statement, a pipeline's sync or flush; what was pipelined before rides
+    along). For tests and bench/team.py; [count] and the wrapped wait."""
+    from psycopg.waiting import Wait
+
+    count = [0]
+
+    def counted(gen: Any, *args: Any, **kwargs: Any) -> Any:
+        def watched() -> Any:
+            reads = False
+            try:
+                state = next(gen)
+                while True:
+                    reads = reads or state == Wait.R
+                    state = gen.send((yield state))
+            except StopIteration as done:
+                return done.value
+            finally:
+                count[0] += reads
+        return wait(watched(), *args, **kwargs)
+
+    return count, counted
 
 
 def main(argv: list[str]) -> None:

@@ -123,3 +123,43 @@ def test_a_server_that_goes_away_mid_command_is_a_clear_error(campaign, monkeypa
     assert result.stderr == (
         "Error: the database server stopped answering (server closed the connection "
         "unexpectedly); what was not committed was rolled back. Run again when it is back.\n")
+
+
+def test_a_transaction_of_queued_writes_is_one_round_trip(postgres_url, monkeypatch):
+    from psycopg import waiting
+
+    from .postgres import round_trip_counter
+
+    with Store(postgres_url) as store:
+        trips, counted = round_trip_counter(waiting.wait)
+        monkeypatch.setattr(waiting, "wait", counted)
+        with store.transaction():
+            store.db.queue("INSERT INTO secrets (name, value) VALUES (?, ?)",
+                           [("one", "1"), ("two", "2")])
+            store.db.queue("UPDATE secrets SET value = ? WHERE name = ?", [("3", "two")])
+        assert trips[0] == 1   # BEGIN, the writes and COMMIT together
+        with store.transaction():
+            cur = store.db.execute("UPDATE secrets SET value = '4' WHERE name IN ('one', 'two')")
+            assert cur.rowcount == 2   # a statement's count is there when it returns
+        assert trips[0] == 3
+        assert not store.db.in_transaction
+        assert dict(store.db.execute("SELECT name, value FROM secrets WHERE name IN "
+                                     "('one', 'two')").fetchall()) == {"one": "4", "two": "4"}
+
+
+def test_a_queued_write_that_fails_fails_its_transaction(postgres_url):
+    with Store(postgres_url) as store:
+        with pytest.raises(psycopg.IntegrityError), store.transaction():
+            store.db.queue("INSERT INTO secrets (name, value) VALUES (?, ?)", [("kept", "no")])
+            store.db.queue("INSERT INTO secrets (name, value) VALUES (?, ?)",
+                           [("twice", "1"), ("twice", "2")])
+        assert not store.db.in_transaction
+        assert store.db.execute("SELECT count(*) FROM secrets WHERE name IN ('kept', 'twice')"
+                                ).fetchone()[0] == 0
+        with pytest.raises(psycopg.IntegrityError), store.transaction():
+            store.db.queue("INSERT INTO secrets (name, value) VALUES (?, ?)",
+                           [("unsubscribe", "x")])
+            store.db.execute("SELECT 1")   # the next statement carries the queued write
+        with store.transaction():   # the connection goes on as before
+            store.db.queue("INSERT INTO secrets (name, value) VALUES (?, ?)", [("kept", "yes")])
+        assert store.value("SELECT value FROM secrets WHERE name = 'kept'") == "yes"
