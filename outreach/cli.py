@@ -780,6 +780,8 @@ def _send_report(result: Any, zone: Any) -> None:
     if result.recovered:
         line += (f"; {result.recovered} delivered by a run that stopped "
                  + ("would be " if result.dry_run else "") + "recorded as sent")
+    if result.suppressed_mid_run:
+        line += f"; {len(result.suppressed_mid_run)} suppressed mid-run, not sent"
     click.echo(line)
     for m in result.as_dict().get("messages", []):
         click.echo(f"  {m['email']}  step {m['step']}  {m['template']}  {m['subject']}")
@@ -800,6 +802,9 @@ def _send_report(result: Any, zone: Any) -> None:
         again = " (stays due: the next run retries it)" if failure["retry"] else ""
         click.echo(f"failed: {failure['email']} step {failure['step']}: {failure['error']}"
                    + again, err=True)
+    for stopped in result.suppressed_mid_run:
+        click.echo(f"not sent: {stopped['email']} step {stopped['step']}: suppressed while "
+                   "this run was sending (by another process); its sequence has ended", err=True)
     for unknown in result.unknowns:
         click.echo(f"unknown: {unknown['email']} step {unknown['step']} "
                    f"{unknown['message_id']}: may have been delivered; it will not be resent "

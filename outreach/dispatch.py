@@ -46,6 +46,10 @@ class Books(Protocol):
     def claim(self, envelopes: list[Envelope]) -> list[Envelope]:
         """Commit the intents of a chunk; only those returned may be sent."""
 
+    def may_send(self, envelope: Envelope) -> bool:
+        """The last look, right before a claimed message's SMTP transaction: False if its
+        prospect was suppressed since it was claimed (then it is released, never sent)."""
+
     def record(self, batch: list[tuple[Envelope, Delivery]]) -> None:
         """Record what the transport reported, in one transaction."""
 
@@ -78,6 +82,7 @@ class _Dispatch:
         self.queue: asyncio.Queue[Envelope | None] = asyncio.Queue(maxsize=self.chunk)
         self.stop = asyncio.Event()
         self.unsent: list[Envelope] = []
+        self.suppressed: list[Envelope] = []   # claimed, then suppressed before their turn
         self.pending: list[tuple[Envelope, Delivery]] = []
         self.taken = 0   # how many of `chosen` were composed (the rest were never started)
         self.aborting = False
@@ -89,6 +94,9 @@ class _Dispatch:
         while (env := await self.queue.get()) is not None:
             if self.stop.is_set():
                 self.unsent.append(env)
+                continue
+            if not self.books.may_send(env):
+                self.suppressed.append(env)
                 continue
             self.in_flight += 1
             try:
@@ -206,8 +214,8 @@ class _Dispatch:
         while not self.queue.empty():   # queued when the run stopped at once
             if (env := self.queue.get_nowait()) is not None:
                 self.unsent.append(env)
-        if self.unsent:
-            self.books.release(self.unsent)
+        if self.unsent or self.suppressed:
+            self.books.release(self.unsent + self.suppressed)
         cut_short = self.books.settle_cut_short() if self.aborting else 0
         if self.stop.is_set():
             self.result.defer("interrupted" if self.result.interrupted else "stopped",

@@ -198,5 +198,20 @@ M003_TEAM = """
         CREATE INDEX messages_created_at ON messages(created_at);
 """
 
+# A sender stops a queued message whose prospect another process suppressed mid-run, asking
+# the database only when a suppression may have been written. On PostgreSQL every new
+# suppression, whoever writes it, notifies the channel `outreach_suppressions` (its target as
+# the payload) when it commits; the sender LISTENs. SQLite needs nothing: PRAGMA data_version.
+M006_SUPPRESSION_NOTIFY = PerEngine(sqlite="", postgresql="""
+        CREATE FUNCTION outreach_suppression_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('outreach_suppressions', NEW.target);
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER suppressions_notify AFTER INSERT ON suppressions
+            FOR EACH ROW EXECUTE FUNCTION outreach_suppression_notify();
+""")
+
 # Each entry runs once, in its own transaction, in this order.
-MIGRATIONS: tuple[str | PerEngine, ...] = (M001_INITIAL, M002_UNSUBSCRIBE_SECRET, M003_TEAM)
+MIGRATIONS: tuple[str | PerEngine, ...] = (M001_INITIAL, M002_UNSUBSCRIBE_SECRET, M003_TEAM,
+                                           M006_SUPPRESSION_NOTIFY)

@@ -69,6 +69,9 @@ class SendResult:
     # (each also counted in deferred_by), and the cap they hit.
     capped_domains: dict[str, int] = field(default_factory=dict)
     cap_per_domain: int = 0
+    # Messages stopped right before their SMTP transaction: another process suppressed their
+    # prospect after their intent was written ({email, step} each). Never sent.
+    suppressed_mid_run: list[dict[str, Any]] = field(default_factory=list)
 
     def defer(self, why: str, count: int = 1, *, until: datetime | None = None) -> None:
         """Count `count` due emails that wait, and why; `until` is when they may go."""
@@ -99,6 +102,8 @@ class SendResult:
             "capped_domains": self.capped_domains,
             "errors": self.errors, "failures": self.failures, "unknowns": self.unknowns,
             "holds": self.holds,
+            "suppressed_mid_run": len(self.suppressed_mid_run),
+            "suppressions_mid_run": self.suppressed_mid_run,
         }
         if self.dry_run:
             doc["messages"] = self.messages
@@ -198,6 +203,9 @@ class _Run:
 
     def claim(self, envelopes: list[render.Envelope]) -> list[render.Envelope]:
         return self.ledger.claim(envelopes)
+
+    def may_send(self, envelope: render.Envelope) -> bool:
+        return self.ledger.may_send(envelope)
 
     def release(self, unsent: list[render.Envelope]) -> None:
         self.ledger.release(unsent)

@@ -21,6 +21,7 @@ from . import clock, handover
 from .app import App
 from .config import Config, Step
 from .errors import OutreachError
+from .lastlook import LastLook
 from .models import Prospect
 from .planning import Counts
 from .render import Envelope
@@ -49,6 +50,7 @@ class RunLedger:
         self.prospect = prospect
         self.log_path = handover.path_for(app.config.store_path)
         self.log: handover.Log | None = None   # open while delivering
+        self.look: LastLook | None = None      # from the first claim on
         self.unresolved: dict[int, int] = {}
         self.settled: dict[int, int] = {}
 
@@ -71,8 +73,11 @@ class RunLedger:
                    for env in envelopes]
         if self.log is not None:   # before the commit: no intent without its mark
             self.log.queued([env.message_id for env in envelopes])
+        if self.look is None:   # watching before the first intent: no suppression slips by
+            self.look = LastLook(self.store)
         with self.store.transaction():
             written = self.store.add_intents(intents, at=self.now)
+        self.look.queued(written.values())
         accepted = []
         for env in envelopes:
             if env.message_id in written:
@@ -102,6 +107,15 @@ class RunLedger:
                 store.add_event("send_skipped", at=self.now, prospect_id=m["prospect"].id,
                                 enrollment_id=m["enrollment_id"], step=m["step"].number,
                                 template=m["template"], sent_as_step=earlier)
+
+    def may_send(self, env: Envelope) -> bool:
+        """The last look before a claimed message's SMTP transaction (`lastlook.py`): a
+        message whose prospect another process suppressed since is counted, never sent."""
+        if self.look is None or self.look.may_send(env.meta["ledger_id"]):
+            return True
+        self.result.suppressed_mid_run.append({"email": env.rcpt_to,
+                                               "step": env.meta["step"].number})
+        return False
 
     def release(self, unsent: list[Envelope]) -> None:
         """Forget the intents of claimed messages never handed over: they stay due."""

@@ -251,6 +251,17 @@ class Ledger(Part):
         self.db.execute("UPDATE messages SET status = ?, sent_at = ?, error = ? WHERE id = ?",
                         (status, iso(at) if at else None, error, message_id))
 
+    def suppressed_intents(self, ledger_ids: Sequence[int]) -> set[int]:
+        """Of these ledger rows, those whose prospect is suppressed now (its address, its
+        domain or a parent domain)."""
+        out: set[int] = set()
+        for chunk in chunks(ledger_ids):
+            out.update(r[0] for r in self.db.execute(
+                "SELECT m.id FROM messages m JOIN enrollments e ON e.id = m.enrollment_id "
+                f"JOIN prospects p ON p.id = e.prospect_id WHERE m.id IN ({marks(len(chunk))}) "
+                f"AND {self.suppressed}", chunk))
+        return out
+
     def drop_intent(self, message_id: int) -> None:
         """Forget an intent that was provably never handed over, so a later run may send it."""
         self.db.execute("DELETE FROM messages WHERE id = ? AND status = 'intent'", (message_id,))

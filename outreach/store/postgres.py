@@ -28,6 +28,7 @@ from .engine import Cursor, PerEngine, Record, migration_sql, running, transacti
 
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
 _MIGRATE_LOCK = 0x6F7574726561636B  # any fixed key: "outreack"
+_SUPPRESSIONS = "outreach_suppressions"   # notified on each new suppression (migration M006)
 
 
 class PostgresEngine:
@@ -47,6 +48,8 @@ class PostgresEngine:
         self.renewed: dict[str, float] = {}   # lease -> when its row was last rewritten
         self.pool: Any = None
         self.pipe: psycopg.Pipeline | None = None   # the open transaction's pipeline
+        self._listening = False
+        self._noticed = False   # a suppression notification arrived since the last look
 
     def long_lived(self) -> None:
         """For `watch`, which runs for weeks: the connection comes from a pool of one
@@ -265,6 +268,36 @@ class PostgresEngine:
         self.held.discard(name)
         if not self.conn.closed:
             self.conn.execute("SELECT pg_advisory_unlock(%s)", (_key(name),))
+
+
+    # -- suppressions written by other processes -------------------------------------------
+
+    def watch_suppressions(self) -> None:
+        """LISTEN for new suppressions (M006's trigger notifies them on commit, whoever
+        writes them); from now on `suppressions_changed` tells whether one arrived."""
+        if not self._listening:
+            self.conn.add_notify_handler(self._notice)
+            self.conn.execute(f"LISTEN {_SUPPRESSIONS}")
+            self._listening = True
+        self._noticed = False
+
+    def _notice(self, notify: psycopg.Notify) -> None:
+        """Notifications that came in with another statement's reply (psycopg hands them
+        over as it reads)."""
+        if notify.channel == _SUPPRESSIONS:
+            self._noticed = True
+
+    def suppressions_changed(self) -> bool:
+        """Was a suppression written since the last look? Reads what already arrived on the
+        connection's socket without waiting and without a round trip (libpq's socket is
+        non-blocking): a notification sent after a suppression's commit."""
+        pgconn = self.conn.pgconn
+        pgconn.consume_input()
+        while (notify := pgconn.notifies()) is not None:
+            if notify.relname.decode() == _SUPPRESSIONS:
+                self._noticed = True
+        noticed, self._noticed = self._noticed, False
+        return noticed
 
 
 def connection_lost(exc: BaseException) -> bool:

@@ -153,6 +153,16 @@ class Prospects(Part):
     def suppressions(self) -> list[Record]:
         return self.db.records("SELECT * FROM suppressions ORDER BY created_at")
 
+    def watch_suppressions(self) -> None:
+        """Start noticing suppressions other processes write (see `suppressions_changed`)."""
+        self.db.watch_suppressions()
+
+    def suppressions_changed(self) -> bool:
+        """Might another process have written a suppression since the last look (or since
+        `watch_suppressions`)? Answered without a database round trip, so a sender can ask
+        before every message: PostgreSQL says so by a notification, SQLite by any commit."""
+        return self.db.suppressions_changed()
+
     # -- the unsubscribe key -------------------------------------------------------------
 
     _secret: bytes | None = None

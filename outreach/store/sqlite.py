@@ -26,6 +26,7 @@ class SQLiteEngine:
         self.path = Path(path)
         self.where = str(self.path)
         self._leases: dict[str, Any] = {}   # lease name -> its open, flocked file
+        self._seen: int | None = None        # PRAGMA data_version at the last look
         try:
             self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         except sqlite3.Error as exc:
@@ -186,3 +187,19 @@ class SQLiteEngine:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # -- suppressions written by other processes -------------------------------------------
+
+    def watch_suppressions(self) -> None:
+        """From now on, `suppressions_changed` tells whether another connection committed."""
+        self._seen = self._data_version()
+
+    def suppressions_changed(self) -> bool:
+        """Might another connection have added a suppression since the last look? SQLite
+        cannot say which table changed: any commit by another connection is a maybe. PRAGMA
+        data_version is answered from this process's view of the file, with no disk read."""
+        seen, self._seen = self._seen, self._data_version()
+        return seen != self._seen
+
+    def _data_version(self) -> int:
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
