@@ -13,8 +13,11 @@ outreach's own modules are byte-compiled first, as `pip install` leaves an insta
 (the baseline's imapclient runs from its installed bytecode too); without that, a machine that
 sets PYTHONDONTWRITEBYTECODE compiles them anew in every run (~50 ms). Each ratio is printed
 for the best and for the median of the runs (the machine may be shared and noisy).
+`--baseline-tree DIR` also times the outreach of another checkout (say main's, made with
+`git worktree add --detach`) in the same interleaved runs, on the same mailbox and database
+snapshot, and prints this one's time against it: what a change gains or costs.
 
-    .venv/bin/python bench/poll.py [--old 20000] [--new 2000] [--repeat 3]
+    .venv/bin/python bench/poll.py [--old 20000] [--new 2000] [--repeat 3] [--baseline-tree DIR]
 """
 
 from __future__ import annotations
@@ -161,17 +164,22 @@ def make_campaign(root: Path, server: Dovecot, prospects: int) -> Path:
 
 
 def timed(ours: list[str], bare: list[str], repeat: int, env: dict[str, str],
-          before: object = None) -> dict[str, dict[str, list[float]]]:
+          before: object = None, base_env: dict[str, str] | None = None
+          ) -> dict[str, dict[str, list[float]]]:
     """Wall and CPU seconds of `repeat` runs of each whole process, interleaved so that
-    load from elsewhere on the machine falls on both alike."""
-    runs: dict[str, list[tuple[float, float]]] = {"ours": [], "bare": []}
+    load from elsewhere on the machine falls on all alike (`before` runs ahead of each
+    outreach run; `base_env` adds the baseline checkout's outreach)."""
+    # The baseline first: the database checked after the runs is then this checkout's.
+    sides = [*([("base", ours, base_env)] if base_env else []), ("ours", ours, env),
+             ("bare", bare, env)]
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in sides}
     for _ in range(repeat):
-        if callable(before):
-            before()
-        wall, cpu, _ = run_measured_cpu(ours, env=env)
-        runs["ours"].append((wall, cpu))
-        wall, cpu, _ = run_measured_cpu(bare, env=env)
-        runs["bare"].append((wall, cpu))
+        for name, argv, side_env in sides:
+            if callable(before) and name != "bare":
+                before()
+            # Not run from a checkout's root, where `-m outreach` would import that one.
+            wall, cpu, _ = run_measured_cpu(argv, env=side_env, cwd=tempfile.gettempdir())
+            runs[name].append((wall, cpu))
     return {k: {"wall": [w for w, _ in v], "cpu": [c for _, c in v]} for k, v in runs.items()}
 
 
@@ -179,14 +187,22 @@ def report(title: str, runs: dict[str, dict[str, list[float]]], bare_name: str,
            target: float) -> None:
     """Best and median of each side, and the ratio of the bests and of the medians."""
     print(f"\n{title} ({len(runs['ours']['wall'])} runs each):")
-    for name, key in (("outreach poll", "ours"), (bare_name, "bare")):
+    names = (("outreach poll", "ours"), ("baseline tree's poll", "base"), (bare_name, "bare"))
+    for name, key in names:
+        if key not in runs:
+            continue
         wall, cpu = runs[key]["wall"], runs[key]["cpu"]
         print(f"  {name:<21} best {min(wall):.3f}s  median {statistics.median(wall):.3f}s wall"
               f"  (median {statistics.median(cpu):.3f}s cpu)")
-    best = min(runs["ours"]["wall"]) / min(runs["bare"]["wall"])
-    median = statistics.median(runs["ours"]["wall"]) / statistics.median(runs["bare"]["wall"])
-    print(f"  ratio                 {best:.2f}x best  {median:.2f}x median  "
-          f"(target <= {target}x)")
+    for key, label in (("ours", "ratio"), ("base", "baseline's ratio")):
+        if key in runs:
+            best = min(runs[key]["wall"]) / min(runs["bare"]["wall"])
+            median = statistics.median(runs[key]["wall"]) / statistics.median(runs["bare"]["wall"])
+            print(f"  {label:<21} {best:.2f}x best  {median:.2f}x median  (target <= {target}x)")
+    if "base" in runs:
+        best = min(runs["base"]["wall"]) / min(runs["ours"]["wall"])
+        median = statistics.median(runs["base"]["wall"]) / statistics.median(runs["ours"]["wall"])
+        print(f"  this vs the baseline  {best:.2f}x best  {median:.2f}x median speed")
 
 
 def main() -> None:
@@ -194,6 +210,8 @@ def main() -> None:
     parser.add_argument("--old", type=int, default=20_000)
     parser.add_argument("--new", type=int, default=2_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline-tree", type=Path,
+                        help="another checkout whose outreach is timed alongside this one")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="dvb", dir="/tmp"))
@@ -201,8 +219,12 @@ def main() -> None:
     server = Dovecot(work / "dv")
     server.root.mkdir()
     env = {**os.environ, "OUTREACH_NOW": NOW, "OUTREACH_IMAP_PASSWORD": PASSWORD}
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "outreach")],
-                   check=True)
+    trees = [ROOT] + ([args.baseline_tree.resolve()] if args.baseline_tree else [])
+    for tree in trees:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "outreach")],
+                       check=True)
+    # The baseline's package comes first on the path, ahead of this checkout's install.
+    base_env = {**env, "PYTHONPATH": str(trees[1])} if args.baseline_tree else None
     try:
         server.start()
         t = time.perf_counter()
@@ -220,7 +242,7 @@ def main() -> None:
         next_uid = args.old + 1
         bare_search = [sys.executable, "-c", BARE_SEARCH, str(server.port), USER, PASSWORD,
                        str(next_uid)]
-        runs = timed(poll, bare_search, args.repeat * 3, env)
+        runs = timed(poll, bare_search, args.repeat * 3, env, base_env=base_env)
         report(f"nothing new, {args.old}-message mailbox", runs, "bare imapclient", 1.5)
 
         # A typical inbox: one message in ten is about a prospect.
@@ -257,7 +279,7 @@ def main() -> None:
 
             bare_fetch = [sys.executable, "-c", BARE_FETCH, str(server.port), USER, PASSWORD,
                           str(next_uid)]
-            runs = timed(poll, bare_fetch, args.repeat, env, before=restore)
+            runs = timed(poll, bare_fetch, args.repeat, env, before=restore, base_env=base_env)
             with closing(sqlite3.connect(db)) as conn:
                 handled = conn.execute("SELECT count(*) FROM inbound WHERE uid >= ?",
                                        (next_uid,)).fetchone()[0]
