@@ -10,6 +10,7 @@ BODY.PEEK[].
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import ssl
 from collections.abc import Iterator
@@ -196,9 +197,8 @@ class ImapSource:
         # A batch keeps the UID list in the command short (imapclient fails past ~64 kB).
         chunks = [uids[first:first + BATCH] for first in range(0, len(uids), BATCH)]
         for chunk, data in _prefetched(client, chunks):
-            batch = [Inbound(name, f"{uidvalidity}:{uid}", data[uid][b"BODY[]"] or b"",
-                             uidvalidity, uid)
-                     for uid in chunk if uid in data and b"BODY[]" in data[uid]]
+            batch = [Inbound(name, f"{uidvalidity}:{uid}", data[uid], uidvalidity, uid)
+                     for uid in chunk if uid in data]
             yield batch
             store.set_mailbox_state(name, uidvalidity=uidvalidity, last_uid=chunk[-1])
         if not uids:
@@ -213,17 +213,46 @@ def _prefetched(client: Any, chunks: list[list[int]]) -> Iterator[tuple[list[int
     the last fetch is collected (leaving the `with` waits for one still under way)."""
     if len(chunks) < 2:
         for chunk in chunks:
-            yield chunk, client.fetch(chunk, ["BODY.PEEK[]"])
+            yield chunk, fetch_bodies(client, chunk)
         return
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outreach-fetch") as pool:
-        pending = pool.submit(client.fetch, chunks[0], ["BODY.PEEK[]"])
+        pending = pool.submit(fetch_bodies, client, chunks[0])
         for i, chunk in enumerate(chunks):
             data = pending.result()
             if i + 1 < len(chunks):
-                pending = pool.submit(client.fetch, chunks[i + 1], ["BODY.PEEK[]"])
+                pending = pool.submit(fetch_bodies, client, chunks[i + 1])
             yield chunk, data
+
+
+_UID = re.compile(rb"[( ]UID (\d+)[ )]")
+_NO_BODY = re.compile(rb"[( ]BODY\[\] NIL[ )]")
+
+
+def fetch_bodies(client: Any, uids: list[int]) -> dict[int, bytes]:
+    """UID -> the whole message (b"" when the server has no body for it), for `uids`.
+
+    The command imapclient's `fetch(uids, ["BODY.PEEK[]"])` sends, through its imaplib
+    connection, read without imapclient's general response parser: imaplib already splits
+    each body literal out, and the parser would tokenize every response again, costing
+    as much CPU as receiving the bytes. The UID may come before the body or after it."""
+    from imapclient.exceptions import IMAPClientError
+
+    typ, data = client._imap.uid("FETCH", ",".join(map(str, uids)), "(BODY.PEEK[])")
+    if typ != "OK":
+        raise IMAPClientError(f"fetch failed: {data!r}")
+    out: dict[int, bytes] = {}
+    for i, item in enumerate(data):
+        if isinstance(item, tuple):   # (b"12 (UID 345 BODY[] {size}", body), then the rest
+            head, body = item
+            tail = data[i + 1] if i + 1 < len(data) and isinstance(data[i + 1], bytes) else b""
+            found = _UID.search(head) or _UID.search(tail)
+            if found:
+                out[int(found[1])] = body
+        elif isinstance(item, bytes) and _NO_BODY.search(item) and (found := _UID.search(item)):
+            out.setdefault(int(found[1]), b"")
+    return out
 
 
 def connect(imap: Imap, *, timeout: float = 60) -> Any:
