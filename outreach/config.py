@@ -33,6 +33,8 @@ TEMPLATES_DIR = "templates"
 
 @dataclass(frozen=True)
 class Sender:
+    """[sender]: who the emails are from."""
+
     name: str
     email: str
     company: str
@@ -47,6 +49,8 @@ class Sender:
 
 @dataclass(frozen=True)
 class Smtp:
+    """[smtp] (or a mailbox's): how mail goes out."""
+
     transport: str
     outbox: Path
     host: str
@@ -63,6 +67,8 @@ class Smtp:
 
 @dataclass(frozen=True)
 class Imap:
+    """[imap] (or a mailbox's): where replies are read."""
+
     source: str
     maildir: Path
     host: str
@@ -100,6 +106,8 @@ class OAuth2:
 
 @dataclass(frozen=True)
 class Window:
+    """One sending window of a day, start to end."""
+
     start: time
     end: time
 
@@ -109,6 +117,8 @@ class Window:
 
 @dataclass(frozen=True)
 class Sending:
+    """[sending]: when and how much goes out."""
+
     windows: tuple[Window, ...]
     window_timezone: str
     days: tuple[str, ...]
@@ -121,6 +131,8 @@ class Sending:
 
 @dataclass(frozen=True)
 class Compliance:
+    """[compliance]: the unsubscribe address and link, and the footer."""
+
     unsubscribe_mailto: str
     unsubscribe_url: str
     footer: Path
@@ -128,6 +140,8 @@ class Compliance:
 
 @dataclass(frozen=True)
 class Icp:
+    """[icp.NAME]: the rules a prospect must all match."""
+
     name: str
     industries: tuple[str, ...] = ()
     titles: tuple[str, ...] = ()
@@ -150,6 +164,8 @@ class Step:
 
 @dataclass(frozen=True)
 class Sequence:
+    """[sequences.NAME]: its ICP and steps."""
+
     name: str
     icp: str
     steps: tuple[Step, ...]
@@ -182,6 +198,8 @@ class Mailbox:
 
 @dataclass(frozen=True)
 class Config:
+    """The whole outreach.toml, checked."""
+
     path: Path
     sender: Sender
     store_path: Path

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import replace
 from typing import Any
 
 from .app import App
-from .calls import announce_closed
 from .errors import OutreachError
-from .models import STAGES, Prospect, is_email
+from .models import STAGES, Prospect, is_email, moved
 from .score import lead_score
 
 MARK_STAGES = (*STAGES[1:], "meeting")
@@ -40,7 +38,7 @@ def change_stage(app: App, prospect: Prospect, new: str, *, cause: str,
             app.store.add_event("stage", at=now, prospect_id=prospect.id, old=old, new=new,
                                 cause=cause)
     # The stage is the only field that moved: no reload (poll moves thousands at a time).
-    updated = replace(prospect, stage=new, **written)
+    updated = moved(prospect, stage=new, **written)
     if old is not None:
         app.fire("stage_changed", prospect=updated, old=old, new=new)
     return updated
@@ -62,6 +60,8 @@ def mark(app: App, email: str, stage: str, *, cause: str | None = None) -> Prosp
         for enrollment in ended:
             app.store.add_event("enrollment_ended", at=app.now(), prospect_id=prospect.id,
                                 enrollment_id=enrollment, state=state)
+    from .calls import announce_closed  # only here: a poll of replies never needs it
+
     announce_closed(app, tasks)
     new = "opportunity" if stage == "meeting" else stage
     return change_stage(app, prospect, new, cause=cause)
@@ -99,6 +99,8 @@ def suppress(app: App, target: str, *, reason: str, source: str) -> tuple[int, i
             app.store.close_call_tasks(p.id, reason=f"suppressed: {reason}", at=now)
             app.store.add_event("suppressed", at=now, prospect_id=p.id, target=target,
                                 reason=reason, source=source)
+    from .calls import announce_closed  # only here: a poll of replies never needs it
+
     announce_closed(app, tasks)
     return len(prospects), stopped
 

@@ -69,3 +69,16 @@ class Prospect:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "custom"}
         data["last_activity"] = self.last_activity.isoformat() if self.last_activity else None
         return {**data, **self.custom}
+
+
+_PROSPECT_FIELDS = frozenset(f.name for f in fields(Prospect))
+
+
+def moved(prospect: Prospect, **changes: Any) -> Prospect:
+    """`dataclasses.replace(prospect, **changes)` without running `__init__` again: a copy
+    of the fields with `changes` set (1 µs, not 7: `poll` moves thousands at a time)."""
+    if not changes.keys() <= _PROSPECT_FIELDS:
+        raise TypeError(f"Prospect has no field {sorted(changes.keys() - _PROSPECT_FIELDS)}")
+    new = object.__new__(Prospect)
+    new.__dict__.update(prospect.__dict__, **changes)
+    return new

@@ -16,7 +16,7 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -25,7 +25,7 @@ from .app import App
 from .clock import iso
 from .config import valid_timezone
 from .inbox import Inbound, Source, open_source
-from .models import is_email
+from .models import is_email, moved
 from .plugins import first_result, has_impls
 from .store import domain_of
 
@@ -429,7 +429,7 @@ def _prepare(app: App, batch: list[Inbound], result: PollResult, state: _Pass,
     store = app.store
     known = store.inbound_message_ids([h[2] for h in heads])
     state.ledger = store.ledger_rows([ref for h in heads for ref in h[3]])
-    state.senders = set(store.prospects_by_email([h[4] for h in heads if "@" in h[4]]))
+    state.senders = store.known_emails([h[4] for h in heads if "@" in h[4]])
     classifiers = _listened(app, "classify_reply")
     items = []
     for inbound, head, message_id, refs, sender in heads:
@@ -503,7 +503,7 @@ def explain(app: App, raw: bytes) -> dict[str, Any]:
         try:
             with app.hooks_after() as held, app.store.transaction():
                 state.ledger = app.store.ledger_rows(refs)
-                state.senders = set(app.store.prospects_by_email([sender]))
+                state.senders = app.store.known_emails([sender])
                 concerns = _concerns_us(head, sender, refs, state)
                 if concerns:
                     _act(app, item, result, state, now)
@@ -765,14 +765,14 @@ def _act_reply(app: App, prospect: Prospect, verdict: classify.Verdict,
                         not_interested=verdict.not_interested, text=verdict.text[:500],
                         **detail)
     _end(app, prospect, "replied", "reply", now)
-    moved = _touch(app, prospect, now)
+    touched = _touch(app, prospect, now)
     if verdict.not_interested and prospect.stage in ("prospect", "lead"):
         return "sequence stopped, stage not-interested", change_stage(
-            app, prospect, "not-interested", cause="reply", **moved)
+            app, prospect, "not-interested", cause="reply", **touched)
     if prospect.stage == "prospect":
         return "sequence stopped, stage lead", change_stage(app, prospect, "lead",
-                                                            cause="reply", **moved)
-    return "sequence stopped", replace(prospect, **moved) if moved else prospect
+                                                            cause="reply", **touched)
+    return "sequence stopped", moved(prospect, **touched) if touched else prospect
 
 
 _ACTIONS = {"bounce": _act_bounce, "complaint": _act_complaint, "auto_reply": _act_auto_reply,

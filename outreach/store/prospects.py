@@ -45,6 +45,14 @@ class Prospects(Part):
                 out[row["email"]] = row
         return out
 
+    def known_emails(self, emails: Sequence[str]) -> set[str]:
+        """Which of these (lower-cased) emails are prospects': a poll batch's senders."""
+        out: set[str] = set()
+        for chunk in chunks(emails):
+            out.update(r[0] for r in self.db.execute(
+                f"SELECT email FROM prospects WHERE email IN ({marks(len(chunk))})", chunk))
+        return out
+
     def insert_prospects(self, rows: Iterable[Mapping[str, Any]], *, at: datetime) -> None:
         """Insert new prospects (email lower-cased, custom as JSON). The rows of one call share
         their keys; columns they lack get the table's blank defaults."""
