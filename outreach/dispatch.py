@@ -10,6 +10,7 @@ deliveries in batches, does the work between deliveries, and hands back what nev
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -37,8 +38,13 @@ PIECE = 2
 class Books(Protocol):
     """The ledger side of a run, as delivery sees it."""
 
-    def prepare(self, items: Sequence[Due]) -> None:
-        """Read what composing these needs (their prospects), in one query."""
+    @property
+    def contested(self) -> int:
+        """How many due messages turned out claimed by another sender (or ended) meanwhile."""
+
+    def prepare(self, items: list[Due]) -> list[Due]:
+        """Those of these no other sender has claimed meanwhile, with what composing them
+        needs (their prospects) read in one query."""
 
     def compose(self, item: Due) -> Envelope | None:
         """The message of a due step (None: it cannot be rendered; reported)."""
@@ -121,23 +127,31 @@ class _Dispatch:
                     await self.queue.put(None)
 
     async def produce(self) -> None:
+        """Compose and claim chunk after chunk, oldest due first; once another sender turns
+        out to be on the same messages, go on at a chunk picked at random, so the two part
+        ways instead of composing the same messages twice from then on."""
         chosen, chunk = self.chosen, self.chunk
-        for start in range(0, len(chosen), chunk):
-            if self.stop.is_set():
-                break
-            self.books.prepare(chosen[start:start + chunk])   # while earlier ones are on the wire
+        starts = list(range(0, len(chosen), chunk))
+        crossed = False
+        while starts and not self.stop.is_set():
+            start = starts.pop(random.randrange(len(starts)) if crossed else 0)
+            given = list(chosen[start:start + chunk])
+            self.taken += len(given)
+            # While earlier chunks are on the wire.
+            before = self.books.contested
+            items = self.books.prepare(given)
             envelopes = []
-            for n, item in enumerate(chosen[start:start + chunk], start=1):
+            for n, item in enumerate(items, start=1):
                 if (env := self.books.compose(item)) is not None:
                     envelopes.append(env)
                 if n % PIECE == 0:
                     await asyncio.sleep(0)   # replies that came in meanwhile go on
-            self.taken = min(len(chosen), start + chunk)
             for env in self.books.claim(envelopes):
                 if self.stop.is_set():
                     self.unsent.append(env)
                     continue
                 await self.queue.put(env)
+            crossed = self.books.contested > before
 
     def flush(self) -> None:
         if self.pending:

@@ -8,15 +8,15 @@ just before it writes a message's payload (`D`) and one as soon as the server's 
 kernel's page cache when it returns: it survives the process being killed (not a power cut),
 and costs a few microseconds, where a database commit per message would cost a transaction.
 
-The next run (holding the `send` lease, so the writer is dead) reads the log to settle the
-dead run's intents with `fate`, then empties it. An intent with no `Q` line was left by a run
-this log knows nothing of (another machine on a shared database, or a deleted log): nothing
-says how far it got, so it is `unknown`.
+Each run writes its own log, named by the run's id, so several runs of one rep on one machine
+never share one. The run that settles a dead run's intents (it holds that run's lease, so the
+writer is gone) reads the dead run's log to settle them with `fate`, then removes it. An
+intent with no `Q` line was left by a run this machine has no log of (another machine on a
+shared database, or a deleted log): nothing says how far it got, so it is `unknown`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import errno
 import os
@@ -39,10 +39,11 @@ class Marks:
     accepted: frozenset[str]
 
 
-def path_for(database: Path) -> Path:
-    """The log lives next to the SQLite state database it belongs to (with a team database,
-    beside the path `[store] path` names: on the machine that sends)."""
-    return database.with_name(database.name + "-handover")
+def path_for(database: Path, run: str = "") -> Path:
+    """A run's log lives next to the SQLite state database it belongs to (with a team
+    database, beside the path `[store] path` names: on the machine that sends). No run: the
+    one log of the runs before runs had ids."""
+    return database.with_name(database.name + "-handover" + (f"-{run}" if run else ""))
 
 
 class Log:
@@ -77,10 +78,9 @@ class Log:
         os.close(self._fd)
 
 
-def clear(path: Path) -> None:
+def remove(path: Path) -> None:
     """Forget every mark: only once the intents they describe are settled."""
-    with contextlib.suppress(FileNotFoundError):
-        os.truncate(path, 0)
+    path.unlink(missing_ok=True)
 
 
 def read(path: Path) -> Marks:

@@ -57,7 +57,12 @@ def prospect_imported(prospect: Prospect) -> None:
 
 @hookspec
 def message_sent(prospect: Prospect, message: EmailMessage) -> None:
-    """The server (or outbox) accepted `message`, exactly as sent, for `prospect`."""
+    """The server (or outbox) accepted `message`, exactly as sent, for `prospect`.
+
+    A message a `send` that died (killed, a crash) had handed over is reported by the run
+    that settles it: from the outbox, the file as written; over SMTP, what the ledger keeps
+    of it (Message-ID, From, To, Subject; no body), as its bytes were never stored.
+    """
 
 
 @hookspec

@@ -212,6 +212,15 @@ M006_SUPPRESSION_NOTIFY = PerEngine(sqlite="", postgresql="""
             FOR EACH ROW EXECUTE FUNCTION outreach_suppression_notify();
 """)
 
+# Several `send` processes of one rep at once (numbered as assigned; it runs fifth): each run
+# has an id, its intents carry it, and the run holds a lease on that id while it lives, so
+# another process tells a dead run's intents (to settle) from a live one's (on the wire now).
+# NULL: a run from before.
+M004_SEND_RUNS = """
+        ALTER TABLE messages ADD COLUMN run TEXT;
+        CREATE INDEX messages_intents ON messages(run) WHERE status = 'intent';
+"""
+
 # Each entry runs once, in its own transaction, in this order.
 MIGRATIONS: tuple[str | PerEngine, ...] = (M001_INITIAL, M002_UNSUBSCRIBE_SECRET, M003_TEAM,
-                                           M006_SUPPRESSION_NOTIFY)
+                                           M006_SUPPRESSION_NOTIFY, M004_SEND_RUNS)

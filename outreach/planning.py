@@ -9,22 +9,26 @@ ledger counts (`Counts`), and gets back decisions; what waits is counted on the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from .clock import iso
 from .config import Config, Mailbox, Sequence, Step
 from .schedule import allowance, due_at, next_window, window_open, zone_for
 from .store import Record, domain_of
-from .team import NO_MAILBOX, assign_mailboxes, domain_cap, ramp_limit
+from .team import MAILBOX_LIMIT, NO_MAILBOX, assign_mailboxes, domain_cap, ramp_limit
 
 if TYPE_CHECKING:
     from .send import SendResult
 
 COMPLETE_AFTER_DAYS = 14     # days after its last step a sequence without recycle completes
+DOMAIN_CAP = "max_emails_per_domain_per_day"   # why a due email waits for its company's cap
+T = TypeVar("T")
 
 
 @dataclass
@@ -80,10 +84,12 @@ def walk(enrollment: Record, sequence: Sequence, start: int, actions: list[Actio
 
 
 def plan(rows: list[Record], *, config: Config, now: datetime, unresolved: Mapping[int, int],
-         settled: Mapping[int, int], result: SendResult) -> tuple[list[Action], list[Due]]:
+         settled: Mapping[int, int], busy: Collection[int], result: SendResult
+         ) -> tuple[list[Action], list[Due]]:
     """The due steps of these open enrollments: actions, and emails. `unresolved`: enrollment
     -> step whose delivery is unknown (held until resolved); `settled`: enrollment -> the step
-    a dead run's settlement moves it to (a dry run only predicts it)."""
+    a dead run's settlement moves it to (a dry run only predicts it); `busy`: enrollments
+    another live sender has a message on the wire for (theirs to go on with)."""
     actions: list[Action] = []
     emails: list[Due] = []
     stamp = iso(now)
@@ -96,7 +102,8 @@ def plan(rows: list[Record], *, config: Config, now: datetime, unresolved: Mappi
                                   "error": error})
             result.hold(row["email"], row["next_step"], error)
             continue
-        if row["suppressed"] or (row["paused_until"] and row["paused_until"] > stamp):
+        if row["suppressed"] or (row["paused_until"] and row["paused_until"] > stamp) or \
+                row["id"] in busy:
             continue
         start = max(row["next_step"], settled.get(row["id"], 0))
         if row["id"] in unresolved:
@@ -175,6 +182,50 @@ def choose(emails: list[Due], *, config: Config, now: datetime, counts: Counts,
     return [item for item, _ in chosen]
 
 
+def within_caps(items: Seq[T], *, counts: Counts, config: Config, now: datetime,
+                domain: Callable[[T], str], mailbox: Callable[[T], str]
+                ) -> tuple[list[T], list[tuple[T, str]]]:
+    """Keep items, in order, while the rep's daily limit, their mailbox's limit or ramp and
+    their company's cap across the team have room, given today's `counts` as the ledger has
+    them when the intents are written (other senders' included); the others come back with
+    the limit they hit."""
+    rep_room = config.sending.daily_limit - counts.rep
+    box_room = mailbox_room(config, now, counts)
+    domains = Counter(counts.domains)
+    cap = config.team.max_emails_per_domain_per_day
+    kept: list[T] = []
+    held: list[tuple[T, str]] = []
+    for item in items:
+        d, box = domain(item), mailbox(item)
+        if rep_room <= 0:
+            held.append((item, "daily_limit"))
+        elif domains[d] >= cap:
+            held.append((item, DOMAIN_CAP))
+        elif box and box_room.get(box, 0) <= 0:
+            held.append((item, MAILBOX_LIMIT))
+        else:
+            rep_room -= 1
+            domains[d] += 1
+            if box:
+                box_room[box] -= 1
+            kept.append(item)
+    return kept, held
+
+
+def defer_capped(held: Seq[tuple[Due, str]], *, config: Config, end: datetime,
+                 result: SendResult) -> None:
+    """Count on the result the due emails `within_caps` held back."""
+    for item, why in held:
+        until = after_today(item, end, config)
+        result.defer(why, until=until)
+        if why == "daily_limit":
+            result.limited_by = why
+        elif why == DOMAIN_CAP:
+            d = domain_of(item.enrollment["email"])
+            result.capped_domains[d] = result.capped_domains.get(d, 0) + 1
+            result.cap_per_domain = config.team.max_emails_per_domain_per_day
+
+
 def after_today(item: Due, end: datetime, config: Config) -> datetime | None:
     """The first window after the sender's day that ends at `end`."""
     return next_window(end, windows=config.sending.windows, days=config.sending.days,
@@ -192,7 +243,7 @@ def cap_domains(ready: list[Due], *, config: Config, end: datetime,
     nexts = {domain_of(d.enrollment["email"]): after_today(d, end, config)
              for d in ready if d not in kept}
     for domain, count in held.items():
-        result.defer("max_emails_per_domain_per_day", count, until=nexts.get(domain))
+        result.defer(DOMAIN_CAP, count, until=nexts.get(domain))
     return kept
 
 

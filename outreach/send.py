@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -138,15 +138,16 @@ class _Run:
         self.follow_blocked: set[int] = set()
         self.renewed = time.monotonic()
         self.lease, own = lease_for(app.config)
-        self.ledger = RunLedger(app, now=self.now, result=self.result, views=self.views,
-                                lease=self.lease, own=own, dry_run=dry_run,
+        self.day = day_bounds(self.now, ZoneInfo(self.config.sender.timezone))
+        self.ledger = RunLedger(app, now=self.now, day=self.day, result=self.result,
+                                views=self.views, lease=self.lease, own=own, dry_run=dry_run,
                                 prospect=self.prospect)
         self.steps = Steps(app, now=self.now, dry_run=dry_run, result=self.result,
                            prospect=self.prospect, sent_at=self.sent_at)
 
     def plan(self, rows: list[Record]) -> tuple[list[Action], list[Due]]:
         return plan(rows, config=self.config, now=self.now, unresolved=self.ledger.unresolved,
-                    settled=self.ledger.settled, result=self.result)
+                    settled=self.ledger.settled, busy=self.ledger.busy, result=self.result)
 
     def walk(self, enrollment: Record, start: int, actions: list[Action]) -> None:
         """Collect the due steps from `start` on (an enrollment waiting for an unknown
@@ -156,9 +157,8 @@ class _Run:
                  config=self.config, now=self.now)
 
     def choose(self, emails: list[Due]) -> list[Due]:
-        day = day_bounds(self.now, ZoneInfo(self.config.sender.timezone))
         return choose(emails, config=self.config, now=self.now,
-                      counts=self.ledger.counts(*day), day=day,
+                      counts=self.ledger.counts(), day=self.day,
                       ignore_window=self.ignore_window, limit=self.limit, result=self.result)
 
     def load_prospects(self, prospect_ids: Iterable[int]) -> None:
@@ -176,8 +176,10 @@ class _Run:
 
     # -- delivery's books -------------------------------------------------------------
 
-    def prepare(self, items: Sequence[Due]) -> None:
+    def prepare(self, items: list[Due]) -> list[Due]:
+        items = self.ledger.unclaimed(items)
         self.load_prospects(item.enrollment["prospect_id"] for item in items)
+        return items
 
     def compose(self, item: Due) -> render.Envelope | None:
         e, step = item.enrollment, item.step
@@ -198,7 +200,7 @@ class _Run:
                                   unsubscribe_secret=self.app.store.unsubscribe_secret())
         envelope.meta.update(enrollment_id=e["id"], enrollment=e, prospect=prospect, step=step,
                              template=rendered.template, variant=rendered.variant,
-                             mailbox=item.mailbox)
+                             mailbox=item.mailbox, due=item)
         return envelope
 
     def claim(self, envelopes: list[render.Envelope]) -> list[render.Envelope]:
@@ -207,11 +209,15 @@ class _Run:
     def may_send(self, envelope: render.Envelope) -> bool:
         return self.ledger.may_send(envelope)
 
+    @property
+    def contested(self) -> int:
+        return self.ledger.contested
+
     def release(self, unsent: list[render.Envelope]) -> None:
         self.ledger.release(unsent)
 
     def settle_cut_short(self) -> int:
-        return self.ledger.settle_stale()
+        return self.ledger.settle_stale(own=True)
 
     def record(self, batch: list[tuple[render.Envelope, Delivery]]) -> None:
         """Record what the transport reported, in one transaction; then tell plugins."""
@@ -243,7 +249,7 @@ class _Run:
             self.steps.act(self.follow_ups[:FOLLOW_UP_SLICE], self.follow_blocked)
             del self.follow_ups[:FOLLOW_UP_SLICE]   # (if it failed, the run redoes it)
             await asyncio.sleep(0)
-        if time.monotonic() - self.renewed > LEASE.total_seconds() / 4:
+        if self.lease and time.monotonic() - self.renewed > LEASE.total_seconds() / 4:
             self.app.store.renew_lock(self.lease, until=clock.wall_now() + LEASE)
             self.renewed = time.monotonic()
 
@@ -279,8 +285,8 @@ class _Run:
         finally:
             self.ledger.log = None
             log.close()
-        if not self.app.store.has_intents():   # every mark is of a recorded message
-            handover.clear(self.ledger.log_path)
+        if not self.app.store.has_intents(run=self.ledger.run):   # every mark is recorded
+            handover.remove(self.ledger.log_path)
 
     def dry_report(self, chosen: list[Due]) -> list[Due]:
         """Compose what would go and list it; returns those that render."""
@@ -297,13 +303,14 @@ class _Run:
         return rendered
 
 
-def lease_for(config: Config) -> tuple[str, str | None]:
-    """The `send` lease and whose dead intents this run settles. On a team's PostgreSQL each
-    rep has an own lease (their hand-over log is in their own folder), so the reps send at
-    once and each settles only their own intents; on a SQLite file, shared or not, the
-    senders take turns (one file, one log, one write lock anyway)."""
+def lease_for(config: Config) -> tuple[str | None, str | None]:
+    """The `send` lease, if senders take turns, and whose dead runs this run settles. On a
+    SQLite file, shared or not, the senders take turns (one file, one write lock anyway). On
+    a team's PostgreSQL any number send at once, each run holding only its own run's lease,
+    and each settles only its rep's dead runs (their hand-over logs are on that rep's
+    machines)."""
     if config.store_url:
-        return f"send:{config.team.rep}", config.team.rep
+        return None, config.team.rep
     return "send", None
 
 
@@ -317,13 +324,18 @@ def send(app: App, *, dry_run: bool = False, limit: int | None = None,
     store = app.store
     if not dry_run:
         started = clock.wall_now()
-        store.acquire_lock(run.lease, owner=iso(started), now=started, until=started + LEASE)
+        if run.lease:
+            store.acquire_lock(run.lease, owner=iso(started), now=started,
+                               until=started + LEASE)
+        store.hold_run(run.ledger.run)
     try:
         with render.steady():   # a template edited during the run is read by the next one
             _send(run, dry_run=dry_run)
     finally:
         if not dry_run:
-            store.release_lock(run.lease)
+            store.release_run(run.ledger.run)
+            if run.lease:
+                store.release_lock(run.lease)
     return run.result
 
 
@@ -331,6 +343,9 @@ def _send(run: _Run, *, dry_run: bool) -> None:
     """Settle dead intents, create due call tasks, send due emails, then the steps after them."""
     app, store = run.app, run.app.store
     run.ledger.settle_stale()   # a dry run predicts the settlement the real run will write
+    if run.hooks:
+        for prospect, message in run.ledger.recovered_messages():
+            app.fire("message_sent", prospect=prospect, message=message)
     rows = store.send_candidates(rep=app.config.team.rep)
     actions, emails = run.plan(rows)
     run.load_prospects(a.enrollment["prospect_id"] for a in actions)

@@ -4,17 +4,32 @@ transport reported recorded in batches, and the intents a dead run left settled.
 The ledger (`messages`) makes "never twice" hold: an intent row is committed before a message
 is handed to the transport and marked sent once the server accepts it. Ledger writes are
 batched into one transaction per chunk so the safety costs little throughput; what happened to
-each message between two commits is in the hand-over log (`handover.py`). A run that dies
-leaves intents behind; the next run (holding the `send` lease, so no other sender is alive)
-settles them from that log and the outbox: accepted ones are recorded sent, those whose payload
-was on the wire become `unknown` (reported, never resent, and their enrollment held until
-`outreach resolve`), and the rest are simply due again.
+each message between two commits is in the run's hand-over log (`handover.py`).
+
+Several senders at once (a team's PostgreSQL; on a SQLite file they take turns): a chunk's
+intents are written in one transaction that first takes the team's quota lock, then locks
+the chunk's enrollments that are still open at that step with no message for it, skipping
+those another sender holds (`FOR UPDATE SKIP LOCKED`: that one sends them, nobody waits),
+and re-reads today's counts, so the daily limits, the mailboxes' ramps and the per-company
+cap hold across every process; what no longer fits waits, `deferred` with the limit's name.
+
+Each run has an id, its intents carry it, and it holds a lease on it while alive. A run that
+dies leaves intents behind; the next run of the same rep that can take the dead run's lease
+settles them from the dead run's log and the outbox: accepted ones are recorded sent, those
+whose payload was on the wire become `unknown` (reported, never resent, and their enrollment
+held until `outreach resolve`), and the rest are simply due again. A live run's intents are
+never touched, and another rep's dead run is left to that rep (its log is on their machine).
 """
 
 from __future__ import annotations
 
+import secrets
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default as default_policy
 from typing import TYPE_CHECKING, Any
 
 from . import clock, handover
@@ -23,9 +38,9 @@ from .config import Config, Step
 from .errors import OutreachError
 from .lastlook import LastLook
 from .models import Prospect
-from .planning import Counts
+from .planning import Counts, defer_capped, within_caps
 from .render import Envelope
-from .store import Record
+from .store import Record, domain_of
 from .transport import Delivery, Outcome, outbox_files
 
 if TYPE_CHECKING:
@@ -42,49 +57,79 @@ class RunLedger:
     (enrollment -> step whose fate is unknown: it waits for `outreach resolve`) and `settled`
     (enrollment -> the step a dead run's settlement moves it to; a dry run only predicts)."""
 
-    def __init__(self, app: App, *, now: datetime, result: SendResult,
-                 views: Mapping[str, Config], lease: str, own: str | None, dry_run: bool,
-                 prospect: Callable[[int], Prospect]) -> None:
+    def __init__(self, app: App, *, now: datetime, day: tuple[datetime, datetime],
+                 result: SendResult, views: Mapping[str, Config], lease: str | None,
+                 own: str | None, dry_run: bool, prospect: Callable[[int], Prospect]) -> None:
         self.store, self.config, self.now, self.result = app.store, app.config, now, result
         self.views, self.lease, self.own, self.dry_run = views, lease, own, dry_run
-        self.prospect = prospect
-        self.log_path = handover.path_for(app.config.store_path)
+        self.day, self.prospect = day, prospect
+        self.run = secrets.token_hex(6)
+        self.log_path = self.log_of(self.run)
         self.log: handover.Log | None = None   # open while delivering
         self.look: LastLook | None = None      # from the first claim on
         self.unresolved: dict[int, int] = {}
         self.settled: dict[int, int] = {}
+        self.first_used: Mapping[str, str] = {}
+        self.recovered: list[Record] = []   # a dead run's messages settled as sent now
+        self.contested = 0   # due messages another sender claimed first
+        self.busy: set[int] = set()   # enrollments a live run of this rep is sending to
 
-    def counts(self, start: datetime, end: datetime) -> Counts:
-        """Today's counts the limits read (the sender's day is [start, end))."""
-        store = self.store
+    def log_of(self, run: str | None) -> Any:
+        """A run's hand-over log on this machine (None: the runs before runs had ids)."""
+        return handover.path_for(self.config.store_path, run or "")
+
+    def counts(self) -> Counts:
+        """Today's counts the limits read when the run plans."""
+        store, (start, end) = self.store, self.day
+        self.first_used = store.mailbox_first_used()
         return Counts(rep=store.messages_started_between(start, end, rep=self.config.team.rep),
                       domains=store.domain_counts(start, end),
-                      mailboxes=store.mailbox_counts(start, end),
-                      first_used=store.mailbox_first_used())
+                      mailboxes=store.mailbox_counts(start, end), first_used=self.first_used)
 
     # -- intents ----------------------------------------------------------------------
 
+    def unclaimed(self, items: list[Any]) -> list[Any]:
+        """The due emails no other sender has claimed meanwhile (a look, before composing)."""
+        left = self.store.unclaimed([(i.enrollment["id"], i.step.number) for i in items])
+        self.contested += len(items) - len(left)
+        return [i for i in items if i.enrollment["id"] in left]
+
     def claim(self, envelopes: list[Envelope]) -> list[Envelope]:
-        """Commit the intents of a chunk; only those the ledger accepted may be sent."""
-        intents = [{"enrollment_id": env.meta["enrollment_id"], "step": env.meta["step"].number,
-                    "template": env.meta["template"], "variant": env.meta["variant"],
-                    "message_id": env.message_id, "subject": env.subject,
-                    "rep": self.config.team.rep, "mailbox": env.meta["mailbox"]}
-                   for env in envelopes]
+        """Commit the intents of a chunk, those this run holds and the limits have room for;
+        only those the ledger accepted may be sent."""
+        store, config = self.store, self.config
         if self.log is not None:   # before the commit: no intent without its mark
             self.log.queued([env.message_id for env in envelopes])
         if self.look is None:   # watching before the first intent: no suppression slips by
             self.look = LastLook(self.store)
-        with self.store.transaction():
-            written = self.store.add_intents(intents, at=self.now)
+        with store.transaction():
+            store.lock_quota()
+            mine, quota = store.claim_steps(
+                [(env.meta["enrollment_id"], env.meta["step"].number) for env in envelopes],
+                start=self.day[0], end=self.day[1], rep=config.team.rep,
+                domains={domain_of(env.meta["prospect"].email) for env in envelopes})
+            kept, held = within_caps(
+                [env for env in envelopes if env.meta["enrollment_id"] in mine],
+                counts=Counts(rep=quota.rep, domains=quota.domains, mailboxes=quota.mailboxes,
+                              first_used=self.first_used),
+                config=config, now=self.now, domain=lambda env: domain_of(
+                    env.meta["prospect"].email), mailbox=lambda env: env.meta["mailbox"])
+            written = store.add_intents([{
+                "enrollment_id": env.meta["enrollment_id"], "step": env.meta["step"].number,
+                "template": env.meta["template"], "variant": env.meta["variant"],
+                "message_id": env.message_id, "subject": env.subject, "rep": config.team.rep,
+                "mailbox": env.meta["mailbox"], "run": self.run} for env in kept], at=self.now)
         self.look.queued(written.values())
+        self.contested += len(envelopes) - len(mine)
+        defer_capped([(env.meta["due"], why) for env, why in held], config=config,
+                     end=self.day[1], result=self.result)
         accepted = []
-        for env in envelopes:
+        for env in kept:
             if env.message_id in written:
                 env.meta["ledger_id"] = written[env.message_id]
                 accepted.append(env)
-        if len(accepted) < len(envelopes):
-            self.skip_repeats([env for env in envelopes if env.message_id not in written])
+        if len(accepted) < len(kept):
+            self.skip_repeats([env for env in kept if env.message_id not in written])
         return accepted
 
     def skip_repeats(self, refused: list[Envelope]) -> None:
@@ -142,7 +187,8 @@ class RunLedger:
                 if len(step.templates) > 1:
                     store.record_variant(env.meta["enrollment_id"], step.number,
                                          env.meta["template"])
-            store.renew_lock(self.lease, until=clock.wall_now() + LEASE)
+            if self.lease:
+                store.renew_lock(self.lease, until=clock.wall_now() + LEASE)
         self.result.sent += len(sent)
         return sent, bounced
 
@@ -180,24 +226,48 @@ class RunLedger:
 
     # -- a dead run's intents ---------------------------------------------------------
 
-    def settle_stale(self) -> int:
-        """Settle the intents a dead run left (or this one, stopped at once) from the
-        hand-over log and the outbox: accepted -> sent, payload on the wire -> unknown (never
-        resent), never reached DATA -> due again. A dry run only predicts it. Returns how many
-        are due again."""
+    def settle_stale(self, *, own: bool = False) -> int:
+        """Settle the intents dead runs of this rep left (or this run's, stopped at once:
+        `own`) from their hand-over logs and the outbox: accepted -> sent, payload on the
+        wire -> unknown (never resent), never reached DATA -> due again. A dry run only
+        predicts it. Returns how many are due again."""
         store = self.store
         self.unresolved.update(store.unresolved_steps())
-        stale = store.stale_intents(rep=self.own)
-        if not stale:
-            return 0
-        marks = handover.read(self.log_path)
-        fates: dict[handover.Fate, list[Record]] = {fate: [] for fate in handover.Fate}
+        taken: set[str] = set()
+        if own:
+            runs: set[str | None] = {self.run}
+        else:
+            found = store.intent_runs(rep=self.own)
+            # Held while settling, so no other process settles the same run meanwhile.
+            taken = store.take_runs(sorted(r for r in found if r is not None))
+            runs = {*taken, *(r for r in found if r is None)}
+            live = found - runs
+            if live:   # another sender has these on the wire now: not this run's to plan
+                self.busy = {r["enrollment_id"] for r in store.intents_of(runs=live)}
+        try:
+            return self._settle(runs) if runs else 0
+        finally:
+            for run in taken:
+                store.release_run(run)
+
+    def _settle(self, runs: set[str | None]) -> int:
+        stale = self.store.intents_of(runs=runs, rep=self.own)
+        by_run: dict[str | None, list[Record]] = defaultdict(list)
         for row in stale:
-            written, _ = outbox_files(self._outbox(row), row["message_id"])
-            fates[handover.fate(row["message_id"], marks, written=written.exists())].append(row)
+            by_run[row["run"]].append(row)
+        fates: dict[handover.Fate, list[Record]] = {fate: [] for fate in handover.Fate}
+        for run, rows in by_run.items():
+            marks = handover.read(self.log_of(run))
+            for row in rows:
+                written, _ = outbox_files(self._outbox(row), row["message_id"])
+                fates[handover.fate(row["message_id"], marks,
+                                    written=written.exists())].append(row)
         sent, unknown = fates[handover.Fate.SENT], fates[handover.Fate.UNKNOWN]
         if not self.dry_run:
             self._write_settlement(fates)
+            self.recovered = sent
+            for run in runs - {self.run}:   # this run's own log goes when it ends
+                handover.remove(self.log_of(run))
         for row in sent + unknown:
             self.settled[row["enrollment_id"]] = row["step"] + 1
         for row in unknown:
@@ -208,6 +278,27 @@ class RunLedger:
         self.result.unknown += len(unknown)
         self.result.recovered += len(sent)
         return len(fates[handover.Fate.UNSENT])
+
+    def recovered_messages(self) -> list[tuple[Prospect, EmailMessage]]:
+        """The dead runs' messages the server had accepted, settled sent by this run, for
+        `message_sent`: the outbox file's exact bytes, or (SMTP) what the ledger keeps of
+        the message: Message-ID, From, To and Subject, with no body."""
+        out = []
+        for row in self.recovered:
+            prospect = self.prospect(row["prospect_id"])
+            written, _ = outbox_files(self._outbox(row), row["message_id"])
+            if written.exists():
+                message = BytesParser(policy=default_policy).parsebytes(written.read_bytes())
+                assert isinstance(message, EmailMessage)
+            else:
+                message = EmailMessage()
+                message["Message-ID"] = row["message_id"]
+                message["From"] = self.views.get(row["mailbox"] or "",
+                                                 self.config).sender.email
+                message["To"] = prospect.email
+                message["Subject"] = row["subject"]
+            out.append((prospect, message))
+        return out
 
     def _outbox(self, row: Record) -> Any:
         """The outbox folder of the mailbox a ledger row went from."""
@@ -229,7 +320,6 @@ class RunLedger:
                 store.drop_intent(row["id"])
         for row in fates[handover.Fate.UNSENT]:   # a partly written outbox file
             outbox_files(self._outbox(row), row["message_id"])[1].unlink(missing_ok=True)
-        handover.clear(self.log_path)
 
 
 def _sent(env: Envelope) -> dict[str, Any]:

@@ -25,8 +25,9 @@ def test_fate(queued, reached, accepted, written, expected):
 
 
 def test_the_log_reads_back_what_was_written_and_clears(tmp_path):
-    path = handover.path_for(tmp_path / "outreach.db")
-    assert path.name == "outreach.db-handover"
+    assert handover.path_for(tmp_path / "outreach.db").name == "outreach.db-handover"
+    path = handover.path_for(tmp_path / "outreach.db", "a1b2")
+    assert path.name == "outreach.db-handover-a1b2"
     assert handover.read(path) == Marks(frozenset(), frozenset(), frozenset())
     log = handover.Log(path)
     log.queued(["<a@x>", "<b@x>"])
@@ -35,8 +36,8 @@ def test_the_log_reads_back_what_was_written_and_clears(tmp_path):
     log.close()
     assert handover.read(path) == Marks(frozenset({"<a@x>", "<b@x>"}), frozenset({"<a@x>"}),
                                         frozenset({"<a@x>"}))
-    handover.clear(path)
-    assert path.read_bytes() == b""
+    handover.remove(path)
+    assert not path.exists()
 
 
 def test_a_mark_cut_short_is_an_error(tmp_path, monkeypatch):

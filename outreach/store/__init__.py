@@ -10,7 +10,7 @@ suppressed) run inside explicit transactions so two processes cannot interleave 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 
@@ -110,6 +110,23 @@ class Store(Prospects, Enrollments, Ledger, Mail, Calls, Stats):
 
     def release_lock(self, name: str) -> None:
         self.db.release_lock(name)
+
+    def hold_run(self, run: str) -> None:
+        """Take this `send` run's lease: while it is held, its intents are a live run's."""
+        self.db.hold_run(run)
+
+    def take_runs(self, runs: Iterable[str]) -> set[str]:
+        """Of these `send` runs, those whose process is gone, held by this one (so no other
+        settles them meanwhile) until `release_run`."""
+        return self.db.take_runs(runs)
+
+    def release_run(self, run: str) -> None:
+        self.db.release_run(run)
+
+    def lock_quota(self) -> None:
+        """Inside a transaction: no other process writes intents until it ends, so the
+        limits' counts read next hold for the intents this one writes."""
+        self.db.lock_quota()
 
     @contextmanager
     def exclusive(self, name: str, message: str) -> Iterator[None]:

@@ -8,9 +8,9 @@ its prospect not suppressed, in the same statement that checks it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from ..clock import iso
 from .base import Part, domain_of
@@ -197,22 +197,22 @@ class Ledger(Part):
 
     def add_intents(self, intents: Sequence[Mapping[str, Any]], *, at: datetime) -> dict[str, int]:
         """Write ledger intents (keys: enrollment_id, step, template, variant, message_id,
-        subject, and optionally rep and mailbox), each only while its enrollment is open at
+        subject, and optionally rep, mailbox and run), each only while its enrollment is open at
         that step, not paused, and its prospect not suppressed. A prospect's first message
         fixes the mailbox it sticks to. Returns {message_id: ledger id} of those written; the
         rest were refused or are already in the ledger. Call inside a transaction."""
         stamp = iso(at)
         written = {r[0]: r[1] for r in self.db.execute_each(
             "INSERT INTO messages (enrollment_id, step, template, variant, message_id, "
-            "subject, status, created_at, rep, mailbox) "
-            "SELECT ?, ?, ?, ?, ?, ?, 'intent', ?, ?, ? "
+            "subject, status, created_at, rep, mailbox, run) "
+            "SELECT ?, ?, ?, ?, ?, ?, 'intent', ?, ?, ?, ? "
             "WHERE EXISTS (SELECT 1 FROM enrollments e JOIN prospects p ON p.id = e.prospect_id "
             "WHERE e.id = ? AND e.state IN ('active', 'paused') AND e.next_step = ? "
             f"AND (e.paused_until IS NULL OR e.paused_until <= ?) AND NOT {self.suppressed}) "
             "ON CONFLICT DO NOTHING RETURNING message_id, id",
             [(i["enrollment_id"], i["step"], i["template"], i["variant"], i["message_id"],
-              i["subject"], stamp, i.get("rep"), i.get("mailbox"), i["enrollment_id"],
-              i["step"], stamp) for i in intents])}
+              i["subject"], stamp, i.get("rep"), i.get("mailbox"), i.get("run"),
+              i["enrollment_id"], i["step"], stamp) for i in intents])}
         self.db.queue(   # a prospect's first message fixes its mailbox
             "UPDATE prospects SET mailbox = ? WHERE mailbox IS NULL AND id = "
             "(SELECT prospect_id FROM enrollments WHERE id = ?)",
@@ -275,18 +275,82 @@ class Ledger(Part):
         self.db.execute("UPDATE enrollments SET next_step = ? WHERE id = ?",
                         (to_step, enrollment_id))
 
-    def has_intents(self) -> bool:
-        return self.one("SELECT 1 FROM messages WHERE status = 'intent' LIMIT 1") is not None
+    def has_intents(self, *, run: str) -> bool:
+        return self.one("SELECT 1 FROM messages WHERE status = 'intent' AND run = ? LIMIT 1",
+                        (run,)) is not None
 
-    def stale_intents(self, *, rep: str | None = None) -> list[Record]:
-        """Intents left by a run that died (only `rep`'s, and those from before team mode,
-        when given: another rep's may be on the wire right now)."""
+    def intent_runs(self, *, rep: str | None = None) -> set[str | None]:
+        """The runs with intents in the ledger (only `rep`'s, and those from before team
+        mode, when given); None: intents from before runs had ids."""
         where, args = "", cast(tuple[Any, ...], ())
         if rep is not None:
-            where, args = " AND (m.rep = ? OR m.rep IS NULL)", (rep,)
+            where, args = " AND (rep = ? OR rep IS NULL)", (rep,)
+        return {r[0] for r in self.db.execute(
+            f"SELECT DISTINCT run FROM messages WHERE status = 'intent'{where}", args)}
+
+    def intents_of(self, *, runs: Collection[str | None],
+                   rep: str | None = None) -> list[Record]:
+        """The intents of these runs (None: from before runs had ids; only `rep`'s, and those
+        from before team mode, when given)."""
+        named = [r for r in runs if r is not None]
+        which = [f"m.run IN ({marks(len(named))})"] if named else []
+        if None in runs:
+            which.append("m.run IS NULL")
+        if not which:
+            return []
+        where, args = f" AND ({' OR '.join(which)})", cast(tuple[Any, ...], tuple(named))
+        if rep is not None:
+            where, args = where + " AND (m.rep = ? OR m.rep IS NULL)", (*args, rep)
         return self.db.records(
             "SELECT m.*, e.prospect_id FROM messages m JOIN enrollments e "
             f"ON e.id = m.enrollment_id WHERE m.status = 'intent'{where} ORDER BY m.id", args)
+
+    def unclaimed(self, steps: Sequence[tuple[int, int]]) -> set[int]:
+        """Of these (enrollment id, step) pairs, the enrollments still open at that step with
+        no message for it yet: what no other sender has claimed (a look, no lock)."""
+        if not steps:
+            return set()
+        found = self.db.execute(
+            f"SELECT e.id, e.next_step FROM enrollments e WHERE e.{_OPEN} "
+            f"AND e.id IN ({marks(len(steps))}) AND NOT EXISTS (SELECT 1 FROM messages m "
+            "WHERE m.enrollment_id = e.id AND m.step = e.next_step)", [e for e, _ in steps])
+        return _at_step(found, steps)
+
+    def claim_steps(self, steps: Sequence[tuple[int, int]], *, start: datetime, end: datetime,
+                    rep: str | None, domains: Collection[str]) -> tuple[set[int], Quota]:
+        """Inside the transaction that writes their intents, after `lock_quota`: lock the
+        enrollments of these (enrollment id, step) pairs that are open at that step with no
+        message for it yet, skipping (never waiting for) those another sender holds, and read
+        today's counts the limits check ([start, end): `rep`'s messages, each mailbox's, and
+        the team's to these company domains), in one statement. Returns the enrollments now
+        this transaction's and the counts."""
+        if not steps:
+            return set(), Quota(0, {}, {})
+        ids = [e for e, _ in steps]
+        day = (iso(start), iso(end))
+        mine = "" if rep is None else " AND (rep = ? OR rep IS NULL)"
+        at = f"substr(p.email, {self.db.position}(p.email, '@') + 1)"
+        counted = "status != 'failed' AND created_at >= ? AND created_at < ?"
+        rows = self.db.execute(
+            f"WITH claimed AS (SELECT e.id, e.next_step FROM enrollments e WHERE e.{_OPEN} "
+            f"AND e.id IN ({marks(len(ids))}) AND NOT EXISTS (SELECT 1 FROM messages m "
+            f"WHERE m.enrollment_id = e.id AND m.step = e.next_step){self.db.lock_rows}) "
+            "SELECT 'claim', CAST(id AS TEXT), next_step FROM claimed "
+            f"UNION ALL SELECT 'rep', '', count(*) FROM messages WHERE {counted}{mine} "
+            f"UNION ALL SELECT 'mailbox', mailbox, count(*) FROM messages WHERE {counted} "
+            "AND mailbox IS NOT NULL GROUP BY mailbox "
+            f"UNION ALL SELECT 'domain', d, count(*) FROM (SELECT {at} AS d FROM messages m "
+            "JOIN enrollments e ON e.id = m.enrollment_id JOIN prospects p "
+            f"ON p.id = e.prospect_id WHERE m.{counted.replace(' AND ', ' AND m.')}) t "
+            f"WHERE d IN ({marks(len(domains)) or 'NULL'}) GROUP BY d",
+            (*ids, *day, *([rep] if rep is not None else []), *day, *day,
+             *domains)).fetchall()
+        claimed = _at_step(((int(r[1]), r[2]) for r in rows if r[0] == "claim"), steps)
+        counts: dict[str, dict[str, int]] = {"rep": {}, "mailbox": {}, "domain": {}}
+        for kind, key, n in rows:
+            if kind != "claim":
+                counts[kind][key] = int(n)
+        return claimed, Quota(counts["rep"].get("", 0), counts["mailbox"], counts["domain"])
 
     def add_ledger_row(self, enrollment_id: int, *, step: int, message_id: str, at: datetime,
                        template: str = "", subject: str = "", status: str = "sent") -> int:
@@ -295,6 +359,20 @@ class Ledger(Part):
             "INSERT INTO messages (enrollment_id, step, template, message_id, subject, status, "
             "created_at, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (enrollment_id, step, template, message_id, subject, status, iso(at), iso(at))))
+
+
+class Quota(NamedTuple):
+    """Today's messages as the limits count them, at the moment intents are claimed."""
+
+    rep: int
+    mailboxes: dict[str, int]
+    domains: dict[str, int]
+
+
+def _at_step(found: Iterable[tuple[int, int]], steps: Sequence[tuple[int, int]]) -> set[int]:
+    """The enrollments of `found` (id, next step) that are at the step `steps` pairs them with."""
+    want = dict(steps)
+    return {e for e, step in found if want.get(e) == step}
 
 
 def _advance(db: Engine, steps: Iterable[tuple[int, int]]) -> None:

@@ -34,6 +34,7 @@ _SUPPRESSIONS = "outreach_suppressions"   # notified on each new suppression (mi
 class PostgresEngine:
     name = "postgresql"
     position = "strpos"
+    lock_rows = " FOR UPDATE OF e SKIP LOCKED"   # another sender's rows: skipped, not awaited
     IntegrityError = psycopg.IntegrityError
 
     def __init__(self, url: str, *, password: str | None = None) -> None:
@@ -256,6 +257,24 @@ class PostgresEngine:
             yield
         finally:
             self._unlock(name)
+
+    def hold_run(self, run: str) -> None:
+        """This `send` run's lease, for as long as its connection lives."""
+        if not self._try_lock(f"send-run:{run}"):
+            raise LockedError(f"{self.where}: send run {run} is already running")
+
+    def take_runs(self, runs: Iterable[str]) -> set[str]:
+        """Of these runs, those whose process is gone (the server dropped its lock with its
+        connection), now held by this one until `release_run`."""
+        return {run for run in runs if self._try_lock(f"send-run:{run}")}
+
+    def release_run(self, run: str) -> None:
+        self._unlock(f"send-run:{run}")
+
+    def lock_quota(self) -> None:
+        """Until the transaction ends, no other process writes intents: the team's counts
+        read next stay true until this one's intents are committed."""
+        self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key("quota"),))
 
     def _try_lock(self, name: str) -> bool:
         row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (_key(name),)).fetchone()

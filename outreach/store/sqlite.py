@@ -20,6 +20,7 @@ from .engine import Cursor, PerEngine, Record, migration_sql, running, transacti
 class SQLiteEngine:
     name = "sqlite"
     position = "instr"
+    lock_rows = ""   # `BEGIN IMMEDIATE` already holds the whole file
     IntegrityError = sqlite3.IntegrityError
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -170,6 +171,41 @@ class SQLiteEngine:
         handle = self._leases.pop(name, None)
         if handle is not None:
             handle.close()   # closing the file drops the flock
+
+    def hold_run(self, run: str) -> None:
+        """This `send` run's lease: an flock on a file of its own, held until released or
+        the process ends (one sender at a time anyway: the `send` lease)."""
+        if not self.take_runs([run]):
+            raise LockedError(f"{self.path}: send run {run} is already running")
+
+    def take_runs(self, runs: Iterable[str]) -> set[str]:
+        """Of these runs, those whose process is gone, now held by this one until
+        `release_run`."""
+        import fcntl
+
+        taken = set()
+        for run in runs:
+            handle = open(self._run_file(run), "a")  # noqa: SIM115
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            self._leases[f"send-run:{run}"] = handle
+            taken.add(run)
+        return taken
+
+    def release_run(self, run: str) -> None:
+        handle = self._leases.pop(f"send-run:{run}", None)
+        if handle is not None:
+            self._run_file(run).unlink(missing_ok=True)
+            handle.close()
+
+    def _run_file(self, run: str) -> Path:
+        return self.path.with_name(f"{self.path.name}.send-run-{run}-lock")
+
+    def lock_quota(self) -> None:
+        """Nothing to do: `BEGIN IMMEDIATE` holds the write lock until the transaction ends."""
 
     @contextmanager
     def exclusive(self, name: str, message: str) -> Iterator[None]:
