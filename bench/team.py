@@ -3,8 +3,8 @@
 2,000 enrolled prospects, emails only, `concurrency = 8`, one aiosmtpd sink in its own process,
 a private PostgreSQL server started here (as tests/postgres.py does). Each round sends the same
 campaign from a SQLite file (one sender), and from a PostgreSQL database (made with `outreach
-db copy`) by 1, 2 and 4 reps at once (each rep owns 1/k of the prospects and holds an own
-lease), interleaved; prints aggregate msg/s (best | median), ratios (goals: one PostgreSQL
+db copy`) by 1, 2 and 4 reps at once (each rep owns 1/k of the prospects; each run holds its
+own run lease), interleaved; prints aggregate msg/s (best | median), ratios (goals: one PostgreSQL
 sender >= 0.8x one SQLite sender, two >= 1.6x one), database round trips per message (the
 statements and pipelined batches the clients sent; goal: <= 1), the server's CPU, and the
 duplicate deliveries (the sink counts each recipient's messages; must be 0).

@@ -695,7 +695,7 @@ def preview(app: Any, email: str, step_number: int | None) -> None:
     Headers and body as bytes on the wire; a call step prints its script. Which step,
     template and A/B variant made it goes to stderr.
     """
-    from .send import preview as preview_
+    from .preview import preview as preview_
 
     data, source = preview_(app, email, step=step_number)
     click.echo(f"preview: {source}", err=True)  # stderr: stdout stays the exact bytes
