@@ -52,9 +52,6 @@ class Books(Protocol):
     def claim(self, envelopes: list[Envelope]) -> list[Envelope]:
         """Commit the intents of a chunk; only those returned may be sent."""
 
-    def may_send(self, envelope: Envelope) -> bool:
-        """The last look, right before a claimed message's SMTP transaction: False if its
-        prospect was suppressed since it was claimed (then it is released, never sent)."""
 
     def record(self, batch: list[tuple[Envelope, Delivery]]) -> None:
         """Record what the transport reported, in one transaction."""
@@ -88,7 +85,7 @@ class _Dispatch:
         self.queue: asyncio.Queue[Envelope | None] = asyncio.Queue(maxsize=self.chunk)
         self.stop = asyncio.Event()
         self.unsent: list[Envelope] = []
-        self.suppressed: list[Envelope] = []   # claimed, then suppressed before their turn
+        self.suppressed: list[Envelope] = []   # claimed, then withheld: suppressed since
         self.pending: list[tuple[Envelope, Delivery]] = []
         self.taken = 0   # how many of `chosen` were composed (the rest were never started)
         self.aborting = False
@@ -101,9 +98,6 @@ class _Dispatch:
             if self.stop.is_set():
                 self.unsent.append(env)
                 continue
-            if not self.books.may_send(env):
-                self.suppressed.append(env)
-                continue
             self.in_flight += 1
             try:
                 delivery = await conn.deliver(env)
@@ -111,6 +105,9 @@ class _Dispatch:
                 delivery = Delivery(Outcome.UNKNOWN, f"{type(exc).__name__}: {exc}")
             finally:
                 self.in_flight -= 1
+            if delivery.outcome is Outcome.WITHHELD:   # released at the end, never sent
+                self.suppressed.append(env)
+                continue
             self.pending.append((env, delivery))
             self.count(delivery)
         await conn.close()

@@ -7,7 +7,9 @@ unsubscribe, `outreach suppress`) may suppress one of them. Asking the database 
 message would cost a round trip each, so the store first says, without one, whether a
 suppression may have been written since the last look (PostgreSQL: a notification on the
 connection; SQLite: another connection committed), and only then are the waiting messages'
-prospects read again, all in one query. A message whose transaction has started goes on.
+prospects read again, all in one query. The connections ask right before each SMTP
+transaction (after any wait for a connection, a turn on a shared one or a retry's backoff); a
+message whose transaction has started goes on.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class LastLook:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.waiting: set[int] = set()   # ledger ids written, not yet handed to a connection
+        self.waiting: set[int] = set()   # ledger ids claimed whose delivery is not recorded
         self.stopped: set[int] = set()   # ... found suppressed: never handed over
         store.watch_suppressions()   # before the first intent: nothing falls between
 
@@ -32,9 +34,12 @@ class LastLook:
         self.waiting.update(ledger_ids)
 
     def may_send(self, ledger_id: int) -> bool:
-        """Right before the message's SMTP transaction: False if its prospect was suppressed
-        since its intent was written."""
+        """Right before each SMTP transaction of the message (a retry's too): False if its
+        prospect was suppressed since its intent was written."""
         if self.store.suppressions_changed() and self.waiting:
             self.stopped |= self.store.suppressed_intents(sorted(self.waiting))
-        self.waiting.discard(ledger_id)
         return ledger_id not in self.stopped
+
+    def settled(self, ledger_ids: Iterable[int]) -> None:
+        """Deliveries recorded: those messages need no more looks."""
+        self.waiting.difference_update(ledger_ids)

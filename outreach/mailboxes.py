@@ -10,7 +10,7 @@ from typing import Any
 from .config import Config
 from .handover import Log
 from .render import Envelope
-from .transport import Delivery, connections
+from .transport import Delivery, Look, connections
 
 
 def views(config: Config) -> dict[str, Config]:
@@ -45,11 +45,13 @@ class RoutedConnection:
 
 
 def routed_connections(config_views: Mapping[str, Config], used: Iterable[str], *,
-                       handover: Log | None = None) -> list[RoutedConnection]:
+                       handover: Log | None = None,
+                       look: Look | None = None) -> list[RoutedConnection]:
     """As many workers as the busiest mailbox's `concurrency` (one for an outbox). Each
     mailbox opens its own `concurrency` connections, no more: a worker beyond that shares
     one with another worker, one message at a time (an outbox writer keeps no state)."""
-    per = {m: connections(config_views[m], handover=handover) for m in dict.fromkeys(used)}
+    per = {m: connections(config_views[m], handover=handover, look=look)
+           for m in dict.fromkeys(used)}
     count = max((len(conns) for conns in per.values()), default=1)
     shared = {m: [_Turns(conn) for conn in conns] for m, conns in per.items()}
     workers = []

@@ -206,9 +206,6 @@ class _Run:
     def claim(self, envelopes: list[render.Envelope]) -> list[render.Envelope]:
         return self.ledger.claim(envelopes)
 
-    def may_send(self, envelope: render.Envelope) -> bool:
-        return self.ledger.may_send(envelope)
-
     @property
     def contested(self) -> int:
         return self.ledger.contested
@@ -277,7 +274,7 @@ class _Run:
         log = self.ledger.log = handover.Log(self.ledger.log_path)
         try:
             conns = mailboxes.routed_connections(self.views, (i.mailbox for i in chosen),
-                                                 handover=log)
+                                                 handover=log, look=self.ledger.may_send)
             if self.progress:
                 self.progress(0, 0, self.total)   # the bar from the start, not the first reply
             await dispatch(chosen, conns=conns, books=self, result=self.result,

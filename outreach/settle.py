@@ -154,8 +154,9 @@ class RunLedger:
                                 template=m["template"], sent_as_step=earlier)
 
     def may_send(self, env: Envelope) -> bool:
-        """The last look before a claimed message's SMTP transaction (`lastlook.py`): a
-        message whose prospect another process suppressed since is counted, never sent."""
+        """The look right before each SMTP transaction of a claimed message (`lastlook.py`;
+        the connections ask it): one whose prospect another process suppressed since is
+        counted, and withheld."""
         if self.look is None or self.look.may_send(env.meta["ledger_id"]):
             return True
         self.result.suppressed_mid_run.append({"email": env.rcpt_to,
@@ -190,6 +191,8 @@ class RunLedger:
             if self.lease:
                 store.renew_lock(self.lease, until=clock.wall_now() + LEASE)
         self.result.sent += len(sent)
+        if self.look is not None:
+            self.look.settled(env.meta["ledger_id"] for env, _ in batch)
         return sent, bounced
 
     def _record(self, env: Envelope, delivery: Delivery, now: datetime,

@@ -18,6 +18,7 @@ import os
 import random
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -60,6 +61,7 @@ class Outcome(enum.Enum):
     FAILED = "failed"        # refused for good (5xx): not sent
     RETRY = "retry"          # temporary trouble outlasted the retries; provably not handed over
     UNKNOWN = "unknown"      # the connection died after the payload went out
+    WITHHELD = "withheld"    # the look before its SMTP transaction said no: never handed over
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ class Delivery:
 
 
 _SENT = Delivery(Outcome.SENT)   # frozen: one shared value for every accepted message
+_WITHHELD = Delivery(Outcome.WITHHELD, "suppressed since its intent was written")
+# The look right before each SMTP transaction (a retry's too): may this message still go?
+Look = Callable[[Envelope], bool]
 
 
 class _Temporary(Exception):
@@ -83,6 +88,10 @@ class _Permanent(Exception):
 
 
 class _Unknown(Exception):
+    pass
+
+
+class _Withheld(Exception):
     pass
 
 
@@ -132,8 +141,9 @@ def outbox_files(folder: Path, message_id: str) -> tuple[Path, Path]:
 class OutboxConnection:
     """Writes each message as `<folder>/<stamp>-<id>.eml`, atomically (temp file + rename)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, look: Look | None = None) -> None:
         self.folder = folder
+        self.look = look
 
     async def open(self) -> None:
         try:
@@ -143,6 +153,8 @@ class OutboxConnection:
                                  f"({exc.strerror}); fix the path or its permissions") from None
 
     async def deliver(self, envelope: Envelope) -> Delivery:
+        if self.look is not None and not self.look(envelope):
+            return _WITHHELD
         target, temp = outbox_files(self.folder, envelope.message_id)
         try:
             temp.write_bytes(envelope.data)
@@ -162,11 +174,12 @@ class SmtpConnection:
     """One reusable SMTP connection; MAIL, RCPT and DATA issued by hand to know the handover."""
 
     def __init__(self, settings: Smtp, password: str | None, tokens: Any = None,
-                 handover: Log | None = None) -> None:
+                 handover: Log | None = None, look: Look | None = None) -> None:
         self.settings = settings
         self.password = password
         self.tokens = tokens   # an oauth.TokenSource for auth = "oauth2"
         self.handover = handover   # marks each payload written and each one accepted
+        self.look = look
         self.smtp: aiosmtplib.SMTP | None = None
         self._asked_at: float | None = None   # loop time of the command awaiting its reply
         self._timed_out = False
@@ -320,6 +333,8 @@ class SmtpConnection:
             return Delivery(Outcome.FAILED, str(exc), bad_recipient=exc.bad_recipient)
         except _Unknown as exc:
             return Delivery(Outcome.UNKNOWN, str(exc))
+        except _Withheld:
+            return _WITHHELD
         except TransportError as exc:   # a new connection's login failed: before MAIL
             return Delivery(Outcome.RETRY, str(exc))
         return _SENT
@@ -332,6 +347,9 @@ class SmtpConnection:
 
     async def _exchange(self, envelope: Envelope) -> None:
         smtp = await self._connected()
+        # Last, after any wait (for the connection, a turn on it, a retry's backoff).
+        if self.look is not None and not self.look(envelope):
+            raise _Withheld
         try:
             sender, recipient = _address(envelope.mail_from), _address(envelope.rcpt_to)
         except UnicodeEncodeError:
@@ -420,12 +438,12 @@ Connection = OutboxConnection | SmtpConnection
 
 
 def connections(config: Config, count: int | None = None, *,
-                handover: Log | None = None) -> list[Any]:
+                handover: Log | None = None, look: Look | None = None) -> list[Any]:
     """The connections a run uses: one outbox writer, or `concurrency` SMTP connections
-    (marking their hand-overs in `handover`)."""
+    (marking their hand-overs in `handover`; asking `look` before each transaction)."""
     s = config.smtp
     if s.transport == "outbox":
-        return [OutboxConnection(s.outbox)]
+        return [OutboxConnection(s.outbox, look)]
     password = secret(s.password_env, what=f"[smtp] password_env ({s.username})") \
         if s.auth == "password" and s.password_env else None
     tokens = None
@@ -433,7 +451,7 @@ def connections(config: Config, count: int | None = None, *,
         from .oauth import token_source
 
         tokens = token_source(s.oauth2, s.username)
-    return [SmtpConnection(s, password, tokens, handover)
+    return [SmtpConnection(s, password, tokens, handover, look)
             for _ in range(count or s.concurrency)]
 
 

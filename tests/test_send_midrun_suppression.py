@@ -10,6 +10,7 @@ import json
 import select
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import Any, cast
 
 import pytest
@@ -28,10 +29,11 @@ THURSDAY = "2026-03-05T07:30:00-06:00"   # inside Chicago's 07:00-09:00 window
 A, B, C = "cfo1@maker1.example", "cfo2@maker2.example", "cfo3@maker3.example"
 
 
-def held_in_data(campaign, smtp_server, *args: str) -> tuple[Stall, subprocess.Popen[str]]:
+def held_in_data(campaign, smtp_server, *args: str,
+                 stall: Stall | None = None) -> tuple[Stall, subprocess.Popen[str]]:
     """A, B and C due; `outreach send ARGS` in its own process, on one connection, with A
     held inside DATA by the sink (B and C queued: their intents are written)."""
-    stall = Stall(point="DATA", nth=1)
+    stall = stall or Stall(point="DATA", nth=1)
     use_smtp(campaign, smtp_server(stall).port, concurrency=1)
     campaign.now(THURSDAY)
     campaign.run_json("import", str(campaign.write_csv([prospect_row(n) for n in (1, 2, 3)])))
@@ -93,6 +95,34 @@ def test_a_suppression_after_the_transaction_started_does_not_stop_it(campaign, 
     assert run.returncode == 0, err
     assert stall.recipients() == [A, B, C]
     assert json.loads(out)["suppressed_mid_run"] == 0
+
+
+@dataclass
+class StallThenTryLater(Stall):
+    """Holds the first message inside DATA, then answers 451 (try again later): the sender
+    retries it after a backoff, in a new SMTP transaction."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await self._point("DATA", envelope)
+        if self.counts["DATA"] == 1:
+            return "451 4.3.0 try again later"
+        return self.accept(envelope)
+
+
+def test_a_retry_after_the_suppression_is_withheld(campaign, smtp_server):
+    """A, held inside DATA, is suppressed; the server then says 451: the retry, a new SMTP
+    transaction, is looked at first and never goes."""
+    stall, run = held_in_data(campaign, smtp_server, "--json",
+                              stall=StallThenTryLater(point="DATA", nth=1))
+    assert campaign.run("suppress", A).exit_code == 0
+    stall.release.set()
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == 0, err
+    summary = json.loads(out)
+    assert stall.recipients() == [B, C]
+    assert (summary["sent"], summary["failed"], summary["suppressed_mid_run"]) == (2, 0, 1)
+    assert summary["suppressions_mid_run"] == [{"email": A, "step": 0}]
+    assert statuses(campaign) == {"sent": 2}
 
 
 class Statements:
