@@ -244,3 +244,20 @@ def test_message_sent_fires_for_what_a_dead_run_had_handed_over(campaign, smtp_s
     assert server.handler.recipients() == ["cfo1@maker1.example"]
     assert not (campaign.root / "outreach.db-handover-d3adbeef").exists()
     assert statuses(campaign) == {"sent": 2}
+
+
+@pytest.mark.sqlite_only
+def test_a_dead_runs_lock_file_goes_and_a_live_ones_stays(campaign):
+    """A run killed before its first intent leaves its lease's file beside the database; the
+    next run removes it, never one a live process holds."""
+    import fcntl
+
+    enroll(campaign, [prospect_row(0)])
+    dead = campaign.root / "outreach.db.send-run-d3ad-lock"
+    dead.touch()
+    live = campaign.root / "outreach.db.send-run-a11e-lock"
+    with open(live, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        campaign.run_json("send")
+        assert not dead.exists() and live.exists()
+    assert sorted(p.name for p in campaign.root.glob("outreach.db.send-run-*")) == [live.name]

@@ -1,5 +1,5 @@
-"""On a team's PostgreSQL each rep's `send` holds an own lease: two reps send at once, and
-every prospect still gets one message (the ledger's unique steps hold across processes)."""
+"""On a team's PostgreSQL each `send` run holds only its own run's lease: two reps send at once,
+and every prospect still gets one message (the ledger's unique steps hold across processes)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tests.test_send_subprocess import start_send
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(engine_under_test() != "postgresql",
-                                 reason="per-rep leases are PostgreSQL's (the PG pass runs it)")]
+                                 reason="senders at once are PostgreSQL's (the PG pass runs it)")]
 
 
 def test_two_reps_send_at_once_and_nobody_gets_two(campaign, smtp_server, tmp_path):

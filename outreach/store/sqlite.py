@@ -174,9 +174,15 @@ class SQLiteEngine:
 
     def hold_run(self, run: str) -> None:
         """This `send` run's lease: an flock on a file of its own, held until released or
-        the process ends (one sender at a time anyway: the `send` lease)."""
+        the process ends (one sender at a time anyway: the `send` lease). The files of
+        dead runs that left no intents to settle (killed before their first) go now."""
         if not self.take_runs([run]):
             raise LockedError(f"{self.path}: send run {run} is already running")
+        prefix, suffix = f"{self.path.name}.send-run-", "-lock"
+        left = [f.name[len(prefix):-len(suffix)] for f in self.path.parent.glob(
+            f"{prefix}*{suffix}")]
+        for dead in self.take_runs(r for r in left if r != run):
+            self.release_run(dead)
 
     def take_runs(self, runs: Iterable[str]) -> set[str]:
         """Of these runs, those whose process is gone, now held by this one until
