@@ -202,7 +202,7 @@ M003_TEAM = """
 # the database only when a suppression may have been written. On PostgreSQL every new
 # suppression, whoever writes it, notifies the channel `outreach_suppressions` (its target as
 # the payload) when it commits; the sender LISTENs. SQLite needs nothing: PRAGMA data_version.
-M006_SUPPRESSION_NOTIFY = PerEngine(sqlite="", postgresql="""
+M004_SUPPRESSION_NOTIFY = PerEngine(sqlite="", postgresql="""
         CREATE FUNCTION outreach_suppression_notify() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             PERFORM pg_notify('outreach_suppressions', NEW.target);
@@ -216,11 +216,11 @@ M006_SUPPRESSION_NOTIFY = PerEngine(sqlite="", postgresql="""
 # has an id, its intents carry it, and the run holds a lease on that id while it lives, so
 # another process tells a dead run's intents (to settle) from a live one's (on the wire now).
 # NULL: a run from before.
-M004_SEND_RUNS = """
+M005_SEND_RUNS = """
         ALTER TABLE messages ADD COLUMN run TEXT;
         CREATE INDEX messages_intents ON messages(run) WHERE status = 'intent';
 """
 
 # Each entry runs once, in its own transaction, in this order.
 MIGRATIONS: tuple[str | PerEngine, ...] = (M001_INITIAL, M002_UNSUBSCRIBE_SECRET, M003_TEAM,
-                                           M006_SUPPRESSION_NOTIFY, M004_SEND_RUNS)
+                                           M004_SUPPRESSION_NOTIFY, M005_SEND_RUNS)

@@ -28,7 +28,7 @@ from .engine import Cursor, PerEngine, Record, migration_sql, running, transacti
 
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
 _MIGRATE_LOCK = 0x6F7574726561636B  # any fixed key: "outreack"
-_SUPPRESSIONS = "outreach_suppressions"   # notified on each new suppression (migration M006)
+_SUPPRESSIONS = "outreach_suppressions"   # notified on each new suppression (migration M004)
 
 
 class PostgresEngine:
@@ -292,7 +292,7 @@ class PostgresEngine:
     # -- suppressions written by other processes -------------------------------------------
 
     def watch_suppressions(self) -> None:
-        """LISTEN for new suppressions (M006's trigger notifies them on commit, whoever
+        """LISTEN for new suppressions (M004's trigger notifies them on commit, whoever
         writes them); from now on `suppressions_changed` tells whether one arrived."""
         if not self._listening:
             self.conn.add_notify_handler(self._notice)
