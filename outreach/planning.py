@@ -240,8 +240,9 @@ def cap_domains(ready: list[Due], *, config: Config, end: datetime,
                             sent_today=sent_today, cap=cap)
     result.capped_domains = dict(sorted(held.items()))
     result.cap_per_domain = cap
+    kept_ids = {id(d) for d in kept}   # by identity: `in kept` compared whole Dues, n² of them
     nexts = {domain_of(d.enrollment["email"]): after_today(d, end, config)
-             for d in ready if d not in kept}
+             for d in ready if id(d) not in kept_ids}
     for domain, count in held.items():
         result.defer(DOMAIN_CAP, count, until=nexts.get(domain))
     return kept
