@@ -161,7 +161,7 @@ class ImapSource:
         _quietly_close(client)
 
     def batches(self, store: Store) -> Iterator[list[Inbound]]:
-        from imapclient.exceptions import IMAPClientAbortError
+        from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
         client = self.connect()
         try:
@@ -171,6 +171,11 @@ class ImapSource:
             self.close()
             raise MailboxError(f"{self.where}: connection lost ({_text(exc)}); what was read "
                                "is kept, the next poll continues from there") from None
+        except IMAPClientError as exc:   # a NO or BAD to SEARCH or FETCH (Gmail has its days)
+            self.close()
+            raise MailboxError(f"{self.where}: the server refused to hand over messages "
+                               f"({_text(exc)}); what was read is kept, the next poll tries "
+                               "the rest again") from None
 
     def _folder(self, client: Any, store: Store, folder: str) -> Iterator[list[Inbound]]:
         from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
@@ -241,7 +246,8 @@ def fetch_bodies(client: Any, uids: list[int]) -> dict[int, bytes]:
 
     typ, data = client._imap.uid("FETCH", ",".join(map(str, uids)), "(BODY.PEEK[])")
     if typ != "OK":
-        raise IMAPClientError(f"fetch failed: {data!r}")
+        said = data[0] if data and isinstance(data[0], bytes) else b""
+        raise IMAPClientError(f"{typ} {said.decode('utf-8', 'replace')}".strip())
     out: dict[int, bytes] = {}
     for i, item in enumerate(data):
         if isinstance(item, tuple):   # (b"12 (UID 345 BODY[] {size}", body), then the rest
