@@ -964,14 +964,18 @@ def _exit(code: Any) -> None:
     """End the process without the interpreter's teardown (freeing every object and module
     one by one: 15-30 ms per command, a tenth of a `poll` with nothing new). Only when that
     loses nothing: the command has returned (its store closed, its files closed by their
-    `with`), no other thread runs, and the exit code is a number. The atexit handlers run
-    and stdout and stderr are flushed first, as a normal exit does; if a flush fails (a
-    closed pipe) the caller exits the normal way, which reports it as before."""
+    `with`), no other thread runs, no plugin code outreach does not ship was loaded (a
+    file it keeps open is flushed only as the interpreter frees it), and the exit code is a
+    number. The atexit handlers run and stdout and stderr are flushed first, as a normal
+    exit does; if a flush fails (a closed pipe) the caller exits the normal way, which
+    reports it as before."""
     import os
 
     threading = sys.modules.get("threading")
+    plugins = sys.modules.get("outreach.plugins")
     if not (code is None or isinstance(code, int)) or (
-            threading is not None and threading.active_count() > 1):
+            threading is not None and threading.active_count() > 1) or (
+            plugins is not None and plugins.LOADED_OTHERS):
         return
     import atexit
 

@@ -159,9 +159,16 @@ _HOW_TO_SKIP = ("run with OUTREACH_LOAD_PLUGINS set to the plugins you want (emp
                 "Nothing was done, so none of its events are lost.")
 
 
+# Whether this process loaded plugin code outreach does not ship (a campaign's folder, an
+# entry point): such code may hold files open whose buffered writes only a normal exit
+# flushes, so `cli.main` then does not end the process the quick way.
+LOADED_OTHERS: list[str] = []
+
+
 def _register(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
     """Register, turning pluggy's complaints (a hook taking arguments the spec does not
     have) and a hook wrapper into errors that name the plugin."""
+    LOADED_OTHERS.append(name)
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:

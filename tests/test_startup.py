@@ -80,3 +80,28 @@ def test_exit_skips_the_teardown_but_keeps_output_exit_code_and_atexit(tmp_path:
     threaded = run("thread", "--help")
     assert threaded.returncode == 0
     assert threaded.stdout.endswith("thread done\natexit ran\ntorn down\n")
+
+
+def test_a_plugin_file_left_open_keeps_what_was_written_to_it(tmp_path: Path) -> None:
+    """A campaign's own plugin may keep a file open at module level and write to it without
+    flushing: the normal exit flushes it as the module is freed, so the quick exit must not
+    be taken once code outreach does not ship was loaded."""
+    from outreach.scaffold import init_campaign
+
+    list(init_campaign(tmp_path / "camp"))
+    (tmp_path / "camp" / "plugins" / "audit.py").write_text(
+        "import pluggy\n"
+        "hookimpl = pluggy.HookimplMarker('outreach')\n"
+        f"LOG = open({str(tmp_path / 'audit.log')!r}, 'a')\n"
+        "@hookimpl\n"
+        "def campaign_opened(campaign):\n"
+        "    LOG.write('opened\\n')\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-c", EXITS, "stats"], cwd=tmp_path / "camp",
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "audit.log").read_text() == "opened\n"
+    # A campaign with only the built-in plugins still ends the quick way.
+    (tmp_path / "camp" / "plugins" / "audit.py").unlink()
+    plain = subprocess.run([sys.executable, "-c", EXITS, "stats"], cwd=tmp_path / "camp",
+                           capture_output=True, text=True)
+    assert plain.returncode == 0 and "torn down" not in plain.stdout
