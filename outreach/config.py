@@ -8,7 +8,6 @@ names the environment variable that holds the secret, read only when it is neede
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import ipaddress
 import itertools
@@ -349,7 +348,7 @@ class _Parser:
             raise self.fail(f"[{name}]", "must be a table")
         for key in value:
             if key not in keys:
-                close = difflib.get_close_matches(key, sorted(keys), n=1)
+                close = _closest(key, keys)
                 hint = f'did you mean "{close[0]}"?' if close else "known keys: " + ", ".join(
                     sorted(keys)
                 )
@@ -425,7 +424,7 @@ class _Parser:
                "sequences", "plugins", "team", "mailboxes"}
         for key in data:
             if key not in top:
-                close = difflib.get_close_matches(key, sorted(top), n=1)
+                close = _closest(key, top)
                 hint = f'did you mean "[{close[0]}]"?' if close else "known tables: " + ", ".join(
                     f"[{t}]" for t in sorted(top))
                 raise self.fail(f"[{key}]", f"is not a known table: {hint}")
@@ -939,3 +938,9 @@ def valid_timezone(name: str) -> bool:
         return False
     return True
 
+
+def _closest(key: str, known: set[str]) -> list[str]:
+    """The known name a typo was meant to be, if any (difflib loads only for a bad config)."""
+    import difflib
+
+    return difflib.get_close_matches(key, sorted(known), n=1)
