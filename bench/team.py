@@ -6,11 +6,11 @@ campaign from a SQLite file (one sender), and from a PostgreSQL database (made w
 db copy`) by 1, 2 and 4 reps at once (each rep owns 1/k of the prospects; each run holds its
 own run lease), interleaved; prints aggregate msg/s (best | median), ratios (goals: one PostgreSQL
 sender >= 0.8x one SQLite sender, two >= 1.6x one), database round trips per message (the
-statements and pipelined batches the clients sent; goal: <= 1), the server's CPU, and the
+clients' waits for the server's answer; goal: <= 1), the server's CPU, and the
 duplicate deliveries (the sink counts each recipient's messages; must be 0). The CPU seconds of
 the senders, the sink and the server say how busy the two cores were: where they are near 2,
 more senders cannot go faster. `--baseline-tree DIR` also times the outreach in another
-checkout (say, a `git worktree` of main) in the same rounds.
+checkout with the same schema (say, a `git worktree` of main) in the same rounds.
 
     .venv/bin/python bench/team.py [--prospects 2000] [--rounds 3] [--baseline-tree DIR]
 """
