@@ -26,6 +26,7 @@ from __future__ import annotations
 import secrets
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from . import clock, handover
 from .app import App
 from .config import Config, Step
-from .errors import OutreachError
+from .errors import LockedError, OutreachError
 from .lastlook import LastLook
 from .models import Prospect
 from .planning import Counts, defer_capped, within_caps
@@ -236,22 +237,33 @@ class RunLedger:
         predicts it. Returns how many are due again."""
         store = self.store
         self.unresolved.update(store.unresolved_steps())
-        taken: set[str] = set()
-        if own:
-            runs: set[str | None] = {self.run}
-        else:
-            found = store.intent_runs(rep=self.own)
-            # Held while settling, so no other process settles the same run meanwhile.
-            taken = store.take_runs(sorted(r for r in found if r is not None))
-            runs = {*taken, *(r for r in found if r is None)}
-            live = found - runs
-            if live:   # another sender has these on the wire now: not this run's to plan
-                self.busy = {r["enrollment_id"] for r in store.intents_of(runs=live)}
-        try:
+        with ExitStack() as held:
+            if own:
+                runs: set[str | None] = {self.run}
+            else:
+                found = store.intent_runs(rep=self.own)
+                # Held while settling, so no other process settles the same run meanwhile.
+                taken = store.take_runs(sorted(r for r in found if r is not None))
+                for run in taken:
+                    held.callback(store.release_run, run)
+                runs = {*taken, *([None] if None in found and self._older(held) else [])}
+                live = found - runs
+                if live:   # another sender has these on the wire now: not this run's to plan
+                    self.busy = {r["enrollment_id"] for r in store.intents_of(runs=live)}
             return self._settle(runs) if runs else 0
-        finally:
-            for run in taken:
-                store.release_run(run)
+
+    def _older(self, held: ExitStack) -> bool:
+        """May the intents with no run id (an outreach from before runs had ids wrote them)
+        be settled now? Its senders held the rep's `send:REP` lease on PostgreSQL (on SQLite,
+        the `send` one this run holds): held here while settling, so one of them still
+        sending keeps its intents, and two runs never both settle (and record) them."""
+        if self.own is None:
+            return True
+        try:
+            held.enter_context(self.store.exclusive(f"send:{self.own}", "an older sender"))
+        except LockedError:
+            return False
+        return True
 
     def _settle(self, runs: set[str | None]) -> int:
         stale = self.store.intents_of(runs=runs, rep=self.own)

@@ -261,3 +261,43 @@ def test_a_dead_runs_lock_file_goes_and_a_live_ones_stays(campaign):
         campaign.run_json("send")
         assert not dead.exists() and live.exists()
     assert sorted(p.name for p in campaign.root.glob("outreach.db.send-run-*")) == [live.name]
+
+
+@team_only
+def test_intents_from_before_runs_had_ids_are_left_to_a_live_older_sender(
+        campaign, smtp_server):
+    """An intent with no run id was written by an outreach from before (upgraded while it
+    ran), whose senders held the rep's `send:REP` lease. While such a sender holds it, its
+    intent is a live one's: left alone, not dropped from its log and sent again. Once the
+    lease is free the next run settles it, and the message goes once."""
+    import psycopg
+
+    from outreach.handover import path_for
+    from outreach.store.postgres import _key
+
+    sink = Recorder()
+    use_smtp(campaign, smtp_server(sink).port)
+    limits(campaign)
+    enroll(campaign, [prospect_row(i) for i in range(3)])
+    [(enrollment,)] = campaign.sql(
+        "SELECT e.id FROM enrollments e JOIN prospects p ON p.id = e.prospect_id "
+        "WHERE p.email = 'cfo0@maker0.example'")
+    campaign.sql("INSERT INTO messages (enrollment_id, step, template, message_id, subject, "
+                 "status, created_at, rep) VALUES (?, 0, 'intro', '<old-1@acme.example>', "
+                 "'Hi', 'intent', '2026-03-05T13:29:00+00:00', 'dana@acme.example')",
+                 enrollment)
+    path_for(campaign.config().store_path).write_text("Q <old-1@acme.example>\n")
+    older = psycopg.connect(campaign.store_url, autocommit=True)
+    older.execute("SELECT pg_advisory_lock(%s)", (_key("send:dana@acme.example"),))
+
+    first = campaign.run_json("send")
+
+    assert (first["sent"], first["unknown"]) == (2, 0)
+    assert "cfo0@maker0.example" not in sink.recipients()
+    assert campaign.sql("SELECT status FROM messages WHERE message_id = "
+                        "'<old-1@acme.example>'") == [("intent",)]
+    older.close()   # the older sender is gone: its intent never reached DATA
+    campaign.run_json("send")
+    assert Counter(sink.recipients()) == Counter(
+        {f"cfo{i}@maker{i}.example": 1 for i in range(3)})
+    assert statuses(campaign) == {"sent": 3}
