@@ -78,6 +78,12 @@ class Log:
         os.close(self._fd)
 
 
+def logs(database: Path) -> dict[str, Path]:
+    """The logs of runs with ids beside `database`, by run id."""
+    prefix = database.name + "-handover-"
+    return {path.name[len(prefix):]: path for path in database.parent.glob(prefix + "*")}
+
+
 def remove(path: Path) -> None:
     """Forget every mark: only once the intents they describe are settled."""
     path.unlink(missing_ok=True)

@@ -250,7 +250,23 @@ class RunLedger:
                 live = found - runs
                 if live:   # another sender has these on the wire now: not this run's to plan
                     self.busy = {r["enrollment_id"] for r in store.intents_of(runs=live)}
+                if not self.dry_run:
+                    self._sweep(skip={self.run, *(r for r in found if r is not None)})
             return self._settle(runs) if runs else 0
+
+    def _sweep(self, *, skip: set[str]) -> None:
+        """Remove this machine's logs of dead runs that left no intents (killed before their
+        first was committed, or after their last was recorded): nothing would ever settle
+        them. A live run's log (its lease held) stays, and so does one whose run has intents."""
+        store = self.store
+        for run, path in handover.logs(self.config.store_path).items():
+            if run in skip or not store.take_runs([run]):
+                continue
+            try:
+                if not store.has_intents(run=run):
+                    handover.remove(path)
+            finally:
+                store.release_run(run)
 
     def _older(self, held: ExitStack) -> bool:
         """May the intents with no run id (an outreach from before runs had ids wrote them)

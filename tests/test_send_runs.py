@@ -301,3 +301,33 @@ def test_intents_from_before_runs_had_ids_are_left_to_a_live_older_sender(
     assert Counter(sink.recipients()) == Counter(
         {f"cfo{i}@maker{i}.example": 1 for i in range(3)})
     assert statuses(campaign) == {"sent": 3}
+
+
+def test_a_dead_runs_log_with_nothing_to_settle_goes_and_a_live_ones_stays(campaign):
+    """A run killed before its first intent was committed (or after its last was recorded)
+    leaves its hand-over log and no intents: nothing would ever settle it, so the next run
+    removes it; the log of a run that is alive (its lease held) stays."""
+    import contextlib
+    import fcntl
+
+    import psycopg
+
+    from outreach import handover
+    from outreach.store.postgres import _key
+
+    enroll(campaign, [prospect_row(0)])
+    dead, live = (campaign.root / f"outreach.db-handover-{run}" for run in ("d3ad", "a11e"))
+    for log in (dead, live):
+        mark = handover.Log(log)
+        mark.queued([f"<{log.name}@acme.example>"])
+        mark.close()
+    with contextlib.ExitStack() as alive:
+        if campaign.store_url:
+            db = alive.enter_context(psycopg.connect(campaign.store_url, autocommit=True))
+            db.execute("SELECT pg_advisory_lock(%s)", (_key("send-run:a11e"),))
+        else:
+            held = alive.enter_context(open(campaign.root / "outreach.db.send-run-a11e-lock",
+                                            "a"))
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert campaign.run_json("send")["sent"] == 1
+        assert not dead.exists() and live.exists()
