@@ -141,21 +141,23 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
 
 
 def round_trip_counter(wait: Callable[..., Any]) -> tuple[list[int], Callable[..., Any]]:
-    """psycopg's `waiting.wait`, counting the round trips to the server: the waits that read
-    its answer (a statement, a pipeline's sync or flush; what was pipelined before rides
-    along). For tests and bench/team.py; [count] and the wrapped wait."""
-    from psycopg.waiting import Wait
+    """psycopg's `waiting.wait`, counting the round trips to the server: the waits in which
+    the socket turned readable, the answer to a statement or a pipeline's sync or flush (what
+    was pipelined before rides along). For tests and bench/team.py; [count] and the wrapped
+    wait."""
+    from psycopg.waiting import Ready
 
     count = [0]
 
     def counted(gen: Any, *args: Any, **kwargs: Any) -> Any:
         def watched() -> Any:
-            reads = False
+            reads = False   # whether the answer was read, whichever wait found it readable
             try:
                 state = next(gen)
                 while True:
-                    reads = reads or state == Wait.R
-                    state = gen.send((yield state))
+                    ready = yield state
+                    reads = reads or bool(int(ready or 0) & Ready.R)
+                    state = gen.send(ready)
             except StopIteration as done:
                 return done.value
             finally:
