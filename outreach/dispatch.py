@@ -156,10 +156,16 @@ class _Dispatch:
             self.books.record(batch)
 
     async def flusher(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_SECONDS)
-            self.flush()
-            await self.books.between()
+        try:
+            while True:
+                await asyncio.sleep(FLUSH_SECONDS)
+                self.flush()
+                await self.books.between()
+        except Exception:
+            # Deliveries that cannot be recorded must not go on piling up unrecorded (the
+            # error hidden): the run sends nothing more, and `run` raises this at the end.
+            self.stop.set()
+            raise
 
     def count(self, delivery: Delivery) -> None:
         """Stop after STOP_AFTER_FAILURES failed messages in a row."""
@@ -231,3 +237,6 @@ class _Dispatch:
         if self.stop.is_set():
             self.result.defer("interrupted" if self.result.interrupted else "stopped",
                               len(self.unsent) + len(self.chosen) - self.taken + cut_short)
+        if flushing.done() and not flushing.cancelled() and (
+                failed := flushing.exception()) is not None:
+            raise failed   # recording a batch failed: that batch waits for the next run

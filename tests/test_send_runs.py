@@ -331,3 +331,34 @@ def test_a_dead_runs_log_with_nothing_to_settle_goes_and_a_live_ones_stays(campa
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert campaign.run_json("send")["sent"] == 1
         assert not dead.exists() and live.exists()
+
+
+@team_only
+def test_a_run_whose_deliveries_cannot_be_recorded_stops_sending(
+        campaign, smtp_server, monkeypatch):
+    """Recording a batch fails (here: the events table locked past the sender's
+    lock_timeout): the run sends nothing more, says so and exits 1, instead of going on
+    unrecorded with the error hidden. The next run settles the batch from the hand-over log
+    and sends the rest: each prospect gets one message."""
+    import psycopg
+
+    sink = Slow(delay=0.1)
+    use_smtp(campaign, smtp_server(sink).port, concurrency=1)
+    limits(campaign)
+    enroll(campaign, [prospect_row(i) for i in range(30)])
+    monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=300")
+    run = start_send(campaign)
+    sink.wait_for(2)
+    with psycopg.connect(campaign.store_url) as db:   # one transaction, until the run ends
+        db.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+        code = run.wait(timeout=60)
+    _, err = run.communicate()
+
+    assert code == 1, err
+    assert "canceling statement due to lock timeout" in err and "Traceback" not in err
+    assert len(sink.recipients()) < 30
+    monkeypatch.delenv("PGOPTIONS")
+    campaign.run_json("send")
+    assert Counter(sink.recipients()) == Counter(
+        {f"cfo{i}@maker{i}.example": 1 for i in range(30)})
+    assert statuses(campaign) == {"sent": 30}
