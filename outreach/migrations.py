@@ -221,6 +221,20 @@ M005_SEND_RUNS = """
         CREATE INDEX messages_intents ON messages(run) WHERE status = 'intent';
 """
 
+# Each claim of intents counts the team's messages of the day to the chunk's email domains
+# ([team] max_emails_per_domain_per_day): from those domains' prospects (an index on the
+# address's domain, the expression `Ledger.claim_steps` filters on; not `prospects.domain`,
+# which is the company's website when the import had one) to their enrollments and messages,
+# so a claim reads those domains' rows, not every message of the day.
+M006_DOMAIN_COUNTS = PerEngine(sqlite="""
+        CREATE INDEX prospects_email_domain ON prospects(substr(email, instr(email, '@') + 1));
+        CREATE INDEX enrollments_prospect ON enrollments(prospect_id);
+""", postgresql="""
+        CREATE INDEX prospects_email_domain ON prospects(substr(email, strpos(email, '@') + 1));
+        CREATE INDEX enrollments_prospect ON enrollments(prospect_id);
+""")
+
 # Each entry runs once, in its own transaction, in this order.
 MIGRATIONS: tuple[str | PerEngine, ...] = (M001_INITIAL, M002_UNSUBSCRIBE_SECRET, M003_TEAM,
-                                           M004_SUPPRESSION_NOTIFY, M005_SEND_RUNS)
+                                           M004_SUPPRESSION_NOTIFY, M005_SEND_RUNS,
+                                           M006_DOMAIN_COUNTS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import timedelta
 
 import pytest
 
@@ -100,3 +101,34 @@ def test_a_url_that_is_a_path_is_sqlite(campaign):
     set_store(campaign, 'url = "state/team.db"')
     assert campaign.run("prospects").exit_code == 0
     assert (campaign.root / "state" / "team.db").exists()
+
+
+def test_claim_counts_today_s_messages_as_the_limits_do(campaign):
+    """claim_steps's counts: today's messages not failed; the rep's with those from before
+    team mode; per mailbox; per email domain of the chunk (the address's, whatever the
+    prospect's company domain column says), from every rep."""
+    campaign.run("import", str(campaign.write_csv([
+        {"email": f"p{i}@{d}.example", "domain": "website.example"}
+        for i, d in enumerate(["acme", "acme", "acme", "acme", "beta", "gamma"])])))
+    with campaign.app() as app:
+        store, now = app.store, app.now()
+        ids = [store.enroll(store.prospect(f"p{i}@{d}.example").id, "s", at=now, rep="a")
+               for i, d in enumerate(["acme", "acme", "acme", "acme", "beta", "gamma"])]
+        sent = [(ids[0], "a", "mb1", now), (ids[1], "b", "mb1", now), (ids[2], None, None, now),
+                (ids[3], "a", "mb2", now - timedelta(days=1)), (ids[4], "a", "mb2", now)]
+        with store.transaction():
+            for n, (enrollment, rep, mailbox, at) in enumerate(sent):
+                store.add_intents([{"enrollment_id": enrollment, "step": 0, "template": "t",
+                                    "variant": None, "message_id": f"<{n}@x>", "subject": "",
+                                    "rep": rep, "mailbox": mailbox}], at=at)
+        store.set_message_status(store.add_ledger_row(ids[1], step=1, message_id="<f@x>",
+                                                      at=now), "failed")
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        with store.transaction():
+            store.lock_quota()
+            mine, quota = store.claim_steps(
+                [(ids[0], 0), (ids[5], 0), (ids[3], 1)], start=start,
+                end=start + timedelta(days=1), rep="a",
+                domains={"acme.example", "gamma.example"})
+    assert mine == {ids[5]}   # ids[0] has its step-0 message; ids[3] is at step 0, not 1
+    assert quota == (3, {"mb1": 2, "mb2": 1}, {"acme.example": 3, "gamma.example": 0})

@@ -17,6 +17,12 @@ from .base import Part, domain_of
 from .engine import Engine, Record, chunks, marks
 
 _OPEN = "state IN ('active', 'paused')"
+# Enrollment `e` has no message at its next step yet. A subquery per enrollment (its count by
+# the (enrollment_id, step) key), not NOT EXISTS: while the statistics still say `messages` is
+# empty (a new team database's first sends, before autovacuum looks) PostgreSQL would plan that
+# anti-join as a scan of every message for each enrollment.
+_UNSENT = ("(SELECT count(*) FROM messages m WHERE m.enrollment_id = e.id "
+           "AND m.step = e.next_step) = 0")
 
 
 class Enrollments(Part):
@@ -312,8 +318,7 @@ class Ledger(Part):
             return set()
         found = self.db.execute(
             f"SELECT e.id, e.next_step FROM enrollments e WHERE e.{_OPEN} "
-            f"AND e.id IN ({marks(len(steps))}) AND NOT EXISTS (SELECT 1 FROM messages m "
-            "WHERE m.enrollment_id = e.id AND m.step = e.next_step)", [e for e, _ in steps])
+            f"AND e.id IN ({marks(len(steps))}) AND {_UNSENT}", [e for e, _ in steps])
         return _at_step(found, steps)
 
     def claim_steps(self, steps: Sequence[tuple[int, int]], *, start: datetime, end: datetime,
@@ -328,29 +333,28 @@ class Ledger(Part):
             return set(), Quota(0, {}, {})
         ids = [e for e, _ in steps]
         day = (iso(start), iso(end))
-        mine = "" if rep is None else " AND (rep = ? OR rep IS NULL)"
+        # The address's domain: the expression the prospects_email_domain index holds (M006).
         at = f"substr(p.email, {self.db.position}(p.email, '@') + 1)"
-        counted = "status != 'failed' AND created_at >= ? AND created_at < ?"
+        counted = "m.status != 'failed' AND m.created_at >= ? AND m.created_at < ?"
+        # Today's messages are read once, for the rep's and the mailboxes' counts (grouped by
+        # both); the domains' count starts from the chunk's domains' prospects (by index) and
+        # reads only their enrollments' messages (by enrollment, the day tested on each row: a
+        # join, or a subquery the day's range may pick the index of, starts from every one of
+        # today's messages while the statistics do not know of them yet), however long the day.
         rows = self.db.execute(
             f"WITH claimed AS (SELECT e.id, e.next_step FROM enrollments e WHERE e.{_OPEN} "
-            f"AND e.id IN ({marks(len(ids))}) AND NOT EXISTS (SELECT 1 FROM messages m "
-            f"WHERE m.enrollment_id = e.id AND m.step = e.next_step){self.db.lock_rows}) "
-            "SELECT 'claim', CAST(id AS TEXT), next_step FROM claimed "
-            f"UNION ALL SELECT 'rep', '', count(*) FROM messages WHERE {counted}{mine} "
-            f"UNION ALL SELECT 'mailbox', mailbox, count(*) FROM messages WHERE {counted} "
-            "AND mailbox IS NOT NULL GROUP BY mailbox "
-            f"UNION ALL SELECT 'domain', d, count(*) FROM (SELECT {at} AS d FROM messages m "
-            "JOIN enrollments e ON e.id = m.enrollment_id JOIN prospects p "
-            f"ON p.id = e.prospect_id WHERE m.{counted.replace(' AND ', ' AND m.')}) t "
-            f"WHERE d IN ({marks(len(domains)) or 'NULL'}) GROUP BY d",
-            (*ids, *day, *([rep] if rep is not None else []), *day, *day,
-             *domains)).fetchall()
+            f"AND e.id IN ({marks(len(ids))}) AND {_UNSENT}{self.db.lock_rows}) "
+            "SELECT 'claim', CAST(id AS TEXT), next_step, NULL FROM claimed "
+            "UNION ALL SELECT 'team', m.mailbox, count(*), CASE WHEN m.rep = ? OR m.rep IS NULL "
+            f"THEN 1 ELSE 0 END FROM messages m WHERE {counted} GROUP BY 2, 4 "
+            f"UNION ALL SELECT 'domain', {at}, coalesce(sum((SELECT sum(CASE WHEN {counted} "
+            "THEN 1 ELSE 0 END) FROM messages m WHERE m.enrollment_id = e.id)), 0), NULL "
+            "FROM prospects p "
+            "JOIN enrollments e ON e.prospect_id = p.id "
+            f"WHERE {at} IN ({marks(len(domains)) or 'NULL'}) GROUP BY 2",
+            (*ids, rep, *day, *day, *domains)).fetchall()
         claimed = _at_step(((int(r[1]), r[2]) for r in rows if r[0] == "claim"), steps)
-        counts: dict[str, dict[str, int]] = {"rep": {}, "mailbox": {}, "domain": {}}
-        for kind, key, n in rows:
-            if kind != "claim":
-                counts[kind][key] = int(n)
-        return claimed, Quota(counts["rep"].get("", 0), counts["mailbox"], counts["domain"])
+        return claimed, _quota(rows, rep=rep)
 
     def add_ledger_row(self, enrollment_id: int, *, step: int, message_id: str, at: datetime,
                        template: str = "", subject: str = "", status: str = "sent") -> int:
@@ -367,6 +371,21 @@ class Quota(NamedTuple):
     rep: int
     mailboxes: dict[str, int]
     domains: dict[str, int]
+
+
+def _quota(rows: Iterable[Sequence[Any]], *, rep: str | None) -> Quota:
+    """Quota from `claim_steps`'s ('team', mailbox, n, counts for the rep) and ('domain',
+    domain, n) rows; without a rep (no team) every message counts for the daily limit."""
+    mine, mailboxes, domains = 0, dict[str, int](), dict[str, int]()
+    for kind, key, n, ours in rows:
+        if kind == "team":
+            if rep is None or ours:
+                mine += int(n)
+            if key is not None:
+                mailboxes[key] = mailboxes.get(key, 0) + int(n)
+        elif kind == "domain":
+            domains[key] = int(n)
+    return Quota(mine, mailboxes, domains)
 
 
 def _at_step(found: Iterable[tuple[int, int]], steps: Sequence[tuple[int, int]]) -> set[int]:
