@@ -81,11 +81,9 @@ class RunLedger:
 
     def counts(self) -> Counts:
         """Today's counts the limits read when the run plans."""
-        store, (start, end) = self.store, self.day
-        self.first_used = store.mailbox_first_used()
-        return Counts(rep=store.messages_started_between(start, end, rep=self.config.team.rep),
-                      domains=store.domain_counts(start, end),
-                      mailboxes=store.mailbox_counts(start, end), first_used=self.first_used)
+        quota, self.first_used = self.store.day_counts(*self.day, rep=self.config.team.rep)
+        return Counts(rep=quota.rep, domains=quota.domains, mailboxes=quota.mailboxes,
+                      first_used=self.first_used)
 
     # -- intents ----------------------------------------------------------------------
 

@@ -85,7 +85,7 @@ def test_the_daily_limit_holds_across_senders(campaign, smtp_server):
     assert sum(s["sent"] for s in summaries) == 30
     assert len(sink.recipients()) == 30 and len(set(sink.recipients())) == 30
     assert statuses(campaign) == {"sent": 30}
-    assert all(s["limited_by"] == "daily_limit" for s in summaries)
+    assert all(s["limited_by"] == "daily_limit" for s in summaries), summaries
     assert campaign.run_json("send")["sent"] == 0   # and the day is over for this rep
 
 

@@ -165,41 +165,42 @@ class Ledger(Part):
         return self.value("SELECT max(sent_at) FROM messages WHERE enrollment_id = ? "
                           "AND status = 'sent'", (enrollment_id,))
 
-    def messages_started_between(self, start: datetime, end: datetime, *,
-                                 rep: str | None = None) -> int:
-        """Messages handed over (or about to be) in [start, end): what daily_limit counts
-        (only `rep`'s, and those from before team mode, when given)."""
-        where, args = "", cast(tuple[Any, ...], ())
-        if rep is not None:
-            where, args = " AND (rep = ? OR rep IS NULL)", (rep,)
-        return int(self.value(
-            "SELECT count(*) FROM messages WHERE status != 'failed' AND created_at >= ? "
-            f"AND created_at < ?{where}", (iso(start), iso(end), *args)))
-
-    def mailbox_counts(self, start: datetime, end: datetime) -> dict[str, int]:
-        """Mailbox -> messages it handed over (or is about to) in [start, end)."""
-        return {r[0]: int(r[1]) for r in self.db.execute(
-            "SELECT mailbox, count(*) FROM messages WHERE status != 'failed' AND created_at >= ? "
-            "AND created_at < ? AND mailbox IS NOT NULL GROUP BY mailbox",
-            (iso(start), iso(end)))}
-
-    def mailbox_first_used(self) -> dict[str, str]:
-        """Mailbox -> when it first sent (ISO): day 0 of its ramp-up."""
-        return {r[0]: r[1] for r in self.db.execute(
-            "SELECT mailbox, min(created_at) FROM messages WHERE mailbox IS NOT NULL "
-            "GROUP BY mailbox")}
-
-    def domain_counts(self, start: datetime, end: datetime) -> dict[str, int]:
-        """Email domain -> messages the whole team handed over (or is about to) to it in
-        [start, end): what [team] max_emails_per_domain_per_day counts."""
-        out: dict[str, int] = {}
-        for (email,) in self.db.execute(
-                "SELECT p.email FROM messages m JOIN enrollments e ON e.id = m.enrollment_id "
-                "JOIN prospects p ON p.id = e.prospect_id WHERE m.status != 'failed' "
-                "AND m.created_at >= ? AND m.created_at < ?", (iso(start), iso(end))):
-            domain = domain_of(email)
-            out[domain] = out.get(domain, 0) + 1
-        return out
+    def day_counts(self, start: datetime, end: datetime, *,
+                   rep: str | None = None) -> tuple[Quota, dict[str, str]]:
+        """Messages handed over (or about to be) in [start, end) as the limits count them when
+        a run plans (`rep`'s and those from before team mode, when given, for daily_limit;
+        each mailbox's; the whole team's per company domain), and when each mailbox first
+        sent (ISO: day 0 of its ramp-up). One statement, so one snapshot: read apart, another
+        sender's intents committed in between left the rep's count and a mailbox's at odds."""
+        mine = "" if rep is None else " AND (rep = ? OR rep IS NULL)"
+        counted = "status != 'failed' AND created_at >= ? AND created_at < ?"
+        day = (iso(start), iso(end))
+        rows = self.db.execute(
+            f"SELECT 'rep', '', CAST(count(*) AS TEXT) FROM messages WHERE {counted}{mine} "
+            "UNION ALL SELECT 'mailbox', mailbox, CAST(count(*) AS TEXT) FROM messages "
+            f"WHERE {counted} AND mailbox IS NOT NULL GROUP BY mailbox "
+            "UNION ALL SELECT 'first', mailbox, min(created_at) FROM messages "
+            "WHERE mailbox IS NOT NULL GROUP BY mailbox "
+            "UNION ALL SELECT 'email', p.email, CAST(count(*) AS TEXT) FROM messages m "
+            "JOIN enrollments e ON e.id = m.enrollment_id JOIN prospects p "
+            f"ON p.id = e.prospect_id WHERE m.{counted.replace(' AND ', ' AND m.')} "
+            "GROUP BY p.email",
+            (*day, *([rep] if rep is not None else []), *day, *day)).fetchall()
+        rep_count = 0
+        mailboxes: dict[str, int] = {}
+        domains: dict[str, int] = {}
+        first_used: dict[str, str] = {}
+        for kind, key, value in rows:
+            if kind == "rep":
+                rep_count = int(value)
+            elif kind == "mailbox":
+                mailboxes[key] = int(value)
+            elif kind == "first":
+                first_used[key] = value
+            else:
+                domain = domain_of(key)
+                domains[domain] = domains.get(domain, 0) + int(value)
+        return Quota(rep_count, mailboxes, domains), first_used
 
     def add_intents(self, intents: Sequence[Mapping[str, Any]], *, at: datetime) -> dict[str, int]:
         """Write ledger intents (keys: enrollment_id, step, template, variant, message_id,
