@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,3 +181,12 @@ def _engine_only(request: pytest.FixtureRequest) -> None:
     PostgreSQL pass (its PostgreSQL counterpart is in test_store_postgres.py)."""
     if request.node.get_closest_marker("sqlite_only") and engine_under_test() != "sqlite":
         pytest.skip("about the SQLite engine")
+
+
+def until(done: Callable[[], Any], state: Callable[[], Any], timeout: float = 20) -> None:
+    """Poll `done` (a ledger's or a log's state: nothing notifies) until true; on timeout
+    fail with `state()`."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, state()
+        time.sleep(0.01)

@@ -207,6 +207,20 @@ class Stall(Recorder):
 
 
 @dataclass
+class StallThenHold(Stall):
+    """A Stall that, once let go, holds every later message at `point` until `rest`: the
+    sender cannot race past the message the test is about (a local sink answers in
+    microseconds, faster than a test can kill or a notification can travel)."""
+
+    rest: threading.Event = field(default_factory=threading.Event)
+
+    async def _point(self, point: str, envelope: Any) -> None:
+        await super()._point(point, envelope)
+        if point == self.point and self.counts[point] > self.nth:
+            await asyncio.to_thread(self.rest.wait)
+
+
+@dataclass
 class Server:
     handler: Recorder
     port: int
