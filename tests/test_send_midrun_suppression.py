@@ -20,9 +20,9 @@ import pytest
 from outreach.clock import parse_now
 from outreach.lastlook import LastLook
 from outreach.store import Store
-from tests.conftest import prospect_row
+from tests.conftest import prospect_row, until
 from tests.ledger import statuses
-from tests.smtp_server import Stall, use_smtp
+from tests.smtp_server import Stall, StallThenHold, use_smtp
 from tests.test_team import unsubscribe_mail
 
 pytestmark = pytest.mark.slow
@@ -65,6 +65,17 @@ def sent_out(campaign) -> Iterator[None]:
         assert list(listener.notifies(timeout=10, stop_after=1)), "no notification"
 
 
+def let_go(campaign, stall: StallThenHold) -> None:
+    """Let A go, and B only once A's delivery is recorded. That record is a statement the
+    sender sent after the suppression's notification was out (`sent_out`), and PostgreSQL
+    hands a listening session its notifications before the reply to its next statement: by
+    the look before C the sender has it. (Its own travel to the idle session is not bound
+    to be over: a busy machine let the look before C come first.)"""
+    stall.release.set()
+    until(lambda: statuses(campaign)["sent"] == 1, lambda: statuses(campaign))
+    stall.rest.set()
+
+
 def enrollment_state(campaign, email: str) -> str:
     [(state,)] = campaign.sql("SELECT e.state FROM enrollments e JOIN prospects p "
                               "ON p.id = e.prospect_id WHERE p.email = ?", email)
@@ -72,11 +83,12 @@ def enrollment_state(campaign, email: str) -> str:
 
 
 def test_an_unsubscribe_polled_mid_run_stops_the_queued_message(campaign, smtp_server):
-    stall, run = held_in_data(campaign, smtp_server, "--json")
+    stall, run = held_in_data(campaign, smtp_server, "--json",
+                              stall=StallThenHold(point="DATA", nth=1))
     unsubscribe_mail(campaign, C)   # C's opt-out, read by a `poll` in this (other) process
     with sent_out(campaign):
         assert campaign.run_json("poll")["unsubscribes"] == 1
-    stall.release.set()
+    let_go(campaign, stall)
     out, err = run.communicate(timeout=30)
     assert run.returncode == 0, err
     summary = json.loads(out)
@@ -89,10 +101,11 @@ def test_an_unsubscribe_polled_mid_run_stops_the_queued_message(campaign, smtp_s
 
 
 def test_a_domain_suppressed_mid_run_stops_its_queued_message(campaign, smtp_server):
-    stall, run = held_in_data(campaign, smtp_server)
+    stall, run = held_in_data(campaign, smtp_server,
+                              stall=StallThenHold(point="DATA", nth=1))
     with sent_out(campaign):
         assert campaign.run("suppress", "@maker3.example").exit_code == 0
-    stall.release.set()
+    let_go(campaign, stall)
     out, err = run.communicate(timeout=30)
     assert run.returncode == 0, err
     assert out == ("sent 2, failed 0, unknown 0, held 0, deferred 0; 2 call tasks; "
