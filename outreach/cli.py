@@ -975,8 +975,9 @@ def _exit(code: Any) -> None:
     plugins = sys.modules.get("outreach.plugins")
     if not (code is None or isinstance(code, int)) or (
             threading is not None and threading.active_count() > 1) or (
-            plugins is not None and plugins.LOADED_OTHERS):
-        return
+            plugins is not None and plugins.LOADED_OTHERS) or (
+            sys.getprofile() is not None or sys.gettrace() is not None):
+        return   # (a profiler or debugger writes its report after main returns)
     import atexit
 
     atexit._run_exitfuncs()

@@ -105,3 +105,14 @@ def test_a_plugin_file_left_open_keeps_what_was_written_to_it(tmp_path: Path) ->
     plain = subprocess.run([sys.executable, "-c", EXITS, "stats"], cwd=tmp_path / "camp",
                            capture_output=True, text=True)
     assert plain.returncode == 0 and "torn down" not in plain.stdout
+
+
+def test_a_profiler_still_writes_its_report(tmp_path: Path) -> None:
+    """`python -m cProfile -o FILE -m outreach …` writes FILE after main returns: the quick
+    exit would end the process first, so it is not taken under a profiler or a tracer."""
+    report = tmp_path / "poll.prof"
+    done = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(report),
+                           "-m", "outreach", "--help"], cwd=tmp_path, capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and done.stdout.startswith("Usage: outreach")
+    assert report.stat().st_size > 0
