@@ -142,18 +142,13 @@ class SQLiteEngine:
         on a file beside the database, held until released or the process ends: a holder
         that is alive keeps it however long it was stopped (Ctrl-Z, a sleeping laptop), and
         a dead one's lapses at once. The row only says who holds it."""
-        import fcntl
-
-        handle = open(self.path.with_name(f"{self.path.name}.{name}-lock"), "a")  # noqa: SIM115
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
+        handle = _flocked(self.path.with_name(f"{self.path.name}.{name}-lock"))
+        if handle is None:
             row = self.conn.execute("SELECT owner, pid FROM locks WHERE name = ?",
                                     (name,)).fetchone()
             holder = f" (pid {row[1]}, since {row[0]})" if row else ""
             raise LockedError(f"{self.path}: another {running(name)} is running{holder}; "
-                              "wait for it to finish, then run again.") from None
+                              "wait for it to finish, then run again.")
         self._leases[name] = handle
         with self.transaction():
             self.conn.execute(
@@ -187,15 +182,10 @@ class SQLiteEngine:
     def take_runs(self, runs: Iterable[str]) -> set[str]:
         """Of these runs, those whose process is gone, now held by this one until
         `release_run`."""
-        import fcntl
-
         taken = set()
         for run in runs:
-            handle = open(self._run_file(run), "a")  # noqa: SIM115
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
+            handle = _flocked(self._run_file(run))
+            if handle is None:
                 continue
             self._leases[f"send-run:{run}"] = handle
             taken.add(run)
@@ -245,3 +235,17 @@ class SQLiteEngine:
 
     def _data_version(self) -> int:
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _flocked(path: Path) -> Any:
+    """`path` opened (made if need be) and flocked for this process, or None if another
+    holds it: the lease lasts until the file is closed or the process ends."""
+    import fcntl
+
+    handle = open(path, "a")  # noqa: SIM115
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
