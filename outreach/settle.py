@@ -46,6 +46,7 @@ from .transport import Delivery, Outcome, outbox_files
 
 if TYPE_CHECKING:
     from .send import SendResult
+    from .store.ledger import Quota
 
 LEASE = timedelta(minutes=10)
 # Why a dead run's message is unknown: its payload was on the wire, or nothing here says.
@@ -82,6 +83,9 @@ class RunLedger:
     def counts(self) -> Counts:
         """Today's counts the limits read when the run plans."""
         quota, self.first_used = self.store.day_counts(*self.day, rep=self.config.team.rep)
+        return self._counts(quota)
+
+    def _counts(self, quota: Quota) -> Counts:
         return Counts(rep=quota.rep, domains=quota.domains, mailboxes=quota.mailboxes,
                       first_used=self.first_used)
 
@@ -109,8 +113,7 @@ class RunLedger:
                 domains={domain_of(env.meta["prospect"].email) for env in envelopes})
             kept, held = within_caps(
                 [env for env in envelopes if env.meta["enrollment_id"] in mine],
-                counts=Counts(rep=quota.rep, domains=quota.domains, mailboxes=quota.mailboxes,
-                              first_used=self.first_used),
+                counts=self._counts(quota),
                 config=config, now=self.now, domain=lambda env: domain_of(
                     env.meta["prospect"].email), mailbox=lambda env: env.meta["mailbox"])
             written = store.add_intents([{
